@@ -1,0 +1,49 @@
+//! The inputs an op receives, with helpers for the common ways ONNX ops read them.
+use crate::error::{Error, Result};
+use crate::onnx::proto::NodeProto;
+use crate::onnx::NodeExt;
+use tch::{Kind, Tensor};
+
+pub struct Inputs<'a> {
+    pub node: &'a NodeProto,
+    /// One entry per node input; None where the input name is empty (optional, skipped).
+    pub vals: Vec<Option<&'a Tensor>>,
+}
+
+impl<'a> Inputs<'a> {
+    pub fn len(&self) -> usize {
+        self.vals.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.vals.is_empty()
+    }
+    /// Optional input `i` (absent when past the end or skipped with an empty name).
+    pub fn get(&self, i: usize) -> Option<&'a Tensor> {
+        self.vals.get(i).copied().flatten()
+    }
+    /// Required input `i`.
+    pub fn req(&self, i: usize) -> Result<&'a Tensor> {
+        self.get(i).ok_or_else(|| self.err(format!("input {i} is required")))
+    }
+    /// All present inputs, in order (variadic ops: Sum, Concat, Max…).
+    pub fn all(&self) -> Vec<&'a Tensor> {
+        self.vals.iter().flatten().copied().collect()
+    }
+    /// An integer tensor input read as a list (shapes, axes, pads…), None when absent.
+    pub fn ints(&self, i: usize) -> Result<Option<Vec<i64>>> {
+        self.get(i).map(to_ints).transpose()
+    }
+    /// A scalar input read as f64, None when absent.
+    pub fn scalar(&self, i: usize) -> Result<Option<f64>> {
+        self.get(i).map(|t| Ok(t.f_to_kind(Kind::Double)?.f_reshape([-1])?.f_double_value(&[0])?)).transpose()
+    }
+    pub fn err(&self, reason: impl Into<String>) -> Error {
+        self.node.node_err(reason)
+    }
+}
+
+/// Reads an integer tensor (any int kind, any rank) as a flat list.
+pub fn to_ints(t: &Tensor) -> Result<Vec<i64>> {
+    let flat = t.f_to_kind(Kind::Int64)?.f_reshape([-1])?.f_to_device(tch::Device::Cpu)?;
+    Ok(Vec::<i64>::try_from(&flat)?)
+}

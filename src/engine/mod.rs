@@ -1,0 +1,13 @@
+//! The differentiable engine: runs an ONNX graph on libtorch tensors (CPU or CUDA), forward and
+//! backward. `plan` orders and folds the graph; `ops` holds one small builder per ONNX op.
+pub mod convert;
+pub mod device;
+pub mod inputs;
+pub mod ops;
+pub mod plan;
+pub mod registry;
+
+pub use device::{device_name, parse_device};
+pub use inputs::{to_ints, Inputs};
+pub use plan::{unsupported_ops, InputSpec, Plan, PlanOptions};
+pub use registry::{op, BoxOp, Op, OpCtx, Registry};

@@ -1,0 +1,4 @@
+//! Matrix products: Gemm, MatMul, Einsum.
+use crate::engine::Registry;
+
+pub fn register(_r: &mut Registry) {}

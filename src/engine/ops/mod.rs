@@ -1,0 +1,32 @@
+//! ONNX ops, one small builder each, grouped by family. Each family registers its ops here.
+use super::Registry;
+
+pub mod elementwise;
+pub mod activation;
+pub mod logic;
+pub mod cast;
+pub mod conv;
+pub mod pool;
+pub mod norm;
+pub mod linalg;
+pub mod softmax;
+pub mod shape;
+pub mod index;
+pub mod reduce;
+pub mod resize;
+
+pub fn register_all(r: &mut Registry) {
+    elementwise::register(r);
+    activation::register(r);
+    logic::register(r);
+    cast::register(r);
+    conv::register(r);
+    pool::register(r);
+    norm::register(r);
+    linalg::register(r);
+    softmax::register(r);
+    shape::register(r);
+    index::register(r);
+    reduce::register(r);
+    resize::register(r);
+}

@@ -1,0 +1,12 @@
+//! ONNX model I/O: protobuf types, tensors (inline and external), attributes, load and save.
+//! Knows nothing of libtorch.
+pub mod attr;
+pub mod dtype;
+pub mod model;
+pub mod proto;
+pub mod tensor;
+
+pub use attr::NodeExt;
+pub use dtype::DType;
+pub use model::{OnnxModel, SavedModel};
+pub use tensor::TensorData;
