@@ -5,6 +5,8 @@
 pub mod engine;
 pub mod error;
 pub mod onnx;
+pub mod semu;
 
 pub use error::{Error, Result};
-pub mod cli;
+pub mod conformance;
+pub mod verify;

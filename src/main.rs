@@ -1,3 +1,6 @@
+//! The `semu` binary: glue over the library (see `cli`).
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    semu::cli::main()
+    cli::main()
 }

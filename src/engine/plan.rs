@@ -170,7 +170,7 @@ impl Plan {
 
         // Slots for every value a step or a graph output touches.
         let mut slot_of: HashMap<String, usize> = HashMap::new();
-        let mut slot = |name: &str, slot_of: &mut HashMap<String, usize>| -> usize {
+        let slot = |name: &str, slot_of: &mut HashMap<String, usize>| -> usize {
             let n = slot_of.len();
             *slot_of.entry(name.to_string()).or_insert(n)
         };

@@ -4,6 +4,7 @@ pub mod attr;
 pub mod dtype;
 pub mod model;
 pub mod proto;
+pub mod summary;
 pub mod tensor;
 
 pub use attr::NodeExt;

@@ -75,7 +75,7 @@ impl TensorData {
         let n = numel(&dims);
         let bytes = if is_external(t) {
             read_external(t, base)?
-        } else if !t.raw_data.is_empty() || typed_len(t) == 0 {
+        } else if !t.raw_data().is_empty() || typed_len(t) == 0 {
             t.raw_data().to_vec()
         } else {
             typed_bytes(t, dtype)?

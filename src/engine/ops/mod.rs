@@ -1,6 +1,8 @@
 //! ONNX ops, one small builder each, grouped by family. Each family registers its ops here.
 use super::Registry;
 
+pub mod util;
+
 pub mod elementwise;
 pub mod activation;
 pub mod logic;

@@ -1,0 +1,49 @@
+# semu — set-up, build, test, demo. Every target installs what it needs (idempotent).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+# tch's build finds libtorch through this python (LIBTORCH_USE_PYTORCH=1, .cargo/config.toml).
+export PATH := $(VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+SEMU := $(CURDIR)/target/release/semu
+CARGO_TEST := cargo test --release
+
+.PHONY: setup apt venv build fixtures test demo bench conformance conformance-update lint clean-fixtures
+
+setup: apt venv build
+
+apt:
+	@dpkg -s libopenblas-dev >/dev/null 2>&1 || { \
+	  echo "installing libopenblas-dev"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev) >/dev/null; }
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: tools/requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+	@touch $@
+
+build: venv
+	cargo build --release
+
+fixtures: venv
+	$(PY) tools/make_fixtures.py
+
+test: setup fixtures
+	$(CARGO_TEST)
+
+demo: setup fixtures
+	@bash tools/demo.sh $(SEMU)
+
+bench: setup fixtures
+	cargo bench --bench engine
+
+conformance: setup
+	$(CARGO_TEST) --test conformance -- --nocapture
+
+conformance-update: setup
+	SEMU_CONFORMANCE_UPDATE=1 $(CARGO_TEST) --test conformance -- --nocapture
+
+lint: venv
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings

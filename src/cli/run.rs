@@ -1,0 +1,84 @@
+//! `semu run MODEL.onnx --input NAME=FILE.npy … [--output-dir D] [--compare-ort]`.
+use super::{CmdResult, Exit};
+use anyhow::{anyhow, bail, Context};
+use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry};
+use semu::onnx::OnnxModel;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Run a model on the engine (libtorch) and write each output as `<output name>.npy`.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  semu run model.onnx --input input=x.npy --output-dir out/ --compare-ort\n\n\
+Inputs are named by the graph's input names; an input given as `NAME=` (empty file) is skipped.")]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// NAME=FILE.npy, once per graph input.
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Where to write `<output>.npy` files.
+    #[arg(long, default_value = ".")]
+    output_dir: PathBuf,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Also run ONNX Runtime and print the max absolute/relative difference per output;
+    /// exit 3 past tolerance.
+    #[arg(long)]
+    compare_ort: bool,
+    /// Relative tolerance for --compare-ort (absolute tolerance is rtol/10).
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+}
+
+/// Characters outside `[A-Za-z0-9._-]` become `_`, so any output name is a safe file name.
+pub fn file_name_for(output: &str) -> String {
+    output.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let device = parse_device(&a.device)?;
+    let model = OnnxModel::load(&a.model)?;
+    let mut feeds = HashMap::new();
+    for spec in &a.inputs {
+        let (name, file) = spec.split_once('=').ok_or_else(|| anyhow!("--input '{spec}': expected NAME=FILE.npy"))?;
+        if file.is_empty() {
+            continue;
+        }
+        let t = tch::Tensor::read_npy(file).with_context(|| format!("--input {name}: reading {file}"))?;
+        feeds.insert(name.to_string(), t);
+    }
+    let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
+    for i in plan.inputs() {
+        if !feeds.contains_key(&i.name) {
+            bail!("the model needs input '{}': pass --input {}=FILE.npy", i.name, i.name);
+        }
+    }
+    let outs = {
+        let _g = tch::no_grad_guard();
+        plan.run(&feeds)?
+    };
+    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
+    for (name, t) in plan.output_names().iter().zip(&outs) {
+        let path = a.output_dir.join(format!("{}.npy", file_name_for(name)));
+        let tmp = tempfile::NamedTempFile::new_in(&a.output_dir)?;
+        t.to_device(tch::Device::Cpu).write_npy(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(&path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
+        println!("{name}: {:?} {:?} -> {}", t.kind(), t.size(), path.display());
+    }
+    println!("device {}", device_name(device));
+    if a.compare_ort {
+        return compare_ort(&a, &model, &feeds, plan.output_names(), &outs);
+    }
+    Ok(())
+}
+
+fn compare_ort(
+    _a: &Args,
+    _model: &OnnxModel,
+    _feeds: &HashMap<String, tch::Tensor>,
+    _names: Vec<&str>,
+    _outs: &[tch::Tensor],
+) -> CmdResult {
+    Err(Exit { code: 1, err: anyhow!("--compare-ort: not wired yet") })
+}

@@ -1,0 +1,155 @@
+//! The ONNX backend test data (shipped in the onnx wheel) run through the engine: one case is a
+//! folder with `model.onnx` and `test_data_set_*/{input,output}_N.pb`. Used by
+//! `tests/conformance.rs` and `make conformance`.
+use crate::engine::convert::{from_tensor, to_tensor};
+use crate::engine::{Plan, PlanOptions, Registry};
+use crate::error::{Error, Result};
+use crate::onnx::proto::TensorProto;
+use crate::onnx::{DType, OnnxModel, TensorData};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    /// Ran, but an output differs (or has the wrong dtype/shape).
+    Fail(String),
+    /// The model uses ops the engine lacks.
+    Unsupported(String),
+    /// Anything else: load error, runtime error, unreadable test data.
+    Error(String),
+}
+
+/// `onnx/backend/test/data` inside the project's venv, or `$SEMU_ONNX_TESTDATA`.
+pub fn data_root() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SEMU_ONNX_TESTDATA") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    std::fs::read_dir(venv).ok()?.flatten().map(|e| e.path().join("site-packages/onnx/backend/test/data")).find(|p| p.is_dir())
+}
+
+/// Case folders under `data_root()/node`, sorted by name.
+pub fn node_cases(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("node"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.join("model.onnx").exists()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn read_tensor_pb(path: &Path) -> Result<TensorData> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let t = TensorProto::decode(bytes.as_slice())
+        .map_err(|e| Error::msg(format!("{}: not a TensorProto ({e})", path.display())))?;
+    if t.data_type() == 0 {
+        return Err(Error::msg(format!("{}: not a plain tensor (sequence/optional/map data)", path.display())));
+    }
+    TensorData::from_proto(&t, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Tolerances per dtype: (relative, absolute). The ONNX backend suite itself uses 1e-3 / 1e-7.
+pub fn tolerance(d: DType) -> (f64, f64) {
+    match d {
+        DType::F64 => (1e-6, 1e-7),
+        DType::F32 | DType::C64 => (1e-3, 1e-5),
+        DType::F16 | DType::BF16 => (1e-2, 1e-3),
+        _ => (0.0, 0.0),
+    }
+}
+
+/// Compares one output; Err names the first mismatch.
+pub fn compare(got: &TensorData, want: &TensorData) -> std::result::Result<(), String> {
+    if got.dims != want.dims {
+        return Err(format!("shape {:?}, expected {:?}", got.dims, want.dims));
+    }
+    if want.dtype == DType::String {
+        return Err("string tensors are not supported".into());
+    }
+    let (rtol, atol) = tolerance(want.dtype);
+    let (g, w) = (as_f64(got)?, as_f64(want)?);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let same = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs();
+        if !same {
+            return Err(format!("element {i}: got {a}, expected {b} (rtol {rtol}, atol {atol})"));
+        }
+    }
+    Ok(())
+}
+
+fn as_f64(t: &TensorData) -> std::result::Result<Vec<f64>, String> {
+    let b = &t.bytes;
+    Ok(match t.dtype {
+        DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect(),
+        DType::I8 => b.iter().map(|&x| x as i8 as f64).collect(),
+        DType::U8 | DType::Bool => b.iter().map(|&x| x as f64).collect(),
+        DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+        DType::U16 => b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+        DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::U32 => b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::U64 => b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        DType::C64 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        d => return Err(format!("cannot compare {d} tensors")),
+    })
+}
+
+/// Runs every `test_data_set_*` of one node-test case folder on CPU.
+pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
+    let model = match OnnxModel::load(dir.join("model.onnx")) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let missing = crate::engine::unsupported_ops(&model, reg);
+    if !missing.is_empty() {
+        return Outcome::Unsupported(missing.join("; "));
+    }
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    sets.sort();
+    let inputs: Vec<String> = {
+        let inits: std::collections::HashSet<&str> = model.graph().initializer.iter().map(|t| t.name()).collect();
+        model.graph().input.iter().map(|v| v.name().to_string()).filter(|n| !inits.contains(n.as_str())).collect()
+    };
+    let plan = match Plan::new(&model, reg, &PlanOptions::default()) {
+        Ok(p) => p,
+        Err(Error::Unsupported(m)) => return Outcome::Unsupported(m),
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    for set in sets {
+        let outcome = (|| -> std::result::Result<(), Outcome> {
+            let mut feeds = HashMap::new();
+            for (i, name) in inputs.iter().enumerate() {
+                let p = set.join(format!("input_{i}.pb"));
+                let d = read_tensor_pb(&p).map_err(|e| Outcome::Error(e.to_string()))?;
+                feeds.insert(name.clone(), to_tensor(&d).map_err(|e| Outcome::Error(e.to_string()))?);
+            }
+            compare_outputs(&plan, &feeds, &set, &model)
+        })();
+        if let Err(o) = outcome {
+            return o;
+        }
+    }
+    Outcome::Pass
+}
+
+fn compare_outputs(plan: &Plan, feeds: &HashMap<String, tch::Tensor>, set: &Path, model: &OnnxModel) -> std::result::Result<(), Outcome> {
+    let outs = plan.run(feeds).map_err(|e| Outcome::Error(e.to_string()))?;
+    for (i, (got, vi)) in outs.iter().zip(&model.graph().output).enumerate() {
+        let p = set.join(format!("output_{i}.pb"));
+        let want = read_tensor_pb(&p).map_err(|e| Outcome::Error(e.to_string()))?;
+        let have = crate::engine::convert::dtype_of(got.kind()).map_err(|e| Outcome::Fail(e.to_string()))?;
+        let widened = matches!((want.dtype, have), (DType::U16, DType::I32) | (DType::U32 | DType::U64, DType::I64));
+        if have != want.dtype && !widened {
+            return Err(Outcome::Fail(format!("output '{}': dtype {have}, expected {}", vi.name(), want.dtype)));
+        }
+        let got = from_tensor(got, want.dtype).map_err(|e| Outcome::Fail(format!("output '{}': {e}", vi.name())))?;
+        compare(&got, &want).map_err(|m| Outcome::Fail(format!("output '{}': {m}", vi.name())))?;
+    }
+    Ok(())
+}
