@@ -2,6 +2,8 @@
 //!
 //! Pipeline: [`onnx`] (import) → [`engine`] (libtorch forward/backward) → semu → fold →
 //! export → verify.
+pub mod classifier;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod onnx;

@@ -1,8 +1,10 @@
 //! `semu run MODEL.onnx --input NAME=FILE.npy … [--output-dir D] [--compare-ort]`.
 use super::{CmdResult, Exit};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry};
+use semu::engine::convert::{dtype_of, from_tensor};
 use semu::onnx::OnnxModel;
+use semu::verify::{compare, OrtSession, Tolerance};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -51,7 +53,7 @@ pub fn run(a: Args) -> CmdResult {
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
     for i in plan.inputs() {
         if !feeds.contains_key(&i.name) {
-            bail!("the model needs input '{}': pass --input {}=FILE.npy", i.name, i.name);
+            return Err(anyhow!("the model needs input '{}': pass --input {}=FILE.npy", i.name, i.name).into());
         }
     }
     let outs = {
@@ -74,11 +76,25 @@ pub fn run(a: Args) -> CmdResult {
 }
 
 fn compare_ort(
-    _a: &Args,
+    a: &Args,
     _model: &OnnxModel,
-    _feeds: &HashMap<String, tch::Tensor>,
-    _names: Vec<&str>,
-    _outs: &[tch::Tensor],
+    feeds: &HashMap<String, tch::Tensor>,
+    names: Vec<&str>,
+    outs: &[tch::Tensor],
 ) -> CmdResult {
-    Err(Exit { code: 1, err: anyhow!("--compare-ort: not wired yet") })
+    let to_data = |t: &tch::Tensor| -> anyhow::Result<semu::onnx::TensorData> {
+        Ok(from_tensor(t, dtype_of(t.kind())?)?)
+    };
+    let ort_feeds: Vec<(String, semu::onnx::TensorData)> =
+        feeds.iter().map(|(n, t)| Ok((n.clone(), to_data(t)?))).collect::<anyhow::Result<_>>()?;
+    let session = OrtSession::load(&a.model, 0)?;
+    let reference = session.run(&ort_feeds)?;
+    let ours: Vec<(String, semu::onnx::TensorData)> =
+        names.iter().zip(outs).map(|(n, t)| Ok((n.to_string(), to_data(t)?))).collect::<anyhow::Result<_>>()?;
+    let cmp = compare(&ours, &reference, Tolerance::new(a.rtol / 10.0, a.rtol));
+    println!("engine vs onnxruntime ({}):\n{cmp}", cmp.tol);
+    if !cmp.passed() {
+        return Err(Exit { code: 3, err: anyhow!("engine and onnxruntime disagree beyond tolerance") });
+    }
+    Ok(())
 }

@@ -1,4 +1,13 @@
 //! SEMU (SEMU.md): forget-set gradient → SVD → rank by γ → train R in `W + U R Vᵀ` → fold.
+pub mod adapter;
+pub mod gradient;
 pub mod layers;
+pub mod optim;
+pub mod svd;
+pub mod train;
+pub mod unlearn;
 
+pub use adapter::Adapter;
 pub use layers::{find_layers, Layer, LayerKind};
+pub use svd::Parity;
+pub use unlearn::{unlearn, Observer, SemuConfig, Unlearned};

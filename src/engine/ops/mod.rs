@@ -13,6 +13,7 @@ pub mod norm;
 pub mod linalg;
 pub mod softmax;
 pub mod shape;
+pub mod layout;
 pub mod index;
 pub mod reduce;
 pub mod resize;
@@ -28,6 +29,7 @@ pub fn register_all(r: &mut Registry) {
     linalg::register(r);
     softmax::register(r);
     shape::register(r);
+    layout::register(r);
     index::register(r);
     reduce::register(r);
     resize::register(r);

@@ -185,9 +185,9 @@ fn lp_norm(ctx: &OpCtx) -> Result<BoxOp> {
         let t = x.req(0)?;
         let a = norm_axis(x, axis, t.dim())?;
         let norm = if p == 1 {
-            t.f_abs()?.f_sum_dim_intlist([a], true, None::<Kind>)?
+            t.f_abs()?.f_sum_dim_intlist(&[a][..], true, None::<Kind>)?
         } else {
-            t.f_square()?.f_sum_dim_intlist([a], true, None::<Kind>)?.f_sqrt()?
+            t.f_square()?.f_sum_dim_intlist(&[a][..], true, None::<Kind>)?.f_sqrt()?
         };
         // A zero norm gives 0, not NaN.
         let safe = norm.f_where_scalarother(&norm.f_ne(0)?, 1.0)?;
@@ -213,7 +213,7 @@ fn lrn(ctx: &OpCtx) -> Result<BoxOp> {
         // Pad the channel dim (moved last) by floor/ceil((size-1)/2) and sum sliding windows.
         let sq = t.f_square()?.f_movedim(1, -1)?;
         let padded = sq.f_constant_pad_nd([(size - 1) / 2, size / 2])?;
-        let sums = padded.f_unfold(-1, size, 1)?.f_sum_dim_intlist([-1], false, None::<Kind>)?.f_movedim(-1, 1)?;
+        let sums = padded.f_unfold(-1, size, 1)?.f_sum_dim_intlist(&[-1i64][..], false, None::<Kind>)?.f_movedim(-1, 1)?;
         let denom = sums.f_mul_scalar(alpha / size as f64)?.f_add_scalar(bias)?.f_pow_tensor_scalar(beta)?;
         Ok(vec![t.f_div(&denom)?])
     })

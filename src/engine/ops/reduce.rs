@@ -1,4 +1,169 @@
 //! Reductions (ReduceSum, ReduceMean, …, axes as attribute or input) and CumSum.
-use crate::engine::Registry;
+use super::util::norm_axis;
+use crate::engine::{op, BoxOp, OpCtx, Registry};
+use crate::error::Result;
+use crate::onnx::NodeExt;
+use tch::{Kind, Tensor};
 
-pub fn register(_r: &mut Registry) {}
+#[derive(Clone, Copy, PartialEq)]
+enum Red {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+/// `axes_input_since`: the opset from which axes come as input 1 (and `noop_with_empty_axes`
+/// exists); before it they are the `axes` attribute.
+fn reduce_op(ctx: &OpCtx, red: Red, axes_input_since: i64) -> Result<BoxOp> {
+    let n = ctx.node;
+    let keep = n.get_i("keepdims")?.unwrap_or(1) != 0;
+    let from_input = ctx.opset >= axes_input_since;
+    let noop = from_input && n.get_i("noop_with_empty_axes")?.unwrap_or(0) != 0;
+    let attr_axes = if from_input { None } else { n.get_ints("axes")? };
+    op(move |x| {
+        let data = x.req(0)?;
+        let axes = if from_input { x.ints(1)? } else { attr_axes.clone() };
+        let rank = data.dim();
+        let axes = match axes {
+            Some(a) if !a.is_empty() => {
+                let mut v = a.iter().map(|&a| norm_axis(x, a, rank)).collect::<Result<Vec<_>>>()?;
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            // Reducing over no axis still applies the op's element-wise part (e.g. square).
+            _ if noop => return Ok(vec![elementwise(red, data)?]),
+            _ => (0..rank as i64).collect(),
+        };
+        Ok(vec![reduce(red, data, &axes, keep)?])
+    })
+}
+
+/// The reduction over an empty set of axes.
+fn elementwise(red: Red, t: &Tensor) -> Result<Tensor> {
+    Ok(match red {
+        Red::L1 | Red::L2 => t.f_abs()?,
+        Red::LogSum => t.f_log()?,
+        Red::SumSquare => t.f_square()?,
+        _ => t.shallow_clone(),
+    })
+}
+
+fn is_float(k: Kind) -> bool {
+    matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+}
+
+/// The value a reduction over zero elements gives (numpy's identities; Mean is 0/0).
+fn empty_value(red: Red, k: Kind) -> f64 {
+    let float = is_float(k);
+    let (lo, hi) = match k {
+        Kind::Bool => (0.0, 1.0),
+        Kind::Uint8 => (0.0, u8::MAX as f64),
+        Kind::Int8 => (i8::MIN as f64, i8::MAX as f64),
+        Kind::Int16 => (i16::MIN as f64, i16::MAX as f64),
+        Kind::Int => (i32::MIN as f64, i32::MAX as f64),
+        Kind::Int64 => (i64::MIN as f64, i64::MAX as f64),
+        _ => (f64::NEG_INFINITY, f64::INFINITY),
+    };
+    match red {
+        Red::Sum | Red::L1 | Red::L2 | Red::SumSquare => 0.0,
+        Red::Prod => 1.0,
+        Red::Mean => f64::NAN,
+        Red::Max => lo,
+        Red::Min => hi,
+        Red::LogSum | Red::LogSumExp if float => f64::NEG_INFINITY,
+        Red::LogSum | Red::LogSumExp => lo,
+    }
+}
+
+/// Reduces `t` over the sorted, distinct `axes`; the result keeps the input's element type.
+fn reduce(red: Red, t: &Tensor, axes: &[i64], keep: bool) -> Result<Tensor> {
+    let kind = t.kind();
+    let shape = t.size();
+    let reduced = |i: usize| axes.contains(&(i as i64));
+    let out: Vec<i64> = if keep {
+        (0..shape.len()).map(|i| if reduced(i) { 1 } else { shape[i] }).collect()
+    } else {
+        (0..shape.len()).filter(|&i| !reduced(i)).map(|i| shape[i]).collect()
+    };
+    if t.numel() == 0 {
+        if kind == Kind::Int64 && matches!(red, Red::Max | Red::Min) {
+            // i64 bounds do not survive the trip through f64.
+            let v = if red == Red::Max { i64::MIN } else { i64::MAX };
+            return Ok(Tensor::f_full(out.as_slice(), v, (kind, t.device()))?);
+        }
+        return Ok(Tensor::f_full(out.as_slice(), empty_value(red, kind), (kind, t.device()))?);
+    }
+    let sum = |v: &Tensor| v.f_sum_dim_intlist(axes, true, kind);
+    let r = match red {
+        Red::Sum => sum(t)?,
+        Red::Mean if is_float(kind) => t.f_mean_dim(axes, true, None::<Kind>)?,
+        // Integer mean: numpy divides, then truncates back to the integer type.
+        Red::Mean => {
+            let count: i64 = axes.iter().map(|&a| shape[a as usize]).product();
+            t.f_sum_dim_intlist(axes, true, Kind::Double)?.f_div_scalar(count as f64)?
+        }
+        Red::Max => t.f_amax(axes, true)?,
+        Red::Min => t.f_amin(axes, true)?,
+        Red::Prod => {
+            let mut r = t.shallow_clone();
+            for &a in axes {
+                r = r.f_prod_dim_int(a, true, kind)?;
+            }
+            r
+        }
+        Red::L1 => sum(&t.f_abs()?)?,
+        Red::L2 => as_float(t)?.f_square()?.f_sum_dim_intlist(axes, true, None::<Kind>)?.f_sqrt()?,
+        Red::LogSum => as_float(t)?.f_sum_dim_intlist(axes, true, None::<Kind>)?.f_log()?,
+        Red::LogSumExp => as_float(t)?.f_logsumexp(axes, true)?,
+        Red::SumSquare => sum(&t.f_square()?)?,
+    };
+    let r = if r.kind() != kind { r.f_to_kind(kind)? } else { r };
+    Ok(if keep { r } else { r.f_reshape(out.as_slice())? })
+}
+
+/// Float data as is; integers as f64 for the ops that leave the integers.
+fn as_float(t: &Tensor) -> Result<Tensor> {
+    Ok(if is_float(t.kind()) { t.shallow_clone() } else { t.f_to_kind(Kind::Double)? })
+}
+
+/// CumSum: `exclusive` shifts the running sum by one, `reverse` runs it from the end.
+fn cumsum(ctx: &OpCtx) -> Result<BoxOp> {
+    let exclusive = ctx.node.get_i("exclusive")?.unwrap_or(0) != 0;
+    let reverse = ctx.node.get_i("reverse")?.unwrap_or(0) != 0;
+    op(move |x| {
+        let t = x.req(0)?;
+        let axis = x.ints(1)?.and_then(|v| v.first().copied()).ok_or_else(|| x.err("input 1 (axis) is required"))?;
+        let axis = norm_axis(x, axis, t.dim())?;
+        let src = if reverse { t.f_flip([axis])? } else { t.shallow_clone() };
+        let mut y = src.f_cumsum(axis, t.kind())?;
+        let n = src.size().get(axis as usize).copied().unwrap_or(1);
+        if exclusive && n > 0 {
+            // Shift right by one along the axis, a zero first: exact, unlike `y - x`.
+            let zero = y.f_narrow(axis, 0, 1)?.f_zeros_like()?;
+            y = Tensor::f_cat(&[zero, y.f_narrow(axis, 0, n - 1)?], axis)?;
+        }
+        Ok(vec![if reverse { y.f_flip([axis])? } else { y }])
+    })
+}
+
+pub fn register(r: &mut Registry) {
+    r.add("ReduceSum", 1, |c| reduce_op(c, Red::Sum, 13));
+    r.add("ReduceMean", 1, |c| reduce_op(c, Red::Mean, 18));
+    r.add("ReduceMax", 1, |c| reduce_op(c, Red::Max, 18));
+    r.add("ReduceMin", 1, |c| reduce_op(c, Red::Min, 18));
+    r.add("ReduceProd", 1, |c| reduce_op(c, Red::Prod, 18));
+    r.add("ReduceL1", 1, |c| reduce_op(c, Red::L1, 18));
+    r.add("ReduceL2", 1, |c| reduce_op(c, Red::L2, 18));
+    r.add("ReduceLogSum", 1, |c| reduce_op(c, Red::LogSum, 18));
+    r.add("ReduceLogSumExp", 1, |c| reduce_op(c, Red::LogSumExp, 18));
+    r.add("ReduceSumSquare", 1, |c| reduce_op(c, Red::SumSquare, 18));
+    r.add("CumSum", 11, cumsum);
+}

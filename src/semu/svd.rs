@@ -1,0 +1,144 @@
+//! Steps 3–4 of SEMU.md: projection of the gradient, SVD (batched per input channel for convs),
+//! and the rank chosen from the explained-variance threshold γ.
+use crate::error::Result;
+use tch::{Kind, Tensor};
+
+/// Which definitions to follow where the reference code differs from the paper (SEMU.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// Exact projection (divide by ‖W‖²) and the smallest k reaching γ.
+    Paper,
+    /// The authors' code: divide by ‖W‖, k = searchsorted(cum, γ, side="right").
+    Reference,
+}
+
+/// `G − (⟨G,W⟩ / ‖W‖²) W`, or with ‖W‖ in the denominator under `Parity::Reference`.
+pub fn project(g: &Tensor, w: &Tensor, parity: Parity) -> Result<Tensor> {
+    let w = w.f_to_kind(Kind::Float)?;
+    let dot = g.f_mul(&w)?.f_sum(Kind::Float)?;
+    let norm = w.f_square()?.f_sum(Kind::Float)?;
+    let denom = match parity {
+        Parity::Paper => norm,
+        Parity::Reference => norm.f_sqrt()?,
+    };
+    if denom.f_double_value(&[])? == 0.0 {
+        return Ok(g.shallow_clone());
+    }
+    Ok(g.f_sub(&w.f_mul(&dot.f_div(&denom)?)?)?)
+}
+
+/// A thin SVD `G = U diag(S) Vᵀ`: 2-D (U m×r, S r, V n×r) or batched over input channels for
+/// a conv (U I×O×r, S I×r, V I×K×r with K = kh·kw).
+pub struct Decomposition {
+    pub u: Tensor,
+    pub s: Tensor,
+    pub v: Tensor,
+    pub conv: bool,
+}
+
+/// Decomposes a gradient of shape `dims` (2-D, or O×I×k… for a conv).
+pub fn decompose(g: &Tensor, conv: bool) -> Result<Decomposition> {
+    let g = g.f_to_kind(Kind::Float)?;
+    let m = if conv {
+        let d = g.size();
+        // O×I×kh×kw → I×O×(kh·kw): one matrix per input channel.
+        g.f_reshape([d[0], d[1], -1])?.f_permute([1, 0, 2])?.f_contiguous()?
+    } else {
+        g
+    };
+    let (u, s, v) = m.f_svd(true, true)?;
+    Ok(Decomposition { u, s, v, conv })
+}
+
+/// Smallest k with Σ_{j≤k} s_j² / Σ s_j² ≥ γ (Paper), or the reference's searchsorted rule;
+/// at least 1. None for an all-zero spectrum.
+pub fn rank_for(s: &[f64], gamma: f64, parity: Parity) -> Option<usize> {
+    let total: f64 = s.iter().map(|v| v * v).sum();
+    if total <= 0.0 || !total.is_finite() {
+        return None;
+    }
+    let mut cum = 0.0;
+    let mut cums = Vec::with_capacity(s.len());
+    for v in s {
+        cum += v * v / total;
+        cums.push(cum);
+    }
+    let k = match parity {
+        // Small tolerance: cumulative sums of exactly-γ spectra must not round past γ.
+        Parity::Paper => cums.iter().position(|&c| c >= gamma - 1e-12).map_or(s.len(), |p| p + 1),
+        Parity::Reference => cums.iter().filter(|&&c| c <= gamma).count(),
+    };
+    Some(k.clamp(1, s.len()))
+}
+
+/// Fraction of Σ s² explained by the first k values.
+pub fn explained(s: &[f64], k: usize) -> f64 {
+    let total: f64 = s.iter().map(|v| v * v).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    s.iter().take(k).map(|v| v * v).sum::<f64>() / total
+}
+
+/// The singular values as rows (one per input channel for a conv, one row for 2-D).
+pub fn spectra(d: &Decomposition) -> Result<Vec<Vec<f64>>> {
+    let s = d.s.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?;
+    let s = if d.conv { s } else { s.f_unsqueeze(0)? };
+    let rows = s.size()[0];
+    (0..rows).map(|i| Ok(Vec::<f64>::try_from(s.f_get(i)?)?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_rules_on_known_spectra() {
+        // s² = [0.5, 0.3, 0.2] → cumulative [0.5, 0.8, 1.0].
+        let s: Vec<f64> = [0.5f64, 0.3, 0.2].iter().map(|v| v.sqrt()).collect();
+        assert_eq!(rank_for(&s, 0.5, Parity::Paper), Some(1));
+        assert_eq!(rank_for(&s, 0.6, Parity::Paper), Some(2));
+        assert_eq!(rank_for(&s, 0.8, Parity::Paper), Some(2));
+        assert_eq!(rank_for(&s, 0.81, Parity::Paper), Some(3));
+        assert_eq!(rank_for(&s, 1.0, Parity::Paper), Some(3));
+        // Reference: count of cumulative values ≤ γ (usually one fewer), at least 1.
+        assert_eq!(rank_for(&s, 0.6, Parity::Reference), Some(1));
+        assert_eq!(rank_for(&s, 0.85, Parity::Reference), Some(2));
+        assert_eq!(rank_for(&s, 0.4, Parity::Reference), Some(1));
+        assert_eq!(rank_for(&[0.0, 0.0], 0.9, Parity::Paper), None);
+        assert!((explained(&s, 2) - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn projection_is_orthogonal_to_w() {
+        tch::manual_seed(0);
+        let w = Tensor::randn([7, 5], (Kind::Float, tch::Device::Cpu));
+        let g = Tensor::randn([7, 5], (Kind::Float, tch::Device::Cpu));
+        let p = project(&g, &w, Parity::Paper).unwrap();
+        let dot = p.f_mul(&w).unwrap().sum(Kind::Double).double_value(&[]);
+        assert!(dot.abs() < 1e-4, "<G,W> = {dot}");
+        // The reference rule is not a projection unless ‖W‖ = 1.
+        let r = project(&g, &w, Parity::Reference).unwrap();
+        let rdot = r.f_mul(&w).unwrap().sum(Kind::Double).double_value(&[]);
+        assert!(rdot.abs() > 1e-3);
+    }
+
+    #[test]
+    fn conv_svd_is_per_input_channel_and_reconstructs() {
+        tch::manual_seed(1);
+        let g = Tensor::randn([6, 3, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let d = decompose(&g, true).unwrap();
+        assert_eq!(d.u.size(), vec![3, 6, 6]);
+        assert_eq!(d.s.size(), vec![3, 6]);
+        assert_eq!(d.v.size(), vec![3, 9, 6]);
+        let rec = d.u.f_mul(&d.s.unsqueeze(1)).unwrap().bmm(&d.v.transpose(1, 2));
+        let back = rec.permute([1, 0, 2]).reshape([6, 3, 3, 3]);
+        let err = (back - &g).abs().max().double_value(&[]);
+        assert!(err < 1e-4, "reconstruction error {err}");
+        // Channel i's spectrum is the SVD of G[:, i] as an O×(kh·kw) matrix.
+        let s1 = g.select(1, 1).reshape([6, 9]).svd(true, true).1;
+        let diff = (s1 - d.s.get(1)).abs().max().double_value(&[]);
+        assert!(diff < 1e-4);
+    }
+}

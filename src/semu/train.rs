@@ -1,0 +1,144 @@
+//! Step 6 of SEMU.md: fine-tune only the R matrices with the random-label loss on the forget set
+//! (labels redrawn every epoch, uniform over the other classes) plus α × the retain loss when
+//! remaining data is given.
+use super::adapter::Adapter;
+use super::optim::{Optimizer, OptimizerKind};
+use crate::classifier::{cross_entropy, Classifier};
+use crate::data::{batches, Dataset};
+use crate::error::Result;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use tch::Tensor;
+
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub alpha: f64,
+    pub early_exit: bool,
+    pub seed: u64,
+}
+
+/// What one epoch did; accuracies are fractions on the true labels.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub forget_acc: f64,
+    pub retain_acc: Option<f64>,
+    pub seconds: f64,
+}
+
+impl EpochStats {
+    /// The early-exit score: (UA + RA)/2 with remaining data, UA alone otherwise.
+    pub fn score(&self) -> f64 {
+        let ua = 1.0 - self.forget_acc;
+        match self.retain_acc {
+            Some(ra) => (ua + ra) / 2.0,
+            None => ua,
+        }
+    }
+}
+
+/// The weights every forward uses: each adapted initializer replaced by `W + U R Vᵀ`.
+pub fn overrides(adapters: &[Adapter]) -> Result<HashMap<String, Tensor>> {
+    adapters.iter().map(|a| Ok((a.name.clone(), a.weight()?))).collect()
+}
+
+/// A label different from `y`, uniform over the other `classes - 1` classes.
+pub fn random_other_label(rng: &mut StdRng, y: i64, classes: i64) -> i64 {
+    (y + rng.random_range(1..classes)) % classes
+}
+
+/// Trains the adapters' R; `on_epoch` sees each epoch's statistics. Returns all epochs.
+/// With early exit, training stops when the score has not improved by 0.01 for 2 epochs and
+/// the best epoch's R is kept.
+pub fn train(
+    clf: &Classifier,
+    adapters: &mut [Adapter],
+    forget: &dyn Dataset,
+    retain: Option<&dyn Dataset>,
+    classes: i64,
+    s: &TrainSettings,
+    mut on_epoch: impl FnMut(&EpochStats),
+) -> Result<Vec<EpochStats>> {
+    let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
+    let dev = clf.device();
+    let forget_labels = {
+        let (_, y) = forget.batch(&(0..forget.len()).collect::<Vec<_>>())?;
+        Vec::<i64>::try_from(y)?
+    };
+    let mut retain_order: Vec<usize> = retain.map(|r| (0..r.len()).collect()).unwrap_or_default();
+    let mut retain_pos = retain_order.len(); // forces a shuffle before first use
+    let mut history: Vec<EpochStats> = Vec::new();
+    let mut best: Option<(f64, Vec<Tensor>)> = None;
+    let mut stale = 0;
+    for epoch in 1..=s.epochs {
+        let t0 = std::time::Instant::now();
+        let random: Vec<i64> = forget_labels.iter().map(|&y| random_other_label(&mut rng, y, classes)).collect();
+        let mut order: Vec<usize> = (0..forget.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut steps) = (0.0, 0);
+        for idx in batches(&order, s.batch_size) {
+            let (xf, _) = forget.batch(idx)?;
+            let yf = Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?.f_to_device(dev)?;
+            let w = overrides(adapters)?;
+            let mut loss = cross_entropy(&clf.logits(&xf.f_to_device(dev)?, &w)?, &yf)?;
+            if let (Some(r), true) = (retain, s.alpha != 0.0) {
+                let mut ridx = Vec::with_capacity(idx.len());
+                while ridx.len() < idx.len().min(r.len()) {
+                    if retain_pos == retain_order.len() {
+                        retain_order.shuffle(&mut rng);
+                        retain_pos = 0;
+                    }
+                    ridx.push(retain_order[retain_pos]);
+                    retain_pos += 1;
+                }
+                let (xr, yr) = r.batch(&ridx)?;
+                let lr = cross_entropy(&clf.logits(&xr.f_to_device(dev)?, &w)?, &yr)?;
+                loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
+            }
+            loss.f_backward()?;
+            let mut rs: Vec<Tensor> = adapters.iter().map(|a| a.r.shallow_clone()).collect();
+            opt.step(&mut rs)?;
+            loss_sum += loss.f_double_value(&[])?;
+            steps += 1;
+        }
+        let w = overrides(adapters)?;
+        let stats = EpochStats {
+            epoch,
+            loss: loss_sum / steps.max(1) as f64,
+            forget_acc: clf.accuracy(forget, s.batch_size, &w)?,
+            retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &w)).transpose()?,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_epoch(&stats);
+        let score = stats.score();
+        history.push(stats);
+        if s.early_exit {
+            let improved = best.as_ref().is_none_or(|(b, _)| score > *b + 0.01);
+            if improved || best.as_ref().is_some_and(|(b, _)| score > *b) {
+                let snapshot = adapters.iter().map(|a| a.r.f_detach_copy()).collect::<Result<_, _>>()?;
+                best = Some((score, snapshot));
+            }
+            stale = if improved { 0 } else { stale + 1 };
+            if stale >= 2 {
+                break;
+            }
+        }
+    }
+    if let Some((_, snapshot)) = best {
+        let _g = tch::no_grad_guard();
+        for (a, r) in adapters.iter_mut().zip(snapshot) {
+            let _ = a.r.f_copy_(&r)?;
+        }
+    }
+    Ok(history)
+}

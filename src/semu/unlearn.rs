@@ -1,0 +1,269 @@
+//! SEMU end to end on a classifier: gradient → SVD → adapters → training. Export and
+//! verification of the result live in `crate::export` and `crate::verify`.
+use super::adapter::Adapter;
+use super::gradient::forget_gradient;
+use super::layers::{find_layers, Layer};
+use super::optim::OptimizerKind;
+use super::svd::{decompose, project, Parity};
+use super::train::{overrides, train, EpochStats, TrainSettings};
+use crate::classifier::Classifier;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::onnx::OnnxModel;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::Device;
+
+/// Every setting of a SEMU run (the report embeds it so a run can be repeated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemuConfig {
+    pub alpha: f64,
+    pub gamma: f64,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub projection: bool,
+    pub parity: Parity,
+    /// Glob patterns on weight names or op kinds ("conv", "gemm", "matmul"); empty = all.
+    pub layers: Vec<String>,
+    pub early_exit: bool,
+    pub seed: u64,
+}
+
+impl Default for SemuConfig {
+    fn default() -> Self {
+        SemuConfig {
+            alpha: 1.0,
+            gamma: 0.9,
+            epochs: 10,
+            lr: 0.01,
+            batch_size: 256,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            projection: true,
+            parity: Parity::Paper,
+            layers: Vec::new(),
+            early_exit: false,
+            seed: 0,
+        }
+    }
+}
+
+impl SemuConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::msg(m));
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            return bad(format!("gamma must be in (0, 1], got {}", self.gamma));
+        }
+        if self.batch_size == 0 || self.epochs == 0 {
+            return bad("batch size and epochs must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || self.alpha < 0.0 {
+            return bad(format!("lr must be > 0 and alpha ≥ 0 (lr {}, alpha {})", self.lr, self.alpha));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the layers matching any pattern (by weight name glob, or by op kind).
+pub fn select_layers(all: Vec<Layer>, patterns: &[String]) -> Result<Vec<Layer>> {
+    if patterns.is_empty() {
+        return Ok(all);
+    }
+    let pats: Vec<glob::Pattern> = patterns
+        .iter()
+        .map(|p| glob::Pattern::new(p).map_err(|e| Error::msg(format!("--layers '{p}': {e}"))))
+        .collect::<Result<_>>()?;
+    let kept: Vec<Layer> = all
+        .into_iter()
+        .filter(|l| {
+            let kind = format!("{:?}", l.kind).to_lowercase();
+            pats.iter().zip(patterns).any(|(p, raw)| p.matches(&l.name) || raw.to_lowercase() == kind)
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(Error::msg(format!("--layers {}: no adaptable weight matches", patterns.join(", "))));
+    }
+    Ok(kept)
+}
+
+/// Per-layer outcome, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub kind: String,
+    pub shape: Vec<i64>,
+    pub k: usize,
+    pub trainable: i64,
+    pub share_of_parameters: f64,
+    pub explained_variance: f64,
+    /// Max |ΔW| after training.
+    pub max_abs_change: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub gradient: f64,
+    pub svd: f64,
+    pub training: f64,
+    pub fold: f64,
+    pub export: f64,
+    pub verify: f64,
+}
+
+/// Callbacks for progress display; all optional.
+pub trait Observer {
+    fn phase(&mut self, _name: &str) {}
+    fn gradient_progress(&mut self, _done: usize, _total: usize) {}
+    fn svd_progress(&mut self, _done: usize, _total: usize) {}
+    fn epoch(&mut self, _e: &EpochStats) {}
+}
+
+pub struct Quiet;
+impl Observer for Quiet {}
+
+pub struct Unlearned {
+    pub classifier: Classifier,
+    pub adapters: Vec<Adapter>,
+    pub layers: Vec<LayerReport>,
+    pub skipped_zero_gradient: Vec<String>,
+    pub total_parameters: i64,
+    pub trainable: i64,
+    pub classes: i64,
+    pub epochs: Vec<EpochStats>,
+    pub timings: Timings,
+}
+
+/// Number of classes: the logits' width on one forget sample.
+fn class_count(clf: &Classifier, forget: &dyn Dataset) -> Result<i64> {
+    let _g = tch::no_grad_guard();
+    let (x, _) = forget.batch(&[0])?;
+    Ok(clf.logits(&x, &Default::default())?.size()[1])
+}
+
+/// Runs SEMU on `model` for `forget` (and `retain` when given, weighted by α).
+pub fn unlearn(
+    model: &OnnxModel,
+    forget: &dyn Dataset,
+    retain: Option<&dyn Dataset>,
+    cfg: &SemuConfig,
+    device: Device,
+    names: (Option<&str>, Option<&str>),
+    obs: &mut dyn Observer,
+) -> Result<Unlearned> {
+    cfg.validate()?;
+    if forget.is_empty() {
+        return Err(Error::msg(format!("{}: the forget set is empty", forget.source())));
+    }
+    let layers = select_layers(find_layers(model), &cfg.layers)?;
+    if layers.is_empty() {
+        return Err(Error::msg(format!("{}: no Conv/Gemm/MatMul weight to adapt", model.path.display())));
+    }
+    let names_set = layers.iter().map(|l| l.name.clone()).collect();
+    let mut clf = Classifier::new(model, device, names_set, names.0, names.1)?;
+    let classes = class_count(&clf, forget)?;
+    check_labels(forget, classes)?;
+    if let Some(r) = retain {
+        check_labels(r, classes)?;
+    }
+    let mut timings = Timings::default();
+
+    obs.phase("gradient");
+    let t = Instant::now();
+    let weight_names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let total = forget.len();
+    let grads = forget_gradient(&mut clf, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
+    timings.gradient = t.elapsed().as_secs_f64();
+
+    obs.phase("svd");
+    let t = Instant::now();
+    let mut adapters = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let w = clf.plan.param(&l.name).expect("dynamic").shallow_clone();
+        let g = &grads[&l.name];
+        let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
+        let d = decompose(&g, l.kind == super::LayerKind::Conv)?;
+        match Adapter::new(l, &w, &d, cfg.gamma, cfg.parity)? {
+            Some(a) => adapters.push(a),
+            None => skipped.push(l.name.clone()),
+        }
+        obs.svd_progress(i + 1, layers.len());
+    }
+    drop(grads);
+    timings.svd = t.elapsed().as_secs_f64();
+    if adapters.is_empty() {
+        return Err(Error::msg("the forget-set gradient is zero for every layer: nothing to unlearn"));
+    }
+
+    obs.phase("training");
+    let t = Instant::now();
+    let settings = TrainSettings {
+        epochs: cfg.epochs,
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+        optimizer: cfg.optimizer,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        alpha: cfg.alpha,
+        early_exit: cfg.early_exit,
+        seed: cfg.seed,
+    };
+    let epochs = train(&clf, &mut adapters, forget, retain, classes, &settings, |e| obs.epoch(e))?;
+    timings.training = t.elapsed().as_secs_f64();
+
+    let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
+    let trainable: i64 = adapters.iter().map(|a| a.trainable()).sum();
+    let mut reports = Vec::new();
+    let _g = tch::no_grad_guard();
+    for a in &adapters {
+        let l = layers.iter().find(|l| l.name == a.name).expect("adapter of a layer");
+        let change = a.delta()?.f_abs()?.f_max()?.f_double_value(&[])?;
+        reports.push(LayerReport {
+            name: a.name.clone(),
+            kind: format!("{:?}", l.kind),
+            shape: a.dims.clone(),
+            k: a.k,
+            trainable: a.trainable(),
+            share_of_parameters: a.trainable() as f64 / total_parameters.max(1) as f64,
+            explained_variance: a.explained,
+            max_abs_change: change,
+        });
+    }
+    Ok(Unlearned {
+        classifier: clf,
+        adapters,
+        layers: reports,
+        skipped_zero_gradient: skipped,
+        total_parameters,
+        trainable,
+        classes,
+        epochs,
+        timings,
+    })
+}
+
+/// Labels must be valid class ids of the model.
+fn check_labels(ds: &dyn Dataset, classes: i64) -> Result<()> {
+    let (_, y) = ds.batch(&(0..ds.len()).collect::<Vec<_>>())?;
+    let ys = Vec::<i64>::try_from(y)?;
+    if let Some((i, &bad)) = ys.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes) {
+        return Err(Error::msg(format!(
+            "{}: sample {i} has label {bad}, outside the model's {classes} classes",
+            ds.source()
+        )));
+    }
+    Ok(())
+}
+
+impl Unlearned {
+    /// Accuracy with the current adapters.
+    pub fn accuracy(&self, ds: &dyn Dataset, batch: usize) -> Result<f64> {
+        self.classifier.accuracy(ds, batch, &overrides(&self.adapters)?)
+    }
+}
