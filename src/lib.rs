@@ -6,7 +6,9 @@ pub mod classifier;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod onnx;
+pub mod report;
 pub mod semu;
 
 pub use error::{Error, Result};

@@ -63,7 +63,12 @@ fn named_outputs(plan: &Plan, outs: &[Tensor]) -> Vec<(String, TensorData)> {
 }
 
 fn report(model: &str, what: &str, c: &Comparison) {
-    println!("{model}: {what}: max abs {:.3e}, max rel {:.3e}, {}", c.max_abs(), c.max_rel(), if c.passed() { "ok" } else { "FAIL" });
+    println!(
+        "{model}: {what}: max abs {:.3e}, max rel {:.3e}, {}",
+        c.max_abs(),
+        c.max_rel(),
+        if c.passed() { "ok" } else { "FAIL" }
+    );
 }
 
 /// Initializers used as the weight (input 1) of a Conv, Gemm or MatMul node.

@@ -5,10 +5,15 @@ use std::process::ExitCode;
 
 mod inspect;
 mod run;
+mod unlearn;
 
 #[derive(Parser)]
-#[command(name = "semu", version, about = "Make a deployed ONNX model forget chosen training data (SEMU), \
-and hand back a drop-in ONNX verified by ONNX Runtime.")]
+#[command(
+    name = "semu",
+    version,
+    about = "Make a deployed ONNX model forget chosen training data (SEMU), \
+and hand back a drop-in ONNX verified by ONNX Runtime."
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -18,6 +23,7 @@ pub struct Cli {
 enum Cmd {
     Inspect(inspect::Args),
     Run(run::Args),
+    Unlearn(unlearn::Args),
 }
 
 /// An error that carries its exit code.
@@ -40,6 +46,7 @@ pub fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Unlearn(a) => unlearn::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,3 +34,32 @@ pub fn open(path: &std::path::Path) -> Result<Box<dyn Dataset>> {
         ))),
     }
 }
+
+/// All labels of a data set, in order.
+pub fn labels(ds: &dyn Dataset) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(ds.len());
+    let order: Vec<usize> = (0..ds.len()).collect();
+    for idx in batches(&order, 4096) {
+        out.extend(Vec::<i64>::try_from(ds.batch(idx)?.1)?);
+    }
+    Ok(out)
+}
+
+/// The samples of `inner` at `idx` (e.g. one class of a test set).
+pub struct Subset<'a> {
+    pub inner: &'a dyn Dataset,
+    pub idx: Vec<usize>,
+}
+
+impl Dataset for Subset<'_> {
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+    fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+        let mapped: Vec<usize> = idx.iter().map(|&i| self.idx[i]).collect();
+        self.inner.batch(&mapped)
+    }
+    fn source(&self) -> String {
+        format!("{} ({} selected samples)", self.inner.source(), self.idx.len())
+    }
+}

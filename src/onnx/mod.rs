@@ -9,5 +9,5 @@ pub mod tensor;
 
 pub use attr::NodeExt;
 pub use dtype::DType;
-pub use model::{OnnxModel, SavedModel};
+pub use model::{OnnxModel, SavedModel, Staged};
 pub use tensor::TensorData;

@@ -25,7 +25,8 @@ impl OnnxModel {
     }
 
     pub fn from_bytes(bytes: &[u8], path: PathBuf, dir: PathBuf) -> Result<Self> {
-        let proto = ModelProto::decode(bytes).map_err(|e| Error::Model { path: path.clone(), reason: e.to_string() })?;
+        let proto =
+            ModelProto::decode(bytes).map_err(|e| Error::Model { path: path.clone(), reason: e.to_string() })?;
         if proto.graph.is_none() {
             return Err(Error::Model { path, reason: "it has no graph".into() });
         }
@@ -51,42 +52,56 @@ impl OnnxModel {
         TensorData::from_proto(t, &self.dir)
     }
 
-    /// Writes the model to `out` with `replace`d initializers, atomically: everything goes to
-    /// temporary files in the destination folder first and is renamed into place at the end.
-    /// Replacements must keep each tensor's dtype and shape. External files the model uses are
-    /// copied beside `out` (same names, same offsets), then patched in place.
+    /// Writes the model to `out` with `replace`d initializers, atomically (see [`Self::stage`]).
     pub fn save(&self, out: &Path, replace: &HashMap<String, TensorData>) -> Result<SavedModel> {
+        self.stage(out, replace)?.commit()
+    }
+
+    /// Writes every file of the output into a hidden staging folder beside `out`; nothing is
+    /// visible at `out` until [`Staged::commit`]. Replacements must keep each tensor's dtype and
+    /// shape. External files are copied (same names, same offsets), then patched in place; when
+    /// `out` sits beside the input they get distinct names so the input's data is never touched.
+    pub fn stage(&self, out: &Path, replace: &HashMap<String, TensorData>) -> Result<Staged> {
         let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+        let out_name = out
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::msg(format!("{}: not a file path", out.display())))?;
         let mut proto = self.proto.clone();
         let graph = proto.graph.as_mut().expect("checked at load");
         for name in replace.keys() {
             if !graph.initializer.iter().any(|t| t.name() == name) {
-                return Err(Error::Tensor { tensor: name.clone(), reason: "no initializer of that name to replace".into() });
+                return Err(Error::Tensor {
+                    tensor: name.clone(),
+                    reason: "no initializer of that name to replace".into(),
+                });
             }
         }
-        // Plan external files: original location -> (source path, new location).
+        // External files: original location -> (source path, new location).
         let same_dir = same_file(&out_dir, &self.dir);
-        let out_name = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut files: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
         for t in graph.initializer.iter().filter(|t| is_external(t)) {
             let r = external_ref(t)?;
             let src = external_path(&self.dir, &r.location)?;
-            // Writing beside the input would overwrite its data: give the copy a distinct name.
-            let loc = if same_dir { format!("{out_name}.{}", r.location.replace('/', "_")) } else { r.location.clone() };
+            let loc =
+                if same_dir { format!("{out_name}.{}", r.location.replace('/', "_")) } else { r.location.clone() };
             files.entry(r.location.clone()).or_insert((src, loc));
         }
-        let mut staged = Vec::new();
-        let mut patches: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        let mut patches: BTreeMap<String, Vec<(u64, &[u8])>> = BTreeMap::new();
         for t in graph.initializer.iter_mut() {
             let new = replace.get(t.name());
             if let Some(d) = new {
-                let old_dims = &t.dims;
-                if d.dims != *old_dims || d.dtype.onnx_code() != t.data_type() {
+                if d.dims != t.dims || d.dtype.onnx_code() != t.data_type() {
                     return Err(Error::Tensor {
                         tensor: t.name().to_string(),
-                        reason: format!("replacement is {} {:?}, the model has {} {:?}", d.dtype, d.dims,
-                            super::DType::from_onnx(t.data_type())?, old_dims),
+                        reason: format!(
+                            "replacement is {} {:?}, the model has {} {:?}",
+                            d.dtype,
+                            d.dims,
+                            super::DType::from_onnx(t.data_type())?,
+                            t.dims
+                        ),
                     });
                 }
             }
@@ -99,37 +114,64 @@ impl OnnxModel {
                     }
                 }
                 if let Some(d) = new {
-                    patches.entry(r.location.clone()).or_default().push((r.offset, d.bytes.clone()));
+                    patches.entry(r.location.clone()).or_default().push((r.offset, &d.bytes));
                 }
             } else if let Some(d) = new {
                 set_inline(t, d);
             }
         }
-        let mut written = Vec::new();
+        let dir = tempfile::Builder::new()
+            .prefix(".semu-staging-")
+            .tempdir_in(&out_dir)
+            .map_err(|e| Error::io(&out_dir, e))?;
+        let mut rel = Vec::new();
         for (loc, (src, new_loc)) in &files {
-            let dst = out_dir.join(new_loc);
-            if same_file(&dst, src) {
-                return Err(Error::msg(format!("refusing to overwrite the input's external data {}", src.display())));
+            let tmp = dir.path().join(new_loc);
+            if let Some(p) = tmp.parent() {
+                std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
             }
-            let tmp = temp_beside(&dst)?;
-            std::fs::copy(src, tmp.path()).map_err(|e| Error::io(src, e))?;
-            let mut f = std::fs::OpenOptions::new().write(true).open(tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
+            std::fs::copy(src, &tmp).map_err(|e| Error::io(src, e))?;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
             for (off, bytes) in patches.get(loc).into_iter().flatten() {
-                f.seek(SeekFrom::Start(*off)).and_then(|_| f.write_all(bytes)).map_err(|e| Error::io(tmp.path(), e))?;
+                f.seek(SeekFrom::Start(*off)).and_then(|_| f.write_all(bytes)).map_err(|e| Error::io(&tmp, e))?;
             }
-            f.sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-            staged.push((tmp, dst.clone()));
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            rel.push(PathBuf::from(new_loc));
+        }
+        let model_tmp = dir.path().join(&out_name);
+        std::fs::write(&model_tmp, proto.encode_to_vec()).map_err(|e| Error::io(&model_tmp, e))?;
+        rel.push(PathBuf::from(&out_name));
+        Ok(Staged { dir, out_dir, files: rel })
+    }
+}
+
+/// An output written to a staging folder, not yet visible at its destination.
+pub struct Staged {
+    dir: tempfile::TempDir,
+    out_dir: PathBuf,
+    /// Paths relative to the staging folder; the model file is last.
+    files: Vec<PathBuf>,
+}
+
+impl Staged {
+    /// The staged model file (load it to verify before committing).
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.path().join(self.files.last().expect("the model file"))
+    }
+
+    /// Moves every file into place (external data first, model last). Dropping a `Staged`
+    /// without committing removes it.
+    pub fn commit(self) -> Result<SavedModel> {
+        let mut written = Vec::new();
+        for f in &self.files {
+            let (src, dst) = (self.dir.path().join(f), self.out_dir.join(f));
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+            }
+            std::fs::rename(&src, &dst).map_err(|e| Error::io(&dst, e))?;
             written.push(dst);
         }
-        let tmp = temp_beside(out)?;
-        std::fs::write(tmp.path(), proto.encode_to_vec()).map_err(|e| Error::io(tmp.path(), e))?;
-        staged.push((tmp, out.to_path_buf()));
-        // Only now, with every file complete, move them into place (model file last).
-        for (tmp, dst) in staged {
-            tmp.persist(&dst).map_err(|e| Error::io(&dst, e.error))?;
-        }
-        written.push(out.to_path_buf());
-        Ok(SavedModel { model: out.to_path_buf(), files: written })
+        Ok(SavedModel { model: written.last().cloned().expect("the model file"), files: written })
     }
 }
 
@@ -138,11 +180,6 @@ pub struct SavedModel {
     pub model: PathBuf,
     /// Every file written, model last.
     pub files: Vec<PathBuf>,
-}
-
-fn temp_beside(dst: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    tempfile::Builder::new().prefix(".semu-tmp-").tempfile_in(dir).map_err(|e| Error::io(dir, e))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

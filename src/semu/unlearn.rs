@@ -137,6 +137,9 @@ pub struct Unlearned {
     pub classes: i64,
     pub epochs: Vec<EpochStats>,
     pub timings: Timings,
+    /// Accuracy of the input model on the forget (and retain) data, before any change.
+    pub forget_acc_before: f64,
+    pub retain_acc_before: Option<f64>,
 }
 
 /// Number of classes: the logits' width on one forget sample.
@@ -172,6 +175,9 @@ pub fn unlearn(
         check_labels(r, classes)?;
     }
     let mut timings = Timings::default();
+    let unchanged = Default::default();
+    let forget_acc_before = clf.accuracy(forget, cfg.batch_size, &unchanged)?;
+    let retain_acc_before = retain.map(|r| clf.accuracy(r, cfg.batch_size, &unchanged)).transpose()?;
 
     obs.phase("gradient");
     let t = Instant::now();
@@ -245,6 +251,8 @@ pub fn unlearn(
         classes,
         epochs,
         timings,
+        forget_acc_before,
+        retain_acc_before,
     })
 }
 

@@ -6,10 +6,11 @@
 //! the output's largest magnitude, so near-zero logits are judged at the output's scale rather
 //! than their own). NaN matches only NaN, ±inf only the same infinity. Values of every numeric
 //! type are compared as f64, so an f16 output can be checked against an f32 reference.
+pub mod gate;
 pub mod ort;
-pub mod tract;
 #[cfg(test)]
 pub(crate) mod test_models;
+pub mod tract;
 
 pub use self::ort::OrtSession;
 pub use self::tract::{TractError, TractSession};
@@ -169,7 +170,11 @@ pub fn compare(actual: &[(String, TensorData)], reference: &[(String, TensorData
 /// Compares one tensor with its reference (same shape required; dtypes may differ).
 pub fn compare_tensor(name: &str, a: &TensorData, b: &TensorData, tol: Tolerance) -> OutputDiff {
     if a.dims != b.dims {
-        return OutputDiff::mismatched(name, b.dims.clone(), format!("shape {:?}, the reference has {:?}", a.dims, b.dims));
+        return OutputDiff::mismatched(
+            name,
+            b.dims.clone(),
+            format!("shape {:?}, the reference has {:?}", a.dims, b.dims),
+        );
     }
     match (values_f64(a), values_f64(b)) {
         (Ok(av), Ok(bv)) => compare_values(name, b.dims.clone(), &av, &bv, tol),
@@ -196,7 +201,13 @@ pub fn compare_values(name: &str, dims: Vec<i64>, a: &[f64], b: &[f64], tol: Tol
     let mut worst_ratio = -1.0;
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let same_special = (x.is_nan() && y.is_nan()) || (x.is_infinite() && x == y);
-        let abs = if same_special { 0.0 } else if x.is_finite() && y.is_finite() { (x - y).abs() } else { f64::INFINITY };
+        let abs = if same_special {
+            0.0
+        } else if x.is_finite() && y.is_finite() {
+            (x - y).abs()
+        } else {
+            f64::INFINITY
+        };
         let bound = tol.bound(if y.is_finite() { y } else { 0.0 }, scale);
         d.max_abs = d.max_abs.max(abs);
         d.max_rel = d.max_rel.max(abs / y.abs().max(REL_FLOOR));
@@ -304,7 +315,11 @@ mod tests {
 
     #[test]
     fn mixed_types_compare_as_values() {
-        let ints = TensorData { dtype: DType::I64, dims: vec![2], bytes: [3i64, -4].iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let ints = TensorData {
+            dtype: DType::I64,
+            dims: vec![2],
+            bytes: [3i64, -4].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
         let halfs = TensorData {
             dtype: DType::F16,
             dims: vec![2],

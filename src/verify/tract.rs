@@ -6,7 +6,8 @@ use crate::onnx::{DType, TensorData};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::{
-    onnx, DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor, TypedRunnableModel,
+    onnx, DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor,
+    TypedRunnableModel,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,8 @@ impl TractSession {
         let model = onnx().model_for_path(path).map_err(|e| load_err(format!("{e:#}")))?;
         let label = |o| model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone());
         let inputs = model.input_outlets().map_err(|e| load_err(format!("{e:#}")))?.iter().map(|&o| label(o)).collect();
-        let outputs = model.output_outlets().map_err(|e| load_err(format!("{e:#}")))?.iter().map(|&o| label(o)).collect();
+        let outputs =
+            model.output_outlets().map_err(|e| load_err(format!("{e:#}")))?.iter().map(|&o| label(o)).collect();
         Ok(TractSession { path: path.to_path_buf(), model, inputs, outputs, plan: Mutex::new(None) })
     }
 
@@ -68,7 +70,8 @@ impl TractSession {
         let run_err = |e: String| TractError::Run { path: self.path.clone(), reason: e };
         let mut tensors = Vec::with_capacity(self.inputs.len());
         for name in &self.inputs {
-            let (_, d) = feeds.iter().find(|(n, _)| n == name).ok_or_else(|| run_err(format!("no feed for input '{name}'")))?;
+            let (_, d) =
+                feeds.iter().find(|(n, _)| n == name).ok_or_else(|| run_err(format!("no feed for input '{name}'")))?;
             tensors.push(to_tract(d).map_err(|e| run_err(format!("input '{name}': {e}")))?);
         }
         let sig: Signature = tensors.iter().map(|t| (t.datum_type(), t.shape().to_vec())).collect();
@@ -95,7 +98,8 @@ impl TractSession {
     }
 
     fn optimise(&self, feeds: &[Tensor]) -> TractResult<Arc<TypedRunnableModel>> {
-        let load_err = |e: tract_onnx::prelude::TractError| TractError::Load { path: self.path.clone(), reason: format!("{e:#}") };
+        let load_err =
+            |e: tract_onnx::prelude::TractError| TractError::Load { path: self.path.clone(), reason: format!("{e:#}") };
         let mut model = self.model.clone();
         for (i, t) in feeds.iter().enumerate() {
             model.set_input_fact(i, InferenceFact::dt_shape_from_tensor(t)).map_err(load_err)?;
@@ -124,7 +128,11 @@ fn datum_type(d: DType) -> Option<DatumType> {
 
 fn to_tract(d: &TensorData) -> Result<Tensor, String> {
     let dt = datum_type(d.dtype).ok_or_else(|| format!("element type {} is not supported by tract", d.dtype))?;
-    let shape: Vec<usize> = d.dims.iter().map(|&x| usize::try_from(x).map_err(|_| format!("dims {:?}", d.dims))).collect::<Result<_, _>>()?;
+    let shape: Vec<usize> = d
+        .dims
+        .iter()
+        .map(|&x| usize::try_from(x).map_err(|_| format!("dims {:?}", d.dims)))
+        .collect::<Result<_, _>>()?;
     let mut t = Tensor::zero_dt(dt, &shape).map_err(|e| format!("{e:#}"))?;
     let dst = t.as_bytes_mut();
     if dst.len() != d.bytes.len() {
@@ -142,7 +150,11 @@ fn to_tract(d: &TensorData) -> Result<Tensor, String> {
 fn from_tract(t: &Tensor) -> Result<TensorData, String> {
     let dims = t.shape().iter().map(|&x| x as i64).collect();
     // Shape-like outputs may come back as symbolic dims; they are plain integers by now.
-    let t = if t.datum_type() == DatumType::TDim { t.cast_to_dt(DatumType::I64).map_err(|e| format!("{e:#}"))? } else { std::borrow::Cow::Borrowed(t) };
+    let t = if t.datum_type() == DatumType::TDim {
+        t.cast_to_dt(DatumType::I64).map_err(|e| format!("{e:#}"))?
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    };
     let dtype = [
         DType::F32,
         DType::F64,

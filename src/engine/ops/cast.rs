@@ -55,8 +55,8 @@ fn identity(_: &OpCtx) -> Result<BoxOp> {
 }
 
 /// Inference-mode Dropout: the output is the input, the optional mask all true (bool from
-/// opset 10, the input's type before). Training mode would need randomness the engine does not
-/// model, so it is refused: through `is_test=0` (opsets < 7) or a true `training_mode` input.
+/// opset 10, the input's type before). Training mode (with a non-zero ratio) would need randomness
+/// the engine does not model, so it is refused: `is_test=0` (opsets < 7) or a true `training_mode`.
 fn dropout(ctx: &OpCtx) -> Result<BoxOp> {
     if ctx.opset < 7 && ctx.node.get_i("is_test")?.unwrap_or(0) == 0 {
         return Err(ctx.node.attr_err("is_test", "training-mode Dropout (is_test=0) is unsupported"));
@@ -64,7 +64,9 @@ fn dropout(ctx: &OpCtx) -> Result<BoxOp> {
     let bool_mask = ctx.opset >= 10;
     op(move |x| {
         let data = x.req(0)?;
-        if x.scalar(2)?.is_some_and(|t| t != 0.0) {
+        // Training with ratio 0 drops nothing, so it is the identity too.
+        let training = x.scalar(2)?.is_some_and(|t| t != 0.0);
+        if training && x.scalar(1)?.unwrap_or(0.5) != 0.0 {
             return Err(x.err("training-mode Dropout (training_mode=true) is unsupported"));
         }
         let mut outs = vec![data.shallow_clone()];

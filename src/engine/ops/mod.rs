@@ -3,20 +3,20 @@ use super::Registry;
 
 pub mod util;
 
-pub mod elementwise;
 pub mod activation;
-pub mod logic;
 pub mod cast;
 pub mod conv;
-pub mod pool;
-pub mod norm;
-pub mod linalg;
-pub mod softmax;
-pub mod shape;
-pub mod layout;
+pub mod elementwise;
 pub mod index;
+pub mod layout;
+pub mod linalg;
+pub mod logic;
+pub mod norm;
+pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod shape;
+pub mod softmax;
 
 pub fn register_all(r: &mut Registry) {
     elementwise::register(r);

@@ -1,0 +1,298 @@
+//! `semu unlearn`: SEMU on a deployed ONNX classifier, exported as a verified drop-in ONNX.
+use super::{CmdResult, Exit};
+use anyhow::{anyhow, Context};
+use semu::data::{self, Dataset, Subset};
+use semu::engine::{device_name, parse_device};
+use semu::export::folded_weights;
+use semu::onnx::OnnxModel;
+use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
+use semu::semu::optim::OptimizerKind;
+use semu::semu::train::{overrides, EpochStats};
+use semu::semu::{unlearn, Observer, Parity, SemuConfig, Unlearned};
+use semu::verify::gate::{self, Probe};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Make a deployed ONNX classifier forget data with SEMU and write a verified drop-in ONNX.
+#[derive(clap::Args)]
+#[command(after_help = "Example (forget class 3 of the shipped digits model, no remaining data):\n  \
+semu unlearn --model fixtures/digits/model.onnx --forget fixtures/digits/forget_class3.npz \\\n    \
+--test fixtures/digits/test.npz --out digits-forgot3.onnx --report report.json\n\n\
+Data: .npz files with `x` (float32, N×…, preprocessed as the model expects) and `y` (int64).\n\
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 the export failed verification (nothing written).")]
+pub struct Args {
+    /// The deployed ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// The data to forget.
+    #[arg(long)]
+    forget: PathBuf,
+    /// Where to write the unlearned model (external data, if any, is written beside it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Remaining data; without it SEMU runs with no remaining data at all (α = 0).
+    #[arg(long)]
+    retain: Option<PathBuf>,
+    /// Test data: accuracy before/after is reported (per forgotten class when it is one class).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Weight of the retain loss.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// Explained-variance threshold that picks each layer's rank.
+    #[arg(long, default_value_t = 0.9)]
+    gamma: f64,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Do not project the gradient orthogonally to the weight.
+    #[arg(long)]
+    no_projection: bool,
+    /// `reference` reproduces the authors' code where it differs from the paper (SEMU.md).
+    #[arg(long, value_enum, default_value_t = Parity::Paper)]
+    parity: Parity,
+    /// Adapt only weights whose name matches (glob) or of this kind (conv, gemm, matmul).
+    #[arg(long = "layers", value_name = "GLOB")]
+    layers: Vec<String>,
+    /// Stop when (UA+RA)/2 (UA alone without remaining data) stops improving.
+    #[arg(long)]
+    early_exit: bool,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the full report (JSON) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The model's input, when it has several.
+    #[arg(long)]
+    input_name: Option<String>,
+    /// The N×C logits output, when the model has several outputs.
+    #[arg(long)]
+    output_name: Option<String>,
+    /// Skip the ONNX Runtime / tract verification (the report says so).
+    #[arg(long)]
+    no_verify: bool,
+}
+
+struct Log;
+impl Observer for Log {
+    fn phase(&mut self, name: &str) {
+        eprintln!("[semu] {name}…");
+    }
+    fn epoch(&mut self, e: &EpochStats) {
+        let ra = e.retain_acc.map(|r| format!(", retain acc {:.2}%", 100.0 * r)).unwrap_or_default();
+        eprintln!("[semu] epoch {:>2}: loss {:.4}, forget acc {:.2}%{ra} ({:.1}s)", e.epoch, e.loss, 100.0 * e.forget_acc, e.seconds);
+    }
+}
+
+fn config(a: &Args) -> SemuConfig {
+    SemuConfig {
+        alpha: if a.retain.is_some() { a.alpha } else { 0.0 },
+        gamma: a.gamma,
+        epochs: a.epochs,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        optimizer: a.optimizer,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        projection: !a.no_projection,
+        parity: a.parity,
+        layers: a.layers.clone(),
+        early_exit: a.early_exit,
+        seed: a.seed,
+    }
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let cfg = config(&a);
+    cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
+    let device = parse_device(&a.device)?;
+    tch::manual_seed(a.seed as i64);
+    let model = OnnxModel::load(&a.model)?;
+    let forget = data::open(&a.forget)?;
+    let retain = a.retain.as_deref().map(data::open).transpose()?;
+    let test = a.test.as_deref().map(data::open).transpose()?;
+    let u = unlearn(
+        &model,
+        forget.as_ref(),
+        retain.as_deref(),
+        &cfg,
+        device,
+        (a.input_name.as_deref(), a.output_name.as_deref()),
+        &mut Log,
+    )?;
+    let mut timings = u.timings.clone();
+    let t = Instant::now();
+    let weights = folded_weights(&model, &u.adapters)?;
+    timings.fold = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let staged = model.stage(&a.out, &weights)?;
+    timings.export = t.elapsed().as_secs_f64();
+
+    let verification = if a.no_verify {
+        eprintln!("[semu] verification skipped (--no-verify)");
+        None
+    } else {
+        eprintln!("[semu] verify…");
+        let t = Instant::now();
+        let probes = probes(&u, forget.as_ref(), retain.as_deref().or(test.as_deref()))?;
+        let tol = gate::tolerance_for(&probes[0].expected);
+        let report = gate::check(&staged.model_path(), &u.classifier.input, &u.classifier.output, &probes, tol)?;
+        timings.verify = t.elapsed().as_secs_f64();
+        for w in &report.warnings {
+            eprintln!("[semu] warning: {w}");
+        }
+        Some(report)
+    };
+    let verified = verification.as_ref().is_some_and(|v| v.passed);
+    let saved = if a.no_verify || verified { Some(staged.commit()?) } else { None };
+
+    let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
+    let after = |ds: &dyn Dataset| u.accuracy(ds, cfg.batch_size);
+    let report = UnlearnReport {
+        semu_version: env!("CARGO_PKG_VERSION"),
+        method: "semu",
+        model: a.model.display().to_string(),
+        output: saved.as_ref().map(|s| s.model.display().to_string()),
+        device: device_name(device),
+        settings: cfg.clone(),
+        used_retain_data: retain.is_some(),
+        classes: u.classes,
+        layers: u.layers.clone(),
+        skipped_zero_gradient: u.skipped_zero_gradient.clone(),
+        total_parameters: u.total_parameters,
+        trainable_parameters: u.trainable,
+        trainable_share: u.trainable as f64 / u.total_parameters.max(1) as f64,
+        weights_touched: u.adapters.iter().map(|a| a.dims.iter().product::<i64>()).sum(),
+        epochs: u.epochs.clone(),
+        forget_accuracy: Accuracy { before: u.forget_acc_before, after: after(forget.as_ref())? },
+        retain_accuracy: match (&retain, u.retain_acc_before) {
+            (Some(r), Some(b)) => Some(Accuracy { before: b, after: after(r.as_ref())? }),
+            _ => None,
+        },
+        test_accuracy,
+        timings,
+        verification: verification.clone(),
+        verified,
+        sha256: Hashes {
+            model: sha256_file(&a.model)?,
+            forget: sha256_file(&a.forget)?,
+            retain: a.retain.as_deref().map(sha256_file).transpose()?,
+            output: saved.as_ref().map(|s| sha256_file(&s.model)).transpose()?,
+        },
+    };
+    print_summary(&report);
+    if let Some(p) = &a.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        write_atomic(p, json.as_bytes()).with_context(|| format!("writing the report {}", p.display()))?;
+        println!("report      {}", p.display());
+    }
+    if let Some(v) = verification.filter(|v| !v.passed) {
+        let why = v.failure().unwrap_or_default();
+        return Err(Exit { code: 3, err: anyhow!("verification failed, nothing written at {}: {why}", a.out.display()) });
+    }
+    Ok(())
+}
+
+/// Up to 64 forget samples and 64 retain/test samples, with the adapted engine's outputs.
+fn probes(u: &Unlearned, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> anyhow::Result<Vec<Probe>> {
+    let w = overrides(&u.adapters)?;
+    let _g = tch::no_grad_guard();
+    let mut out = Vec::new();
+    for (name, ds) in [("forget", Some(forget)), ("retain/test", other)] {
+        let Some(ds) = ds else { continue };
+        let idx: Vec<usize> = (0..ds.len().min(64)).collect();
+        let (x, _) = ds.batch(&idx)?;
+        let expected = u.classifier.logits(&x.to_device(u.classifier.device()), &w)?;
+        out.push(Probe { name: name.into(), x, expected });
+    }
+    Ok(out)
+}
+
+fn test_accuracy(u: &Unlearned, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
+    let w = overrides(&u.adapters)?;
+    let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
+        Ok(Accuracy { before: u.classifier.accuracy(ds, batch, &Default::default())?, after: u.classifier.accuracy(ds, batch, &w)? })
+    };
+    let fl = data::labels(forget)?;
+    let single = fl.iter().all(|&y| y == fl[0]).then_some(fl[0]);
+    let (mut on, mut off) = (None, None);
+    if let Some(c) = single {
+        let tl = data::labels(test)?;
+        let split = |want: bool| Subset { inner: test, idx: (0..tl.len()).filter(|&i| (tl[i] == c) == want).collect() };
+        let (s_on, s_off) = (split(true), split(false));
+        if !s_on.is_empty() {
+            on = Some(acc(&s_on)?);
+        }
+        if !s_off.is_empty() {
+            off = Some(acc(&s_off)?);
+        }
+    }
+    Ok(TestAccuracy { all: acc(test)?, forget_class: single, on_forget_class: on, on_other_classes: off })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:6.2}%", 100.0 * x)
+}
+
+fn print_summary(r: &UnlearnReport) {
+    println!("semu unlearn: {}", r.model);
+    println!("layers      {} adapted, {} trainable parameters = {:.3}% of {} ({})", r.layers.len(), r.trainable_parameters,
+        100.0 * r.trainable_share, r.total_parameters, if r.used_retain_data { "with remaining data" } else { "no remaining data" });
+    for l in &r.layers {
+        println!("    {:<32} {:<6} {:>14} k={:<3} trainable {:>6}  explained {:.3}", l.name, l.kind,
+            format!("{:?}", l.shape), l.k, l.trainable, l.explained_variance);
+    }
+    println!("accuracy             before    after");
+    println!("  forget data       {}  {}", pct(r.forget_accuracy.before), pct(r.forget_accuracy.after));
+    if let Some(a) = &r.retain_accuracy {
+        println!("  retain data       {}  {}", pct(a.before), pct(a.after));
+    }
+    if let Some(t) = &r.test_accuracy {
+        if let (Some(c), Some(on)) = (t.forget_class, &t.on_forget_class) {
+            println!("  test, class {c:<5} {}  {}", pct(on.before), pct(on.after));
+        }
+        if let Some(off) = &t.on_other_classes {
+            println!("  test, other       {}  {}", pct(off.before), pct(off.after));
+        }
+        println!("  test, all         {}  {}", pct(t.all.before), pct(t.all.after));
+    }
+    let tm = &r.timings;
+    println!("time        gradient {:.2}s, svd {:.2}s, training {:.2}s, fold {:.2}s, export {:.2}s, verify {:.2}s",
+        tm.gradient, tm.svd, tm.training, tm.fold, tm.export, tm.verify);
+    match &r.verification {
+        None => println!("verified    NO (--no-verify)"),
+        Some(v) => {
+            for row in &v.rows {
+                println!("    {:<5} {:<22} vs {:<22} max abs {:.2e}  max rel {:.2e}  {}", row.probe, row.runtime, row.reference,
+                    row.max_abs, row.max_rel, if row.passed { "ok" } else { "FAIL" });
+            }
+            println!("verified    {}", if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()
+                + if v.rows.iter().any(|r| r.runtime == "tract") { " + tract)" } else { ")" });
+        }
+    }
+    if let Some(o) = &r.output {
+        println!("output      {o}");
+    }
+}
+
+/// Writes a file via a temporary file in the same folder, then renames it.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

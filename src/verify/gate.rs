@@ -1,0 +1,122 @@
+//! The verification gate of an export: the written file, run in ONNX Runtime (the gate) and
+//! tract (a second opinion), must compute what the engine computed with the adapters, and what
+//! the engine computes from the folded file itself.
+use super::{compare_tensor, OrtSession, Tolerance, TractSession};
+use crate::engine::convert::{dtype_of, from_tensor};
+use crate::engine::{Plan, PlanOptions, Registry};
+use crate::error::{Error, Result};
+use crate::onnx::{OnnxModel, TensorData};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::Tensor;
+
+/// A batch of inputs to check on, with the engine's outputs for it (adapted model).
+pub struct Probe {
+    pub name: String,
+    pub x: Tensor,
+    pub expected: Tensor,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateRow {
+    pub probe: String,
+    pub runtime: String,
+    pub reference: String,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateReport {
+    pub tolerance: Tolerance,
+    pub rows: Vec<GateRow>,
+    pub warnings: Vec<String>,
+    pub passed: bool,
+}
+
+impl GateReport {
+    /// The first failing row, described for an error message.
+    pub fn failure(&self) -> Option<String> {
+        self.rows.iter().find(|r| !r.passed).map(|r| {
+            format!(
+                "{} output on the {} probe differs from {}: max abs {:.3e}, max rel {:.3e} (tolerance {})",
+                r.runtime, r.probe, r.reference, r.max_abs, r.max_rel, self.tolerance
+            )
+        })
+    }
+}
+
+fn data(t: &Tensor) -> Result<TensorData> {
+    from_tensor(t, dtype_of(t.kind())?)
+}
+
+/// Default tolerance: tight for f32/f64 outputs, loose for half-precision ones.
+pub fn tolerance_for(t: &Tensor) -> Tolerance {
+    match t.kind() {
+        tch::Kind::Half | tch::Kind::BFloat16 => Tolerance::new(1e-2, 1e-2).with_scale_rtol(1e-3),
+        _ => Tolerance::new(1e-4, 1e-4).with_scale_rtol(1e-5),
+    }
+}
+
+/// Checks `model_path` on every probe: ONNX Runtime against the adapted engine's outputs and
+/// against the engine running the file itself; tract against the same (a load failure of
+/// tract is a warning, a disagreement fails).
+pub fn check(model_path: &Path, input: &str, output: &str, probes: &[Probe], tol: Tolerance) -> Result<GateReport> {
+    let model = OnnxModel::load(model_path)?;
+    let plan = Plan::new(&model, &Registry::standard(), &PlanOptions::default())?;
+    let out_idx = plan
+        .output_names()
+        .iter()
+        .position(|o| *o == output)
+        .ok_or_else(|| Error::msg(format!("{}: no output '{output}'", model_path.display())))?;
+    let ort = OrtSession::load(model_path, 0)?;
+    let mut warnings = Vec::new();
+    let tract = match TractSession::load(model_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.is_load_failure() => {
+            warnings.push(format!("tract could not load the export ({e}); only onnxruntime verified it"));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut rows = Vec::new();
+    for p in probes {
+        let _g = tch::no_grad_guard();
+        let x = p.x.f_to_device(tch::Device::Cpu)?;
+        let folded = plan.run(&HashMap::from([(input.to_string(), x.shallow_clone())]))?.swap_remove(out_idx);
+        let feeds = vec![(input.to_string(), data(&x)?)];
+        let expected = data(&p.expected.f_to_device(tch::Device::Cpu)?)?;
+        let folded = data(&folded)?;
+        let mut row = |runtime: &str, got: &TensorData, reference: &str, want: &TensorData| {
+            let d = compare_tensor(output, got, want, tol);
+            rows.push(GateRow {
+                probe: p.name.clone(),
+                runtime: runtime.into(),
+                reference: reference.into(),
+                max_abs: d.max_abs,
+                max_rel: d.max_rel,
+                passed: d.passed(),
+            });
+        };
+        row("engine (folded file)", &folded, "engine (adapters)", &expected);
+        let ort_out = pick(ort.run(&feeds)?, output, model_path)?;
+        row("onnxruntime", &ort_out, "engine (adapters)", &expected);
+        row("onnxruntime", &ort_out, "engine (folded file)", &folded);
+        if let Some(t) = &tract {
+            match t.run(&feeds) {
+                Ok(outs) => row("tract", &pick(outs, output, model_path)?, "engine (adapters)", &expected),
+                Err(e) => warnings.push(format!("tract could not run the export ({e})")),
+            }
+        }
+    }
+    let passed = rows.iter().all(|r| r.passed);
+    Ok(GateReport { tolerance: tol, rows, warnings, passed })
+}
+
+fn pick(outs: Vec<(String, TensorData)>, name: &str, path: &Path) -> Result<TensorData> {
+    outs.into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::msg(format!("{}: runtime produced no output '{name}'", path.display())))
+}
