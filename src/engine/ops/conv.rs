@@ -69,7 +69,11 @@ impl Window {
             AutoPad::NotSet => {
                 if let Some(p) = &self.pads {
                     if p.len() != 2 * n {
-                        return Err(x.err(format!("pads has {} values, expected {} for {n} spatial dims", p.len(), 2 * n)));
+                        return Err(x.err(format!(
+                            "pads has {} values, expected {} for {n} spatial dims",
+                            p.len(),
+                            2 * n
+                        )));
                     }
                     begin.copy_from_slice(&p[..n]);
                     end.copy_from_slice(&p[n..]);
@@ -80,7 +84,8 @@ impl Window {
                     let out = (spatial[i] + strides[i] - 1) / strides[i];
                     let total = ((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i]).max(0);
                     let small = total / 2;
-                    (begin[i], end[i]) = if same == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                    (begin[i], end[i]) =
+                        if same == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
                 }
             }
         }

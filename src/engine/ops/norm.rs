@@ -66,6 +66,8 @@ fn batch_norm(ctx: &OpCtx) -> Result<BoxOp> {
     let n = ctx.node;
     let eps = epsilon(n, 1e-5)?;
     let momentum = n.get_f("momentum")?.map_or(0.9, f64::from);
+    // Before opset 7 `is_test` defaults to 0, yet deployed models mean inference (as ONNX Runtime
+    // reads them); `spatial=0` (opsets 7–8) shows in the parameters' shapes, which `param` handles.
     let training = ctx.opset >= 14 && n.get_i("training_mode")?.unwrap_or(0) != 0;
     let extra_outputs = n.output.iter().skip(1).any(|o| !o.is_empty());
     if ctx.opset < 14 && extra_outputs {
@@ -213,7 +215,8 @@ fn lrn(ctx: &OpCtx) -> Result<BoxOp> {
         // Pad the channel dim (moved last) by floor/ceil((size-1)/2) and sum sliding windows.
         let sq = t.f_square()?.f_movedim(1, -1)?;
         let padded = sq.f_constant_pad_nd([(size - 1) / 2, size / 2])?;
-        let sums = padded.f_unfold(-1, size, 1)?.f_sum_dim_intlist(&[-1i64][..], false, None::<Kind>)?.f_movedim(-1, 1)?;
+        let sums =
+            padded.f_unfold(-1, size, 1)?.f_sum_dim_intlist(&[-1i64][..], false, None::<Kind>)?.f_movedim(-1, 1)?;
         let denom = sums.f_mul_scalar(alpha / size as f64)?.f_add_scalar(bias)?.f_pow_tensor_scalar(beta)?;
         Ok(vec![t.f_div(&denom)?])
     })

@@ -89,7 +89,8 @@ fn window_sum(t: &Tensor, k: &[i64], g: &Geom) -> Result<Tensor> {
     let mut kshape = vec![1, 1];
     kshape.extend_from_slice(k);
     let ones = Tensor::f_ones(kshape, (t.kind(), t.device()))?;
-    let y = t.f_reshape(flat)?.f_convolution(&ones, None::<&Tensor>, &g.strides, &zeros, &g.dilations, false, &zeros, 1)?;
+    let y =
+        t.f_reshape(flat)?.f_convolution(&ones, None::<&Tensor>, &g.strides, &zeros, &g.dilations, false, &zeros, 1)?;
     let mut out = size[..2].to_vec();
     out.extend_from_slice(&y.size()[2..]);
     Ok(y.f_reshape(out)?)
@@ -144,7 +145,8 @@ fn onnx_indices(idx: &Tensor, padded: &[i64], orig: &[i64], begin: &[i64], col_m
     let plane: i64 = orig[2..].iter().product();
     let mut shape = orig[..2].to_vec();
     shape.resize(orig.len(), 1);
-    let base = Tensor::f_arange(orig[0] * orig[1], (Kind::Int64, idx.device()))?.f_mul_scalar(plane)?.f_reshape(shape)?;
+    let base =
+        Tensor::f_arange(orig[0] * orig[1], (Kind::Int64, idx.device()))?.f_mul_scalar(plane)?.f_reshape(shape)?;
     Ok(flat.f_add(&base)?)
 }
 

@@ -271,7 +271,8 @@ fn constant(ctx: &OpCtx) -> Result<BoxOp> {
         Tensor::f_from_slice(&[v])?.f_reshape([0i64; 0])?
     } else if let Some(v) = n.get_ints("value_ints")? {
         Tensor::f_from_slice(&v)?
-    } else if let Some(a) = ["value_string", "value_strings", "sparse_value"].into_iter().find(|a| n.attr(a).is_some()) {
+    } else if let Some(a) = ["value_string", "value_strings", "sparse_value"].into_iter().find(|a| n.attr(a).is_some())
+    {
         return Err(n.attr_err(a, "string and sparse constants are not supported"));
     } else {
         return Err(n.node_err("has no value attribute"));
@@ -308,7 +309,9 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
     let stash = match ctx.node.get_i("stash_type")? {
         Some(1) | None if ctx.opset >= 27 => Kind::Float,
         Some(11) if ctx.opset >= 27 => Kind::Double,
-        Some(s) if ctx.opset >= 27 => return Err(ctx.node.attr_err("stash_type", format!("{s} is not FLOAT or DOUBLE"))),
+        Some(s) if ctx.opset >= 27 => {
+            return Err(ctx.node.attr_err("stash_type", format!("{s} is not FLOAT or DOUBLE")))
+        }
         _ => Kind::Double,
     };
     op(move |x| {
@@ -342,9 +345,9 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
 fn eye_like(ctx: &OpCtx) -> Result<BoxOp> {
     let k = ctx.node.get_i("k")?.unwrap_or(0);
     let dtype = match ctx.node.get_i("dtype")? {
-        Some(c) => Some(
-            DType::from_onnx(c as i32).and_then(kind_of).map_err(|e| ctx.node.attr_err("dtype", e.to_string()))?,
-        ),
+        Some(c) => {
+            Some(DType::from_onnx(c as i32).and_then(kind_of).map_err(|e| ctx.node.attr_err("dtype", e.to_string()))?)
+        }
         None => None,
     };
     op(move |x| {
