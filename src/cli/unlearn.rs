@@ -111,6 +111,7 @@ fn config(a: &Args) -> SemuConfig {
         layers: a.layers.clone(),
         early_exit: a.early_exit,
         seed: a.seed,
+        record_batches: false,
     }
 }
 

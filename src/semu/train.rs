@@ -23,6 +23,8 @@ pub struct TrainSettings {
     pub alpha: f64,
     pub early_exit: bool,
     pub seed: u64,
+    /// Keep each epoch's sample order and random labels in its stats (parity checks).
+    pub record_batches: bool,
 }
 
 /// What one epoch did; accuracies are fractions on the true labels.
@@ -33,6 +35,9 @@ pub struct EpochStats {
     pub forget_acc: f64,
     pub retain_acc: Option<f64>,
     pub seconds: f64,
+    /// With `record_batches`: the forget-set order and the random label of every sample.
+    #[serde(skip)]
+    pub batches: Option<(Vec<usize>, Vec<i64>)>,
 }
 
 impl EpochStats {
@@ -118,6 +123,7 @@ pub fn train(
             forget_acc: clf.accuracy(forget, s.batch_size, &w)?,
             retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &w)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
+            batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };
         on_epoch(&stats);
         let score = stats.score();

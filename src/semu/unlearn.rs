@@ -32,6 +32,9 @@ pub struct SemuConfig {
     pub layers: Vec<String>,
     pub early_exit: bool,
     pub seed: u64,
+    /// Keep each epoch's batches in the result (for parity checks; not a CLI setting).
+    #[serde(skip)]
+    pub record_batches: bool,
 }
 
 impl Default for SemuConfig {
@@ -50,6 +53,7 @@ impl Default for SemuConfig {
             layers: Vec::new(),
             early_exit: false,
             seed: 0,
+            record_batches: false,
         }
     }
 }
@@ -219,6 +223,7 @@ pub fn unlearn(
         alpha: cfg.alpha,
         early_exit: cfg.early_exit,
         seed: cfg.seed,
+        record_batches: cfg.record_batches,
     };
     let epochs = train(&clf, &mut adapters, forget, retain, classes, &settings, |e| obs.epoch(e))?;
     timings.training = t.elapsed().as_secs_f64();

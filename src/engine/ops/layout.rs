@@ -1,7 +1,6 @@
 //! Layout ops that move or select elements: Slice, Tile, Pad, Trilu, DepthToSpace, SpaceToDepth,
 //! Compress, ReverseSequence. All stay differentiable (slicing, index_select, gather).
-use super::shape::{int_tensor, norm_axes, req_ints};
-use super::util::norm_axis;
+use super::shape::{dim_axis, int_tensor, norm_axes, req_ints};
 use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
@@ -90,7 +89,7 @@ fn tile(ctx: &OpCtx) -> Result<BoxOp> {
             };
             let (tiles, axis) = (one(1, "tiles")?, one(2, "axis")?);
             let mut reps = vec![1; r];
-            reps[norm_axis(x, axis, r)? as usize] = tiles;
+            reps[dim_axis(x, axis, r)? as usize] = tiles;
             reps
         } else {
             req_ints(x, 1, "repeats")?
@@ -159,8 +158,8 @@ fn pad_tensor(x: &Inputs, t: &Tensor, per_dim: &[(i64, i64)], mode: PadMode, val
     let mut out = t.shallow_clone();
     for (a, &(b, e)) in per_dim.iter().enumerate() {
         if b < 0 || e < 0 {
-            let (cb, ce) = ((-b).max(0), (-e).max(0));
-            let len = out.size()[a] - cb - ce;
+            let (cb, ce) = (b.saturating_neg().max(0), e.saturating_neg().max(0));
+            let len = out.size()[a].saturating_sub(cb).saturating_sub(ce);
             if len < 0 {
                 return Err(x.err(format!("pads crop more than dim {a} holds")));
             }
@@ -184,29 +183,21 @@ fn pad_tensor(x: &Inputs, t: &Tensor, per_dim: &[(i64, i64)], mode: PadMode, val
         if n == 0 {
             return Err(x.err(format!("cannot pad empty dim {a} in this mode")));
         }
-        let idx: Vec<i64> = (-b..n + e).map(|i| pad_source(mode, i, n)).collect();
-        out = out.f_index_select(a as i64, &int_tensor(&idx, t)?)?;
+        // Output position i (relative to the data start) reads source index f(i).
+        let i = Tensor::f_arange_start_step(b.saturating_neg(), n.saturating_add(e), 1, (Kind::Int64, t.device()))?;
+        let idx = match mode {
+            PadMode::Edge => i.f_clamp(0, n - 1)?,
+            PadMode::Wrap => i.f_remainder(n)?,
+            PadMode::Reflect if n == 1 => i.f_zeros_like()?,
+            // Mirror without repeating the edge: period 2(n-1), fold the second half back.
+            _ => {
+                let m = i.f_remainder(2 * (n - 1))?;
+                m.f_minimum(&m.f_neg()?.f_add_scalar(2 * (n - 1))?)?
+            }
+        };
+        out = out.f_index_select(a as i64, &idx)?;
     }
     Ok(out)
-}
-
-/// The input position a padded position `i` (relative to the data start) copies from.
-fn pad_source(mode: PadMode, i: i64, n: i64) -> i64 {
-    match mode {
-        PadMode::Edge => i.clamp(0, n - 1),
-        PadMode::Wrap => i.rem_euclid(n),
-        PadMode::Reflect if n == 1 => 0,
-        PadMode::Reflect => {
-            let p = 2 * (n - 1);
-            let m = i.rem_euclid(p);
-            if m < n {
-                m
-            } else {
-                p - m
-            }
-        }
-        PadMode::Constant => i,
-    }
 }
 
 fn trilu(ctx: &OpCtx) -> Result<BoxOp> {
@@ -228,8 +219,8 @@ fn nchw(x: &Inputs, t: &Tensor) -> Result<[i64; 4]> {
 
 fn blocksize(ctx: &OpCtx) -> Result<i64> {
     let b = ctx.node.req_i("blocksize")?;
-    if b < 1 {
-        return Err(ctx.node.attr_err("blocksize", format!("must be positive, is {b}")));
+    if !(1..=i32::MAX as i64).contains(&b) {
+        return Err(ctx.node.attr_err("blocksize", format!("must be a positive int32, is {b}")));
     }
     Ok(b)
 }
@@ -277,7 +268,7 @@ fn compress(ctx: &OpCtx) -> Result<BoxOp> {
     op(move |x| {
         let t = x.req(0)?;
         let (src, a) = match axis {
-            Some(a) => (t.shallow_clone(), norm_axis(x, a, t.dim())?),
+            Some(a) => (t.shallow_clone(), dim_axis(x, a, t.dim())?),
             None => (t.f_reshape([-1])?, 0),
         };
         let cond = x.req(1)?.f_to_kind(Kind::Bool)?.f_reshape([-1])?;

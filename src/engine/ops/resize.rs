@@ -191,7 +191,10 @@ fn plan_axes(c: &Cfg, x: &Inputs, shape: &[i64]) -> Result<Vec<Axis>> {
     let dims: Vec<(i64, f64, f64)> = match (scales, sizes) {
         (Some(s), _) => {
             check("scales", s.len(), n)?;
-            axes.iter().zip(&s).map(|(&a, &s)| ((s * len(a) as f64).floor() as i64, s, s * len(a) as f64)).collect()
+            // The size is floor(scale * len) in f32 arithmetic, as ONNX Runtime computes it (f64
+            // would give 10 for 9 * 1.2222222f32, which exporters mean as 11).
+            let size = |s: f64, l: i64| (s as f32 * l as f32).floor() as i64;
+            axes.iter().zip(&s).map(|(&a, &s)| (size(s, len(a)), s, s * len(a) as f64)).collect()
         }
         (None, Some(sz)) => {
             check("sizes", sz.len(), n)?;
@@ -342,7 +345,8 @@ fn is_float(k: Kind) -> bool {
     matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
-/// Integer results are rounded and saturated to the input type, as ONNX's reference does.
+/// Integer results are rounded and saturated to the input type, as ONNX's reference does
+/// (ONNX Runtime's integer kernels round differently; the spec leaves it open).
 fn back_to(t: Tensor, kind: Kind) -> Result<Tensor> {
     if t.kind() == kind {
         return Ok(t);

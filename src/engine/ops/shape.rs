@@ -34,11 +34,20 @@ fn int_scalar(v: i64, like: &Tensor) -> Result<Tensor> {
     Ok(int_tensor(&[v], like)?.f_reshape([0i64; 0])?)
 }
 
+/// `norm_axis` that also rejects every axis of a rank-0 tensor (callers index dims with it).
+pub fn dim_axis(x: &Inputs, axis: i64, rank: usize) -> Result<i64> {
+    let a = norm_axis(x, axis, rank)?;
+    if a as usize >= rank {
+        return Err(x.err(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(a)
+}
+
 /// Normalises a list of (possibly negative) axes against `rank`, rejecting repeats.
 pub fn norm_axes(x: &Inputs, axes: &[i64], rank: usize) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
-        let a = norm_axis(x, a, rank)?;
+        let a = dim_axis(x, a, rank)?;
         if out.contains(&a) {
             return Err(x.err(format!("axis {a} is repeated in {axes:?}")));
         }
@@ -234,7 +243,7 @@ fn split(ctx: &OpCtx) -> Result<BoxOp> {
     op(move |x| {
         let t = x.req(0)?;
         let dims = t.size();
-        let a = norm_axis(x, axis, dims.len())?;
+        let a = dim_axis(x, axis, dims.len())?;
         let d = dims[a as usize];
         let given = if split_input { x.ints(1)?.filter(|s| !s.is_empty()) } else { None };
         let sizes = match given.or_else(|| attr_split.clone()) {
@@ -335,7 +344,8 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
                 return Err(x.err("delta is 0"));
             }
             let span = limit.saturating_sub(start);
-            let n = (span / delta + i64::from(span % delta != 0)).max(0);
+            let (q, r) = span.checked_div(delta).zip(span.checked_rem(delta)).ok_or_else(|| x.err("range overflows"))?;
+            let n = (q + i64::from(r != 0)).max(0);
             Tensor::f_arange(n, (Kind::Int64, dev))?.f_mul_scalar(delta)?.f_add_scalar(start)?
         };
         Ok(vec![out.f_to_kind(kind)?])
