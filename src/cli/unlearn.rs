@@ -140,6 +140,9 @@ pub fn run(a: Args) -> CmdResult {
     let t = Instant::now();
     let staged = model.stage(&a.out, &weights)?;
     timings.export = t.elapsed().as_secs_f64();
+    if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
+        tamper(&staged.model_path())?;
+    }
 
     let verification = if a.no_verify {
         eprintln!("[semu] verification skipped (--no-verify)");
@@ -203,6 +206,18 @@ pub fn run(a: Args) -> CmdResult {
         let why = v.failure().unwrap_or_default();
         return Err(Exit { code: 3, err: anyhow!("verification failed, nothing written at {}: {why}", a.out.display()) });
     }
+    Ok(())
+}
+
+/// Fault injection for tests of the gate (`SEMU_FAULT_TAMPER_EXPORT=1`): changes one weight of
+/// the staged file after folding, as a corrupted write or a bad fold would.
+fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
+    let m = OnnxModel::load(path)?;
+    let t = m.graph().initializer.iter().find(|t| t.dims.len() >= 2).ok_or_else(|| anyhow!("no weight to tamper"))?;
+    let d = m.tensor(t)?;
+    let mut v = d.to_f32_vec()?;
+    v[0] += 1.0;
+    m.save(path, &std::collections::HashMap::from([(t.name().to_string(), d.with_f32_values(&v)?)]))?;
     Ok(())
 }
 
@@ -276,7 +291,7 @@ fn print_summary(r: &UnlearnReport) {
         None => println!("verified    NO (--no-verify)"),
         Some(v) => {
             for row in &v.rows {
-                println!("    {:<5} {:<22} vs {:<22} max abs {:.2e}  max rel {:.2e}  {}", row.probe, row.runtime, row.reference,
+                println!("    {:<11} {:<20} vs {:<20} max abs {:.2e}  max rel {:.2e}  {}", row.probe, row.runtime, row.reference,
                     row.max_abs, row.max_rel, if row.passed { "ok" } else { "FAIL" });
             }
             println!("verified    {}", if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()

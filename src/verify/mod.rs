@@ -198,7 +198,7 @@ pub fn compare_values(name: &str, dims: Vec<i64>, a: &[f64], b: &[f64], tol: Tol
         worst: None,
         mismatch: None,
     };
-    let mut worst_ratio = -1.0;
+    let mut worst = (-1.0, -1.0);
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let same_special = (x.is_nan() && y.is_nan()) || (x.is_infinite() && x == y);
         let abs = if same_special {
@@ -214,10 +214,10 @@ pub fn compare_values(name: &str, dims: Vec<i64>, a: &[f64], b: &[f64], tol: Tol
         if abs > bound {
             d.violations += 1;
         }
-        // How close to (or far past) its bound this element is; a zero bound ranks by |a − b|.
-        let ratio = if bound > 0.0 { abs / bound } else { abs };
-        if ratio > worst_ratio {
-            worst_ratio = ratio;
+        // Rank by how far past (or how close to) its bound an element is, then by |a − b|.
+        let ratio = if bound > 0.0 { abs / bound } else if abs > 0.0 { f64::INFINITY } else { 0.0 };
+        if (ratio, abs) > worst {
+            worst = (ratio, abs);
             d.worst = Some((i, x, y));
         }
     }

@@ -344,7 +344,8 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
                 return Err(x.err("delta is 0"));
             }
             let span = limit.saturating_sub(start);
-            let (q, r) = span.checked_div(delta).zip(span.checked_rem(delta)).ok_or_else(|| x.err("range overflows"))?;
+            let (q, r) =
+                span.checked_div(delta).zip(span.checked_rem(delta)).ok_or_else(|| x.err("range overflows"))?;
             let n = (q + i64::from(r != 0)).max(0);
             Tensor::f_arange(n, (Kind::Int64, dev))?.f_mul_scalar(delta)?.f_add_scalar(start)?
         };
