@@ -215,7 +215,13 @@ pub fn compare_values(name: &str, dims: Vec<i64>, a: &[f64], b: &[f64], tol: Tol
             d.violations += 1;
         }
         // Rank by how far past (or how close to) its bound an element is, then by |a − b|.
-        let ratio = if bound > 0.0 { abs / bound } else if abs > 0.0 { f64::INFINITY } else { 0.0 };
+        let ratio = if bound > 0.0 {
+            abs / bound
+        } else if abs > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
         if (ratio, abs) > worst {
             worst = (ratio, abs);
             d.worst = Some((i, x, y));

@@ -100,6 +100,8 @@ enum Arg {
     Float(Role, Val),
     Ints(Vec<i64>, Vec<i64>),
     Bools(Vec<i64>, Vec<bool>),
+    /// The same value as an earlier argument (the node reads one name twice).
+    Alias(usize),
     Absent,
 }
 
@@ -196,6 +198,11 @@ impl Case {
         self.args.push(Arg::Bools(dims.to_vec(), v.to_vec()));
         self
     }
+    /// Argument `i` again, under its name.
+    pub fn same_as(&mut self, i: usize) -> &mut Self {
+        self.args.push(Arg::Alias(i));
+        self
+    }
     /// An omitted optional input (empty name).
     pub fn absent(&mut self) -> &mut Self {
         self.args.push(Arg::Absent);
@@ -227,6 +234,7 @@ impl Case {
                 Arg::Float(r, v) => write!(s, "\n  {}: {r:?} f64 {:?}", Self::name(i), v.dims),
                 Arg::Ints(d, v) => write!(s, "\n  {}: int64 {d:?} = {v:?}", Self::name(i)),
                 Arg::Bools(d, _) => write!(s, "\n  {}: bool {d:?}", Self::name(i)),
+                Arg::Alias(j) => write!(s, "\n  {} again", Self::name(*j)),
                 Arg::Absent => write!(s, "\n  (absent)"),
             };
         }
@@ -248,9 +256,13 @@ impl Case {
                     inits.push(tensor_proto(&n, d, DType::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
                 }
                 Arg::Bools(d, v) => inits.push(tensor_proto(&n, d, DType::Bool, v.iter().map(|&b| b as u8).collect())),
-                Arg::Absent => {}
+                Arg::Alias(_) | Arg::Absent => {}
             }
-            names.push(if matches!(a, Arg::Absent) { String::new() } else { n });
+            names.push(match a {
+                Arg::Absent => String::new(),
+                Arg::Alias(j) => Self::name(*j),
+                _ => n,
+            });
         }
         let outs: Vec<String> = (0..self.outputs).map(|k| format!("y{k}")).collect();
         let node = NodeProto {

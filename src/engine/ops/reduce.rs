@@ -167,3 +167,117 @@ pub fn register(r: &mut Registry) {
     r.add("ReduceSumSquare", 1, |c| reduce_op(c, Red::SumSquare, 18));
     r.add("CumSum", 11, cumsum);
 }
+
+/// Finite-difference gradient checks for the differentiable ops of this file, index.rs and
+/// resize.rs (f64, through the registry as plans build them).
+#[cfg(test)]
+mod grad_tests {
+    use crate::engine::{Inputs, OpCtx, Registry};
+    use crate::onnx::proto::{AttributeProto, NodeProto};
+    use tch::{Kind, Tensor};
+
+    enum A {
+        I(i64),
+        Is(Vec<i64>),
+        S(&'static str),
+    }
+
+    fn node(op: &str, n_in: usize, attrs: Vec<(&str, A)>) -> NodeProto {
+        let attribute = attrs
+            .into_iter()
+            .map(|(name, a)| {
+                let mut p = AttributeProto { name: Some(name.into()), ..Default::default() };
+                match a {
+                    A::I(i) => p.i = Some(i),
+                    A::Is(v) => p.ints = v,
+                    A::S(s) => p.s = Some(s.as_bytes().to_vec()),
+                }
+                p
+            })
+            .collect();
+        NodeProto {
+            op_type: Some(op.into()),
+            input: (0..n_in).map(|i| format!("i{i}")).collect(),
+            output: vec!["y".into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    /// Loss = sum(y0 * w); compares d loss / d x0 with central differences at every element.
+    fn check(op: &str, opset: i64, attrs: Vec<(&str, A)>, x: Tensor, rest: Vec<Tensor>) {
+        let n = node(op, rest.len() + 1, attrs);
+        let reg = Registry::standard();
+        let build = reg.find("", op, opset).expect("registered");
+        let op_ = build(&OpCtx { node: &n, opset }).expect("builds");
+        let x = x.to_kind(Kind::Double).set_requires_grad(true);
+        let loss = |x: &Tensor| {
+            let mut vals = vec![Some(x)];
+            vals.extend(rest.iter().map(Some));
+            let y = op_.run(&Inputs { node: &n, vals }).expect("runs").remove(0);
+            let w = Tensor::arange(y.numel() as i64, (Kind::Double, y.device())).reshape(y.size()).sin();
+            (y * w).sum(Kind::Double)
+        };
+        let g = Tensor::run_backward(&[loss(&x)], &[&x], false, false).remove(0);
+        let (xv, gv) = (Vec::<f64>::try_from(&x.detach().reshape([-1])).unwrap(), Vec::<f64>::try_from(&g.reshape([-1])).unwrap());
+        let _ng = tch::no_grad_guard();
+        for i in 0..xv.len() {
+            let f = |d: f64| {
+                let mut v = xv.clone();
+                v[i] += d;
+                loss(&Tensor::from_slice(&v).reshape(x.size())).double_value(&[])
+            };
+            let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+            assert!((fd - gv[i]).abs() <= 1e-5 + 1e-5 * fd.abs(), "{op}: element {i}: autograd {}, numeric {fd}", gv[i]);
+        }
+    }
+
+    fn x(shape: &[i64]) -> Tensor {
+        // Distinct values (no ties, so max/min/sort are differentiable at the point).
+        let n: i64 = shape.iter().product();
+        (Tensor::arange(n, (Kind::Double, tch::Device::Cpu)) * 0.37 + 0.5).sin().reshape(shape) + 1.5
+    }
+
+    fn i64s(v: &[i64], shape: &[i64]) -> Tensor {
+        Tensor::from_slice(v).reshape(shape)
+    }
+
+    #[test]
+    fn reductions() {
+        for op in ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2"] {
+            check(op, 18, vec![("keepdims", A::I(0))], x(&[2, 3, 4]), vec![i64s(&[0, -1], &[2])]);
+        }
+        for op in ["ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"] {
+            check(op, 13, vec![("axes", A::Is(vec![1]))], x(&[2, 3, 4]), vec![]);
+        }
+        check("CumSum", 14, vec![("exclusive", A::I(1)), ("reverse", A::I(1))], x(&[3, 4]), vec![i64s(&[1], &[])]);
+    }
+
+    #[test]
+    fn indexing() {
+        check("Gather", 13, vec![("axis", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[2, -1, 0, 2], &[2, 2])]);
+        check("GatherElements", 13, vec![("axis", A::I(0))], x(&[3, 2]), vec![i64s(&[2, 0, -1, 1], &[2, 2])]);
+        check("GatherND", 13, vec![("batch_dims", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[1, 2, 0, 3], &[2, 2, 1])]);
+        let upd = x(&[1, 2]) * 3.0;
+        for red in ["none", "add", "mul", "max", "min"] {
+            check("ScatterElements", 18, vec![("axis", A::I(1)), ("reduction", A::S(red))], x(&[2, 4]), vec![i64s(&[1, -1], &[1, 2]), upd.shallow_clone()]);
+        }
+        for red in ["none", "add", "mul"] {
+            check("ScatterND", 18, vec![("reduction", A::S(red))], x(&[3, 2]), vec![i64s(&[2, 0], &[2, 1]), x(&[2, 2])]);
+        }
+        check("TopK", 11, vec![("axis", A::I(-1)), ("largest", A::I(0))], x(&[3, 5]), vec![i64s(&[2], &[1])]);
+    }
+
+    #[test]
+    fn resize() {
+        let scales = Tensor::from_slice(&[1.0f32, 1.0, 1.7, 0.6]);
+        for (mode, coord) in [("nearest", "half_pixel"), ("linear", "align_corners"), ("cubic", "half_pixel"), ("linear", "tf_crop_and_resize")] {
+            let roi = Tensor::from_slice(&[0.0f32, 0.0, 0.1, 0.2, 1.0, 1.0, 0.9, 1.1]);
+            let attrs = vec![("mode", A::S(mode)), ("coordinate_transformation_mode", A::S(coord)), ("exclude_outside", A::I(1))];
+            check("Resize", 19, attrs, x(&[1, 2, 3, 5]), vec![roi, scales.shallow_clone()]);
+        }
+        let sizes = i64s(&[2, 3], &[2]);
+        let attrs = vec![("mode", A::S("linear")), ("antialias", A::I(1)), ("axes", A::Is(vec![2, 3]))];
+        check("Resize", 19, attrs, x(&[1, 1, 5, 7]), vec![Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)), Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)), sizes]);
+    }
+}
