@@ -21,6 +21,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: tools/requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+	$(PY) tools/fetch_onnx_suites.py
 	@touch $@
 
 build: venv

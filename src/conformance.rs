@@ -30,9 +30,24 @@ pub fn data_root() -> Option<PathBuf> {
     std::fs::read_dir(venv).ok()?.flatten().map(|e| e.path().join("site-packages/onnx/backend/test/data")).find(|p| p.is_dir())
 }
 
+/// The older model suites (`pytorch-converted`, `pytorch-operator`, `simple`) extracted by
+/// `tools/fetch_onnx_suites.py` into `.venv/onnx-suites`, or `$SEMU_ONNX_SUITES`.
+pub fn model_suites_root() -> PathBuf {
+    std::env::var("SEMU_ONNX_SUITES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/onnx-suites"))
+}
+
+pub const MODEL_SUITES: [&str; 3] = ["pytorch-converted", "pytorch-operator", "simple"];
+
 /// Case folders under `data_root()/node`, sorted by name.
 pub fn node_cases(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("node"))
+    case_dirs(&root.join("node"))
+}
+
+/// Every folder under `dir` holding a `model.onnx`, sorted by name.
+pub fn case_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.join("model.onnx").exists()).collect())
         .unwrap_or_default();
     v.sort();
@@ -152,4 +167,54 @@ fn compare_outputs(plan: &Plan, feeds: &HashMap<String, tch::Tensor>, set: &Path
         compare(&got, &want).map_err(|m| Outcome::Fail(format!("output '{}': {m}", vi.name())))?;
     }
     Ok(())
+}
+
+/// `light` models ship only their expected output: the input is ONNX's deterministic dummy data,
+/// `arange(n) / n` in float32 with unknown dims set to 1.
+pub fn run_light_case(model_path: &Path, reg: &Registry) -> Outcome {
+    let model = match OnnxModel::load(model_path) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let missing = crate::engine::unsupported_ops(&model, reg);
+    if !missing.is_empty() {
+        return Outcome::Unsupported(missing.join("; "));
+    }
+    let plan = match Plan::new(&model, reg, &PlanOptions::default()) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let inits: std::collections::HashSet<&str> = model.graph().initializer.iter().map(|t| t.name()).collect();
+    let mut feeds = HashMap::new();
+    for v in model.graph().input.iter().filter(|v| !inits.contains(v.name())) {
+        let s = crate::onnx::summary::value_summary(v);
+        let dims: Vec<i64> = s.shape.iter().map(|d| d.parse().unwrap_or(1)).collect();
+        let n: i64 = dims.iter().product();
+        let x = tch::Tensor::arange(n, (tch::Kind::Float, tch::Device::Cpu)).f_div_scalar(n as f64);
+        match x.and_then(|x| x.f_reshape(&dims)) {
+            Ok(x) => feeds.insert(v.name().to_string(), x),
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
+    }
+    let stem = model_path.with_extension("");
+    let set = stem.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let prefix = stem.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let outs = match plan.run(&feeds) {
+        Ok(o) => o,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    for (i, (got, vi)) in outs.iter().zip(&model.graph().output).enumerate() {
+        let want = match read_tensor_pb(&set.join(format!("{prefix}_output_{i}.pb"))) {
+            Ok(w) => w,
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
+        let got = match from_tensor(got, want.dtype) {
+            Ok(g) => g,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        if let Err(m) = compare(&got, &want) {
+            return Outcome::Fail(format!("output '{}': {m}", vi.name()));
+        }
+    }
+    Outcome::Pass
 }

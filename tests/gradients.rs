@@ -8,6 +8,7 @@
 //! away from kinks (Relu/Clip/Abs at their corners, HardSigmoid's saturation points) and ties
 //! (Max/MaxPool/ReduceMax use pairwise distinct values), where a derivative does not exist.
 //! Shapes and attributes come from proptest (so failures shrink); values from a seed it draws.
+#[path = "gradients/harness.rs"]
 mod harness;
 
 use harness::{Case, Role};
@@ -93,7 +94,7 @@ proptest! {
         let d = g.k.len();
         // output_padding must be below the stride or the dilation; the output must not be empty.
         let opad: Vec<i64> = (0..d).map(|i| opad[i].min(g.s[i].max(g.dil[i]) - 1)).collect();
-        let size: Vec<i64> = g.size.iter().map(|s| s.min(4)).collect();
+        let size: Vec<i64> = g.size.iter().map(|&s| s.min(4)).collect();
         for i in 0..d {
             let full = g.s[i] * (size[i] - 1) + opad[i] + (g.k[i] - 1) * g.dil[i] + 1;
             prop_assume!(full - g.pads[i] - g.pads[i + d] >= 1);
@@ -234,6 +235,7 @@ const UNARY: &[Unary] = &[
     // Clip before opset 11 takes attributes; ReLU6 is Clip(0, 6).
     Unary { op: "Clip", opset: 6, attrs: |c| { c.f("min", -0.5).f("max", 0.75); }, draw: |c, d| c.g.away(d, -2.0, 2.0, &[-0.5, 0.75], 0.05) },
     Unary { op: "Clip", opset: 13, attrs: none, draw: |c, d| c.g.away(d, -1.0, 7.0, &[0.0, 6.0], 0.05) },
+    Unary { op: "Clip", opset: 11, attrs: none, draw: |c, d| c.g.away(d, -1.0, 7.0, &[6.0], 0.05) },
     Unary { op: "Flatten", opset: 13, attrs: |c| { c.i("axis", -1); }, draw: plain },
     Unary { op: "GlobalAveragePool", opset: 1, attrs: none, draw: plain },
     Unary { op: "GlobalMaxPool", opset: 1, attrs: none, draw: |c, d| c.g.distinct(d) },
@@ -258,9 +260,12 @@ proptest! {
             (u.attrs)(&mut c);
             let x = (u.draw)(&mut c, &dims);
             c.input(x);
-            if u.op == "Clip" && u.opset >= 11 {
-                c.constant(harness::Val { dims: vec![], v: vec![0.0] }).constant(harness::Val { dims: vec![], v: vec![6.0] });
-            }
+            let six = harness::Val { dims: vec![], v: vec![6.0] };
+            match (u.op, u.opset) {
+                ("Clip", 13) => c.constant(harness::Val { dims: vec![], v: vec![0.0] }).constant(six),
+                ("Clip", 11) => c.absent().constant(six), // no lower bound
+                _ => &mut c,
+            };
             c.check()?;
         }
     }
@@ -518,12 +523,14 @@ proptest! {
     #[test]
     fn unsqueeze(dims in prop::collection::vec(1..=3i64, 0..=3), at in prop::collection::vec(any::<prop::sample::Index>(), 1..=2),
                  opset in select(vec![11i64, 13]), seed: u64) {
+        // Distinct output positions, every other one written negative.
         let out_r = dims.len() + at.len();
-        let mut axes: Vec<i64> = at.iter().map(|i| i.index(out_r) as i64).collect();
-        axes.sort();
-        axes.dedup();
-        let out_r = dims.len() + axes.len();
-        let axes: Vec<i64> = axes.iter().map(|&a| if a % 2 == 1 { a - out_r as i64 } else { a }).collect();
+        let mut free: Vec<i64> = (0..out_r as i64).collect();
+        let axes: Vec<i64> = at
+            .iter()
+            .map(|i| free.remove(i.index(free.len())))
+            .map(|a| if a % 2 == 1 { a - out_r as i64 } else { a })
+            .collect();
         let mut c = Case::new("Unsqueeze", opset, seed);
         let x = c.g.val(&dims);
         c.input(x);

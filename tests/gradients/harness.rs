@@ -84,9 +84,6 @@ impl Gen {
     pub fn bools(&mut self, n: usize) -> Vec<bool> {
         (0..n).map(|_| self.0.random_bool(0.5)).collect()
     }
-    pub fn float(&mut self, lo: f64, hi: f64) -> f64 {
-        self.0.random_range(lo..hi)
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
