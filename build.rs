@@ -21,9 +21,7 @@ fn main() {
     // by protox (pure Rust), so no protoc is needed and every field of IR v11 round-trips.
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     let fds = protox::compile(["proto/onnx.proto"], ["proto"]).expect("proto/onnx.proto compiles");
-    prost_build::Config::new()
-        .compile_fds(fds)
-        .expect("prost generates the ONNX types");
+    prost_build::Config::new().compile_fds(fds).expect("prost generates the ONNX types");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     println!("cargo:rerun-if-env-changed=PATH");

@@ -27,7 +27,11 @@ pub fn data_root() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
-    std::fs::read_dir(venv).ok()?.flatten().map(|e| e.path().join("site-packages/onnx/backend/test/data")).find(|p| p.is_dir())
+    std::fs::read_dir(venv)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages/onnx/backend/test/data"))
+        .find(|p| p.is_dir())
 }
 
 /// The older model suites (`pytorch-converted`, `pytorch-operator`, `simple`) extracted by
@@ -153,7 +157,12 @@ pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
     Outcome::Pass
 }
 
-fn compare_outputs(plan: &Plan, feeds: &HashMap<String, tch::Tensor>, set: &Path, model: &OnnxModel) -> std::result::Result<(), Outcome> {
+fn compare_outputs(
+    plan: &Plan,
+    feeds: &HashMap<String, tch::Tensor>,
+    set: &Path,
+    model: &OnnxModel,
+) -> std::result::Result<(), Outcome> {
     let outs = plan.run(feeds).map_err(|e| Outcome::Error(e.to_string()))?;
     for (i, (got, vi)) in outs.iter().zip(&model.graph().output).enumerate() {
         let p = set.join(format!("output_{i}.pb"));

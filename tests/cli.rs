@@ -58,10 +58,11 @@ fn run_writes_outputs_and_agrees_with_onnxruntime() {
 }
 
 fn unlearn_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<String> {
-    let mut v: Vec<String> = ["unlearn", "--model", &fx("digits/model.onnx"), "--forget", &fx("digits/forget_class3.npz")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> =
+        ["unlearn", "--model", &fx("digits/model.onnx"), "--forget", &fx("digits/forget_class3.npz")]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     v.extend(["--out", out, "--lr", "0.001", "--gamma", "0.6", "--epochs", "3", "--device", "cpu"].map(String::from));
     v.extend(extra.iter().map(|s| s.to_string()));
     v
@@ -77,7 +78,10 @@ fn unlearn_writes_a_verified_model_and_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("forgot.onnx");
     let report = dir.path().join("r.json");
-    let o = run_semu(&unlearn_args(out.to_str().unwrap(), &["--report", report.to_str().unwrap(), "--test", &fx("digits/test.npz")]));
+    let o = run_semu(&unlearn_args(
+        out.to_str().unwrap(),
+        &["--report", report.to_str().unwrap(), "--test", &fx("digits/test.npz")],
+    ));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("verified    passed"), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -97,7 +101,8 @@ fn unlearn_writes_a_verified_model_and_a_complete_report() {
     assert!(r["forget_accuracy"]["after"].as_f64().unwrap() < r["forget_accuracy"]["before"].as_f64().unwrap());
     assert!(r["verification"]["rows"].as_array().unwrap().iter().any(|row| row["runtime"] == "onnxruntime"));
     // Only the output, the report: no staging leftovers.
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 

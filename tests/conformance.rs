@@ -23,7 +23,11 @@ fn all_cases() -> Vec<(String, String, Case)> {
         v.push(("node".into(), name_of(&d), Case::Dir(d)));
     }
     let suites = model_suites_root();
-    assert!(suites.join(".complete").exists(), "{}: missing; run `make setup` (tools/fetch_onnx_suites.py)", suites.display());
+    assert!(
+        suites.join(".complete").exists(),
+        "{}: missing; run `make setup` (tools/fetch_onnx_suites.py)",
+        suites.display()
+    );
     for s in MODEL_SUITES {
         for d in case_dirs(&suites.join(s)) {
             v.push((s.to_string(), name_of(&d), Case::Dir(d)));
@@ -122,8 +126,11 @@ fn onnx_backend_suites() {
 
     if std::env::var("SEMU_CONFORMANCE_UPDATE").is_ok() && filter.is_empty() {
         let body = passed.join("\n");
-        std::fs::write(&list_path, format!("# cases the engine passes (regenerate: make conformance-update)\n{body}\n"))
-            .unwrap();
+        std::fs::write(
+            &list_path,
+            format!("# cases the engine passes (regenerate: make conformance-update)\n{body}\n"),
+        )
+        .unwrap();
         return;
     }
     let regressions: Vec<&String> = listed.iter().filter(|c| c.contains(&filter) && !passed.contains(c)).collect();

@@ -15,7 +15,9 @@ use harness::{Case, Role};
 use proptest::prelude::*;
 use proptest::sample::select;
 
+/// `cases` per test; `SEMU_GRAD_CASES=N` overrides it for a longer hunt.
 fn cfg(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("SEMU_GRAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
@@ -589,5 +591,103 @@ proptest! {
             c.constant(v);
         }
         c.check()?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(24))]
+
+    #[test]
+    fn prelu(dims in prop::collection::vec(1..=3i64, 2..=4), per_channel: bool, seed: u64) {
+        let mut c = Case::new("PRelu", 16, seed);
+        let x = c.g.away(&dims, -2.0, 2.0, &[0.0], 0.05);
+        // Slope per channel ([C, 1, …], unidirectional broadcast) or one shared slope.
+        let sd: Vec<i64> = if per_channel { [vec![dims[1]], vec![1; dims.len() - 2]].concat() } else { vec![1] };
+        let slope = c.g.val(&sd);
+        c.input(x).param(slope);
+        c.check()?;
+    }
+
+    #[test]
+    fn instance_group_norm(n in 1..=2i64, groups in 1..=3i64, per in 1..=2i64, spatial in prop::collection::vec(2..=3i64, 1..=2),
+                           group_norm: bool, seed: u64) {
+        let ch = groups * per;
+        let dims = [&[n, ch][..], &spatial].concat();
+        let (op, opset) = if group_norm { ("GroupNormalization", 21) } else { ("InstanceNormalization", 6) };
+        let mut c = Case::new(op, opset, seed);
+        if group_norm {
+            c.i("num_groups", groups);
+        }
+        let x = c.g.val(&dims);
+        let (scale, b) = (c.g.val(&[ch]), c.g.val(&[ch]));
+        c.input(x).param(scale).param(b);
+        c.check()?;
+    }
+
+    #[test]
+    fn einsum(eq in select(vec!["ij,jk->ik", "bij,bjk->bik", "bhqd,bhkd->bhqk", "ij->ji", "i,i->", "bi,i->b", "bij->bj", "ij,kj->ikj"]),
+              sizes in prop::collection::vec(1..=3i64, 6), seed: u64) {
+        let (lhs, _) = eq.split_once("->").unwrap();
+        let size = |ch: char| sizes["ijkbhqd".find(ch).unwrap() % 6];
+        let mut c = Case::new("Einsum", 12, seed);
+        c.s("equation", eq);
+        for (i, term) in lhs.split(',').enumerate() {
+            let v = c.g.val(&term.chars().map(size).collect::<Vec<_>>());
+            c.arg(role(i == 1), v);
+        }
+        c.check()?;
+    }
+
+    #[test]
+    fn tile(dims in prop::collection::vec(1..=3i64, 1..=3), reps in prop::collection::vec(1..=3i64, 3), seed: u64) {
+        let mut c = Case::new("Tile", 13, seed);
+        let x = c.g.val(&dims);
+        c.input(x).ints(&reps[..dims.len()]);
+        c.check()?;
+    }
+
+    #[test]
+    fn resize(mode in select(vec!["nearest", "linear", "cubic"]),
+              coord in select(vec!["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]),
+              scales in prop::collection::vec(select(vec![0.5, 1.0, 1.5, 2.0, 3.0]), 2), hw in prop::collection::vec(2..=4i64, 2), seed: u64) {
+        let mut c = Case::new("Resize", 13, seed);
+        c.s("mode", mode).s("coordinate_transformation_mode", coord);
+        let x = c.g.val(&[1, 2, hw[0], hw[1]]);
+        let sc = harness::Val { dims: vec![4], v: vec![1.0, 1.0, scales[0], scales[1]] };
+        c.input(x).absent().constant(sc);
+        c.check()?;
+    }
+}
+
+/// The check itself must fail for a wrong gradient: a Sigmoid whose forward is right but whose
+/// backward is scaled, perturbed by 1e-4, or cut off (detached) must each be rejected, while the
+/// true one passes under the same harness.
+#[test]
+fn harness_catches_wrong_gradients() {
+    use semu::engine::{op, OpCtx, Registry};
+    use tch::Tensor;
+
+    /// `sigmoid(x)` in value, `sigmoid'(x) + k` in gradient: `(x − x.detach())` is 0 forward.
+    fn skewed(x: &Tensor, k: f64) -> semu::Result<Tensor> {
+        let zero = x.f_sub(&x.f_detach()?)?;
+        Ok(x.f_detach()?.f_sigmoid()?.f_add(&x.f_sigmoid()?.f_sub(&x.f_detach()?.f_sigmoid()?)?)?.f_add(&zero.f_mul_scalar(k)?)?)
+    }
+    type Variant = fn(&OpCtx) -> semu::Result<semu::engine::BoxOp>;
+    let variants: [(&str, Variant, bool); 4] = [
+        ("true sigmoid", |_| op(|x| Ok(vec![x.req(0)?.f_sigmoid()?])), true),
+        ("gradient + 0.3", |_| op(|x| Ok(vec![skewed(x.req(0)?, 0.3)?])), false),
+        ("gradient + 1e-4", |_| op(|x| Ok(vec![skewed(x.req(0)?, 1e-4)?])), false),
+        ("detached", |_| op(|x| Ok(vec![x.req(0)?.f_detach()?.f_sigmoid()?])), false),
+    ];
+    for (what, build, ok) in variants {
+        let mut reg = Registry::default();
+        reg.add("Sigmoid", 1, build);
+        for role in [Role::Input, Role::Param] {
+            let mut c = Case::new("Sigmoid", 13, 7);
+            let x = c.g.val(&[3, 4]);
+            c.arg(role, x);
+            let r = c.check_in(&reg);
+            assert_eq!(r.is_ok(), ok, "{what} as {role:?}: {r:?}");
+        }
     }
 }

@@ -17,7 +17,9 @@ fn all_suite_models() -> Vec<PathBuf> {
             v.push(e.path());
         }
     }
-    for f in ["digits/model.onnx", "digits_f16/model.onnx", "external/single/model.onnx", "external/per_tensor/model.onnx"] {
+    for f in
+        ["digits/model.onnx", "digits_f16/model.onnx", "external/single/model.onnx", "external/per_tensor/model.onnx"]
+    {
         v.push(root().join("fixtures").join(f));
     }
     v

@@ -41,9 +41,14 @@ fn parity_case(parity: Parity, forget: &str, gamma: f64) {
         .unwrap();
     let out = dir.path().join("ref.npz");
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tools/semu_reference.py"))
-        .args([&model_path, &forget_path, &batches, &out])
-        .args(["--gamma", &gamma.to_string(), "--lr", "0.01", "--batch-size", "64"]);
+    cmd.arg(root().join("tools/semu_reference.py")).args([&model_path, &forget_path, &batches, &out]).args([
+        "--gamma",
+        &gamma.to_string(),
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "64",
+    ]);
     if parity == Parity::Paper {
         cmd.arg("--paper");
     }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 /// Show a model's opsets, inputs/outputs, op histogram, parameters, the weights SEMU can adapt
 /// and any op the engine does not support.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  semu inspect fixtures/digits/model.onnx\n  semu inspect model.onnx --json | jq .adaptable")]
+#[command(
+    after_help = "Example:\n  semu inspect fixtures/digits/model.onnx\n  semu inspect model.onnx --json | jq .adaptable"
+)]
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
@@ -51,10 +53,24 @@ pub fn run(a: Args) -> CmdResult {
         s.initializers,
         if s.external_data { " (external data)" } else { "" }
     )?;
-    writeln!(out, "adaptable  {} weights, {} parameters ({:.1}%)", layers.len(), adaptable, pct(adaptable, s.parameters))?;
+    writeln!(
+        out,
+        "adaptable  {} weights, {} parameters ({:.1}%)",
+        layers.len(),
+        adaptable,
+        pct(adaptable, s.parameters)
+    )?;
     for l in &layers {
         let dims: Vec<String> = l.dims.iter().map(|d| d.to_string()).collect();
-        writeln!(out, "    {:<40} {:?} {} [{}] used by {}", l.name, l.kind, l.dtype, dims.join("×"), l.nodes.join(", "))?;
+        writeln!(
+            out,
+            "    {:<40} {:?} {} [{}] used by {}",
+            l.name,
+            l.kind,
+            l.dtype,
+            dims.join("×"),
+            l.nodes.join(", ")
+        )?;
     }
     if unsupported.is_empty() {
         writeln!(out, "engine     every op is supported")?;

@@ -1,8 +1,8 @@
 //! `semu run MODEL.onnx --input NAME=FILE.npy … [--output-dir D] [--compare-ort]`.
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
-use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry};
 use semu::engine::convert::{dtype_of, from_tensor};
+use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry};
 use semu::onnx::OnnxModel;
 use semu::verify::{compare, OrtSession, Tolerance};
 use std::collections::HashMap;
@@ -82,9 +82,8 @@ fn compare_ort(
     names: Vec<&str>,
     outs: &[tch::Tensor],
 ) -> CmdResult {
-    let to_data = |t: &tch::Tensor| -> anyhow::Result<semu::onnx::TensorData> {
-        Ok(from_tensor(t, dtype_of(t.kind())?)?)
-    };
+    let to_data =
+        |t: &tch::Tensor| -> anyhow::Result<semu::onnx::TensorData> { Ok(from_tensor(t, dtype_of(t.kind())?)?) };
     let ort_feeds: Vec<(String, semu::onnx::TensorData)> =
         feeds.iter().map(|(n, t)| Ok((n.clone(), to_data(t)?))).collect::<anyhow::Result<_>>()?;
     let session = OrtSession::load(&a.model, 0)?;

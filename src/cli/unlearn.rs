@@ -92,7 +92,13 @@ impl Observer for Log {
     }
     fn epoch(&mut self, e: &EpochStats) {
         let ra = e.retain_acc.map(|r| format!(", retain acc {:.2}%", 100.0 * r)).unwrap_or_default();
-        eprintln!("[semu] epoch {:>2}: loss {:.4}, forget acc {:.2}%{ra} ({:.1}s)", e.epoch, e.loss, 100.0 * e.forget_acc, e.seconds);
+        eprintln!(
+            "[semu] epoch {:>2}: loss {:.4}, forget acc {:.2}%{ra} ({:.1}s)",
+            e.epoch,
+            e.loss,
+            100.0 * e.forget_acc,
+            e.seconds
+        );
     }
 }
 
@@ -204,7 +210,10 @@ pub fn run(a: Args) -> CmdResult {
     }
     if let Some(v) = verification.filter(|v| !v.passed) {
         let why = v.failure().unwrap_or_default();
-        return Err(Exit { code: 3, err: anyhow!("verification failed, nothing written at {}: {why}", a.out.display()) });
+        return Err(Exit {
+            code: 3,
+            err: anyhow!("verification failed, nothing written at {}: {why}", a.out.display()),
+        });
     }
     Ok(())
 }
@@ -236,10 +245,18 @@ fn probes(u: &Unlearned, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> a
     Ok(out)
 }
 
-fn test_accuracy(u: &Unlearned, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
+fn test_accuracy(
+    u: &Unlearned,
+    test: &dyn Dataset,
+    forget: &dyn Dataset,
+    batch: usize,
+) -> anyhow::Result<TestAccuracy> {
     let w = overrides(&u.adapters)?;
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
-        Ok(Accuracy { before: u.classifier.accuracy(ds, batch, &Default::default())?, after: u.classifier.accuracy(ds, batch, &w)? })
+        Ok(Accuracy {
+            before: u.classifier.accuracy(ds, batch, &Default::default())?,
+            after: u.classifier.accuracy(ds, batch, &w)?,
+        })
     };
     let fl = data::labels(forget)?;
     let single = fl.iter().all(|&y| y == fl[0]).then_some(fl[0]);
@@ -264,11 +281,24 @@ fn pct(x: f64) -> String {
 
 fn print_summary(r: &UnlearnReport) {
     println!("semu unlearn: {}", r.model);
-    println!("layers      {} adapted, {} trainable parameters = {:.3}% of {} ({})", r.layers.len(), r.trainable_parameters,
-        100.0 * r.trainable_share, r.total_parameters, if r.used_retain_data { "with remaining data" } else { "no remaining data" });
+    println!(
+        "layers      {} adapted, {} trainable parameters = {:.3}% of {} ({})",
+        r.layers.len(),
+        r.trainable_parameters,
+        100.0 * r.trainable_share,
+        r.total_parameters,
+        if r.used_retain_data { "with remaining data" } else { "no remaining data" }
+    );
     for l in &r.layers {
-        println!("    {:<32} {:<6} {:>14} k={:<3} trainable {:>6}  explained {:.3}", l.name, l.kind,
-            format!("{:?}", l.shape), l.k, l.trainable, l.explained_variance);
+        println!(
+            "    {:<32} {:<6} {:>14} k={:<3} trainable {:>6}  explained {:.3}",
+            l.name,
+            l.kind,
+            format!("{:?}", l.shape),
+            l.k,
+            l.trainable,
+            l.explained_variance
+        );
     }
     println!("accuracy             before    after");
     println!("  forget data       {}  {}", pct(r.forget_accuracy.before), pct(r.forget_accuracy.after));
@@ -285,17 +315,29 @@ fn print_summary(r: &UnlearnReport) {
         println!("  test, all         {}  {}", pct(t.all.before), pct(t.all.after));
     }
     let tm = &r.timings;
-    println!("time        gradient {:.2}s, svd {:.2}s, training {:.2}s, fold {:.2}s, export {:.2}s, verify {:.2}s",
-        tm.gradient, tm.svd, tm.training, tm.fold, tm.export, tm.verify);
+    println!(
+        "time        gradient {:.2}s, svd {:.2}s, training {:.2}s, fold {:.2}s, export {:.2}s, verify {:.2}s",
+        tm.gradient, tm.svd, tm.training, tm.fold, tm.export, tm.verify
+    );
     match &r.verification {
         None => println!("verified    NO (--no-verify)"),
         Some(v) => {
             for row in &v.rows {
-                println!("    {:<11} {:<20} vs {:<20} max abs {:.2e}  max rel {:.2e}  {}", row.probe, row.runtime, row.reference,
-                    row.max_abs, row.max_rel, if row.passed { "ok" } else { "FAIL" });
+                println!(
+                    "    {:<11} {:<20} vs {:<20} max abs {:.2e}  max rel {:.2e}  {}",
+                    row.probe,
+                    row.runtime,
+                    row.reference,
+                    row.max_abs,
+                    row.max_rel,
+                    if row.passed { "ok" } else { "FAIL" }
+                );
             }
-            println!("verified    {}", if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()
-                + if v.rows.iter().any(|r| r.runtime == "tract") { " + tract)" } else { ")" });
+            println!(
+                "verified    {}",
+                if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()
+                    + if v.rows.iter().any(|r| r.runtime == "tract") { " + tract)" } else { ")" }
+            );
         }
     }
     if let Some(o) = &r.output {

@@ -51,7 +51,8 @@ pub fn to_tensor(d: &TensorData) -> Result<Tensor> {
             Tensor::f_from_slice(&v)?.f_reshape(dims)?
         }
         DType::U32 => {
-            let v: Vec<i64> = d.bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
+            let v: Vec<i64> =
+                d.bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
             Tensor::f_from_slice(&v)?.f_reshape(dims)?
         }
         _ => Tensor::f_from_data_size(&d.bytes, dims, kind)?,

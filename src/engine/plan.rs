@@ -126,8 +126,7 @@ impl Plan {
                 return Err(Error::Tensor { tensor: d.clone(), reason: "is not an initializer of the model".into() });
             }
         }
-        let real_inputs: Vec<&str> =
-            g.input.iter().map(|v| v.name()).filter(|n| !init_names.contains(n)).collect();
+        let real_inputs: Vec<&str> = g.input.iter().map(|v| v.name()).filter(|n| !init_names.contains(n)).collect();
         let mut known: HashSet<&str> = init_names.clone();
         known.extend(real_inputs.iter().copied());
         let order = topo_order(g, &known)?;
@@ -260,7 +259,11 @@ impl Plan {
     }
 
     /// Runs with `overrides` standing in for dynamic initializers (e.g. `W + U R Vᵀ`).
-    pub fn run_with(&self, feeds: &HashMap<String, Tensor>, overrides: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
+    pub fn run_with(
+        &self,
+        feeds: &HashMap<String, Tensor>,
+        overrides: &HashMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>> {
         let mut slots: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
         for (s, t) in &self.consts {
             slots[*s] = Some(t.shallow_clone());
@@ -270,7 +273,10 @@ impl Plan {
         }
         for name in overrides.keys() {
             if !self.params.contains_key(name) {
-                return Err(Error::Tensor { tensor: name.clone(), reason: "overridden but not planned as dynamic".into() });
+                return Err(Error::Tensor {
+                    tensor: name.clone(),
+                    reason: "overridden but not planned as dynamic".into(),
+                });
             }
         }
         for inp in &self.inputs {
@@ -298,7 +304,12 @@ impl Plan {
         }
         self.outputs
             .iter()
-            .map(|(name, s)| slots[*s].as_ref().map(|t| t.shallow_clone()).ok_or_else(|| Error::msg(format!("output '{name}' was not computed"))))
+            .map(|(name, s)| {
+                slots[*s]
+                    .as_ref()
+                    .map(|t| t.shallow_clone())
+                    .ok_or_else(|| Error::msg(format!("output '{name}' was not computed")))
+            })
             .collect()
     }
 }

@@ -67,7 +67,12 @@ impl NodeExt for NodeProto {
         self.attribute.iter().find(|a| a.name() == name)
     }
     fn attr_err(&self, attr: &str, reason: impl Into<String>) -> Error {
-        Error::Attr { node: self.label(), op: self.op_type().to_string(), attr: attr.to_string(), reason: reason.into() }
+        Error::Attr {
+            node: self.label(),
+            op: self.op_type().to_string(),
+            attr: attr.to_string(),
+            reason: reason.into(),
+        }
     }
     fn node_err(&self, reason: impl Into<String>) -> Error {
         Error::Node { node: self.label(), op: self.op_type().to_string(), reason: reason.into() }

@@ -1,5 +1,5 @@
 //! A model at a glance: opsets, inputs/outputs, op histogram, parameter count.
-use super::proto::{type_proto, tensor_shape_proto::dimension, ValueInfoProto};
+use super::proto::{tensor_shape_proto::dimension, type_proto, ValueInfoProto};
 use super::{DType, OnnxModel};
 use std::collections::{BTreeMap, HashSet};
 

@@ -32,9 +32,8 @@ pub fn external_ref(t: &TensorProto) -> Result<ExternalRef> {
     let mut r = ExternalRef { location: String::new(), offset: 0, length: None };
     for kv in &t.external_data {
         let (k, v) = (kv.key(), kv.value());
-        let num = || {
-            v.parse::<u64>().map_err(|_| tensor_err(t, format!("external_data '{k}' = '{v}' is not a number")))
-        };
+        let num =
+            || v.parse::<u64>().map_err(|_| tensor_err(t, format!("external_data '{k}' = '{v}' is not a number")));
         match k {
             "location" => r.location = v.to_string(),
             "offset" => r.offset = num()?,
@@ -98,9 +97,13 @@ impl TensorData {
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         Ok(match self.dtype {
             DType::F32 => self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            DType::F64 => self.bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            DType::F64 => {
+                self.bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+            }
             DType::F16 => self.bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::BF16 => self.bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => {
+                self.bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
             d => return Err(Error::msg(format!("cannot read {d} tensor as float"))),
         })
     }
@@ -122,7 +125,11 @@ impl TensorData {
 }
 
 fn typed_len(t: &TensorProto) -> usize {
-    t.float_data.len() + t.int32_data.len() + t.int64_data.len() + t.double_data.len() + t.uint64_data.len()
+    t.float_data.len()
+        + t.int32_data.len()
+        + t.int64_data.len()
+        + t.double_data.len()
+        + t.uint64_data.len()
         + t.string_data.len()
 }
 
@@ -135,7 +142,13 @@ fn read_external(t: &TensorProto, base: &Path) -> Result<Vec<u8>> {
     if r.offset + len > file_len {
         return Err(tensor_err(
             t,
-            format!("external data {}: offset {} + length {} is past the file's end ({} bytes)", path.display(), r.offset, len, file_len),
+            format!(
+                "external data {}: offset {} + length {} is past the file's end ({} bytes)",
+                path.display(),
+                r.offset,
+                len,
+                file_len
+            ),
         ));
     }
     f.seek(SeekFrom::Start(r.offset)).map_err(|e| Error::io(&path, e))?;

@@ -109,7 +109,7 @@ mod tests {
             // For 2-D, the change lies in span(U_k) on the left.
             if !conv {
                 let uk = d.u.narrow(1, 0, a.k as i64);
-                let proj = uk.matmul(&uk.t()).matmul(&delta);
+                let proj = uk.matmul(&uk.tr()).matmul(&delta);
                 assert!(f64::try_from((proj - &delta).abs().max()).unwrap() < 1e-4);
             }
         }

@@ -143,7 +143,7 @@ pub fn train(
     if let Some((_, snapshot)) = best {
         let _g = tch::no_grad_guard();
         for (a, r) in adapters.iter_mut().zip(snapshot) {
-            let _ = a.r.f_copy_(&r)?;
+            a.r.f_copy_(&r)?;
         }
     }
     Ok(history)

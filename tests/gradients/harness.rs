@@ -289,10 +289,11 @@ impl Case {
 
     /// Builds, runs, back-propagates and compares; fails with the case and the first mismatch.
     pub fn check(&mut self) -> Result<(), TestCaseError> {
-        self.run_check().map_err(|e| TestCaseError::fail(format!("{}\n{e}", self.describe())))
+        self.check_in(&Registry::standard()).map_err(|e| TestCaseError::fail(format!("{}\n{e}", self.describe())))
     }
 
-    fn run_check(&mut self) -> Result<(), String> {
+    /// The check against the ops of `reg`; the error names the first mismatch.
+    pub fn check_in(&mut self, reg: &Registry) -> Result<(), String> {
         let model = self.model();
         let leaves: Vec<Leaf> = self
             .args
@@ -304,8 +305,7 @@ impl Case {
             })
             .collect();
         let dynamic: HashSet<String> = leaves.iter().filter(|l| l.role == Role::Param).map(|l| l.name.clone()).collect();
-        let reg = Registry::standard();
-        let mut plan = Plan::new(&model, &reg, &PlanOptions { dynamic, ..Default::default() }).map_err(|e| format!("plan: {e}"))?;
+        let mut plan = Plan::new(&model, reg, &PlanOptions { dynamic, ..Default::default() }).map_err(|e| format!("plan: {e}"))?;
         let base: Vec<Val> = leaves
             .iter()
             .map(|l| match &self.args[l.arg] {

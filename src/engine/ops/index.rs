@@ -235,8 +235,8 @@ fn unique(ctx: &OpCtx) -> Result<BoxOp> {
         let dev = t.device();
         let pos = Tensor::f_arange(inv.size()[0], (Kind::Int64, dev))?;
         // First occurrence of each unique value: the smallest position mapping to it.
-        let first =
-            Tensor::f_full([nu], inv.size()[0], (Kind::Int64, dev))?.f_internal_scatter_reduce(0, &inv, &pos, "amin", true)?;
+        let first = Tensor::f_full([nu], inv.size()[0], (Kind::Int64, dev))?
+            .f_internal_scatter_reduce(0, &inv, &pos, "amin", true)?;
         if sorted {
             return Ok(vec![u, first, inv, counts]);
         }

@@ -219,7 +219,8 @@ mod grad_tests {
             (y * w).sum(Kind::Double)
         };
         let g = Tensor::run_backward(&[loss(&x)], &[&x], false, false).remove(0);
-        let (xv, gv) = (Vec::<f64>::try_from(&x.detach().reshape([-1])).unwrap(), Vec::<f64>::try_from(&g.reshape([-1])).unwrap());
+        let (xv, gv) =
+            (Vec::<f64>::try_from(&x.detach().reshape([-1])).unwrap(), Vec::<f64>::try_from(&g.reshape([-1])).unwrap());
         let _ng = tch::no_grad_guard();
         for i in 0..xv.len() {
             let f = |d: f64| {
@@ -228,7 +229,11 @@ mod grad_tests {
                 loss(&Tensor::from_slice(&v).reshape(x.size())).double_value(&[])
             };
             let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
-            assert!((fd - gv[i]).abs() <= 1e-5 + 1e-5 * fd.abs(), "{op}: element {i}: autograd {}, numeric {fd}", gv[i]);
+            assert!(
+                (fd - gv[i]).abs() <= 1e-5 + 1e-5 * fd.abs(),
+                "{op}: element {i}: autograd {}, numeric {fd}",
+                gv[i]
+            );
         }
     }
 
@@ -260,10 +265,22 @@ mod grad_tests {
         check("GatherND", 13, vec![("batch_dims", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[1, 2, 0, 3], &[2, 2, 1])]);
         let upd = x(&[1, 2]) * 3.0;
         for red in ["none", "add", "mul", "max", "min"] {
-            check("ScatterElements", 18, vec![("axis", A::I(1)), ("reduction", A::S(red))], x(&[2, 4]), vec![i64s(&[1, -1], &[1, 2]), upd.shallow_clone()]);
+            check(
+                "ScatterElements",
+                18,
+                vec![("axis", A::I(1)), ("reduction", A::S(red))],
+                x(&[2, 4]),
+                vec![i64s(&[1, -1], &[1, 2]), upd.shallow_clone()],
+            );
         }
         for red in ["none", "add", "mul"] {
-            check("ScatterND", 18, vec![("reduction", A::S(red))], x(&[3, 2]), vec![i64s(&[2, 0], &[2, 1]), x(&[2, 2])]);
+            check(
+                "ScatterND",
+                18,
+                vec![("reduction", A::S(red))],
+                x(&[3, 2]),
+                vec![i64s(&[2, 0], &[2, 1]), x(&[2, 2])],
+            );
         }
         check("TopK", 11, vec![("axis", A::I(-1)), ("largest", A::I(0))], x(&[3, 5]), vec![i64s(&[2], &[1])]);
     }
@@ -271,13 +288,32 @@ mod grad_tests {
     #[test]
     fn resize() {
         let scales = Tensor::from_slice(&[1.0f32, 1.0, 1.7, 0.6]);
-        for (mode, coord) in [("nearest", "half_pixel"), ("linear", "align_corners"), ("cubic", "half_pixel"), ("linear", "tf_crop_and_resize")] {
+        for (mode, coord) in [
+            ("nearest", "half_pixel"),
+            ("linear", "align_corners"),
+            ("cubic", "half_pixel"),
+            ("linear", "tf_crop_and_resize"),
+        ] {
             let roi = Tensor::from_slice(&[0.0f32, 0.0, 0.1, 0.2, 1.0, 1.0, 0.9, 1.1]);
-            let attrs = vec![("mode", A::S(mode)), ("coordinate_transformation_mode", A::S(coord)), ("exclude_outside", A::I(1))];
+            let attrs = vec![
+                ("mode", A::S(mode)),
+                ("coordinate_transformation_mode", A::S(coord)),
+                ("exclude_outside", A::I(1)),
+            ];
             check("Resize", 19, attrs, x(&[1, 2, 3, 5]), vec![roi, scales.shallow_clone()]);
         }
         let sizes = i64s(&[2, 3], &[2]);
         let attrs = vec![("mode", A::S("linear")), ("antialias", A::I(1)), ("axes", A::Is(vec![2, 3]))];
-        check("Resize", 19, attrs, x(&[1, 1, 5, 7]), vec![Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)), Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)), sizes]);
+        check(
+            "Resize",
+            19,
+            attrs,
+            x(&[1, 1, 5, 7]),
+            vec![
+                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+                sizes,
+            ],
+        );
     }
 }
