@@ -5,8 +5,10 @@
 pub mod classifier;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod error;
 pub mod export;
+pub mod fetch;
 pub mod onnx;
 pub mod report;
 pub mod semu;

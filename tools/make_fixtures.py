@@ -46,6 +46,7 @@ def external_variants():
 
 def main():
     run("make_digits.py")
+    run("make_digits_png.py")
     external_variants()
     if os.path.exists(os.path.join(HERE, "export_models.py")):
         run("export_models.py")

@@ -15,14 +15,17 @@ use std::path::PathBuf;
     after_help = "Example:\n  semu inspect fixtures/digits/model.onnx\n  semu inspect model.onnx --json | jq .adaptable"
 )]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model (a path, https://…, or hf://OWNER/REPO[@REVISION]/PATH).
     model: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: super::fetch::RemoteArgs,
 }
 
-pub fn run(a: Args) -> CmdResult {
+pub fn run(mut a: Args) -> CmdResult {
+    a.model = a.remote.model(&a.model)?;
     let model = OnnxModel::load(&a.model)?;
     let s = ModelSummary::of(&model);
     let layers = find_layers(&model);

@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod eval;
+mod fetch;
 mod inspect;
 mod run;
 mod unlearn;
@@ -24,6 +26,8 @@ enum Cmd {
     Inspect(inspect::Args),
     Run(run::Args),
     Unlearn(unlearn::Args),
+    Eval(eval::Args),
+    Fetch(fetch::Args),
 }
 
 /// An error that carries its exit code.
@@ -47,6 +51,8 @@ pub fn main() -> ExitCode {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Unlearn(a) => unlearn::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Fetch(a) => fetch::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[command(after_help = "Example:\n  semu run model.onnx --input input=x.npy --output-dir out/ --compare-ort\n\n\
 Inputs are named by the graph's input names; an input given as `NAME=` (empty file) is skipped.")]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model (a path, https://…, or hf://OWNER/REPO[@REVISION]/PATH).
     model: PathBuf,
     /// NAME=FILE.npy, once per graph input.
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
@@ -31,6 +31,8 @@ pub struct Args {
     /// Relative tolerance for --compare-ort (absolute tolerance is rtol/10).
     #[arg(long, default_value_t = 1e-4)]
     rtol: f64,
+    #[command(flatten)]
+    remote: super::fetch::RemoteArgs,
 }
 
 /// Characters outside `[A-Za-z0-9._-]` become `_`, so any output name is a safe file name.
@@ -38,7 +40,8 @@ pub fn file_name_for(output: &str) -> String {
     output.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
-pub fn run(a: Args) -> CmdResult {
+pub fn run(mut a: Args) -> CmdResult {
+    a.model = a.remote.model(&a.model)?;
     let device = parse_device(&a.device)?;
     let model = OnnxModel::load(&a.model)?;
     let mut feeds = HashMap::new();
@@ -47,7 +50,8 @@ pub fn run(a: Args) -> CmdResult {
         if file.is_empty() {
             continue;
         }
-        let t = tch::Tensor::read_npy(file).with_context(|| format!("--input {name}: reading {file}"))?;
+        let file = a.remote.file(std::path::Path::new(file))?;
+        let t = tch::Tensor::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
         feeds.insert(name.to_string(), t);
     }
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;

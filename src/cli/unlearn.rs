@@ -83,6 +83,8 @@ pub struct Args {
     /// Skip the ONNX Runtime / tract verification (the report says so).
     #[arg(long)]
     no_verify: bool,
+    #[command(flatten)]
+    remote: super::fetch::RemoteArgs,
 }
 
 struct Log;
@@ -121,11 +123,16 @@ fn config(a: &Args) -> SemuConfig {
     }
 }
 
-pub fn run(a: Args) -> CmdResult {
+pub fn run(mut a: Args) -> CmdResult {
     let cfg = config(&a);
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     let device = parse_device(&a.device)?;
     tch::manual_seed(a.seed as i64);
+    let model_arg = a.model.display().to_string();
+    a.model = a.remote.model(&a.model)?;
+    a.forget = a.remote.file(&a.forget)?;
+    a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
+    a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
     let model = OnnxModel::load(&a.model)?;
     let forget = data::open(&a.forget)?;
     let retain = a.retain.as_deref().map(data::open).transpose()?;
@@ -173,7 +180,7 @@ pub fn run(a: Args) -> CmdResult {
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
         method: "semu",
-        model: a.model.display().to_string(),
+        model: model_arg,
         output: saved.as_ref().map(|s| s.model.display().to_string()),
         device: device_name(device),
         settings: cfg.clone(),

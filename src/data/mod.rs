@@ -1,11 +1,30 @@
 //! Labelled data for unlearning and evaluation. Every format implements [`Dataset`]: a length and
-//! random access to batches, so the training loop never needs the whole set at once.
-use crate::error::Result;
+//! random access to batches, so the training loop never needs the whole set at once. Image
+//! formats (ImageFolder, CIFAR) decode only the samples a batch asks for.
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
 use tch::Tensor;
 
+pub mod cifar;
+pub mod csv_table;
+pub mod forget;
+pub mod image_folder;
+pub mod npy;
 pub mod npz;
+pub mod preprocess;
+pub mod safetensors_file;
+pub mod subset;
+pub mod validate;
 
+pub use cifar::{Cifar, Split};
+pub use csv_table::{CsvDataset, CsvOptions};
+pub use forget::{indices_sha256, read_indices, select_forget, ForgetBy, ForgetSplit};
+pub use image_folder::ImageFolder;
 pub use npz::NpzDataset;
+pub use preprocess::Preprocess;
+pub use safetensors_file::SafetensorsDataset;
+pub use subset::{OwnedSubset, Subset};
+pub use validate::{check_input_shape, model_input, validate};
 
 /// A classification data set: preprocessed inputs `x` (float32) and class ids `y` (int64).
 pub trait Dataset {
@@ -17,6 +36,26 @@ pub trait Dataset {
     fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)>;
     /// Where the data came from (file, folder), for messages and reports.
     fn source(&self) -> String;
+    /// Every label, in order. Formats that know their labels without decoding inputs override it.
+    fn labels(&self) -> Result<Vec<i64>> {
+        let order: Vec<usize> = (0..self.len()).collect();
+        let mut out = Vec::with_capacity(self.len());
+        for idx in batches(&order, 4096) {
+            out.extend(Vec::<i64>::try_from(self.batch(idx)?.1)?);
+        }
+        Ok(out)
+    }
+    /// The shape of one input (without the batch dimension), read from the first sample.
+    fn sample_shape(&self) -> Result<Vec<i64>> {
+        if self.is_empty() {
+            return Err(Error::msg(format!("{}: holds no samples", self.source())));
+        }
+        Ok(self.batch(&[0])?.0.size()[1..].to_vec())
+    }
+    /// How to name sample `i` in a message: its index, and its file or line where there is one.
+    fn sample_name(&self, i: usize) -> String {
+        format!("sample {i}")
+    }
 }
 
 /// Consecutive batches of `size` over `order`.
@@ -24,12 +63,58 @@ pub fn batches(order: &[usize], size: usize) -> impl Iterator<Item = &[usize]> {
     order.chunks(size.max(1))
 }
 
-/// Opens a data set by its path (format chosen by extension).
-pub fn open(path: &std::path::Path) -> Result<Box<dyn Dataset>> {
-    match path.extension().and_then(|e| e.to_str()) {
+/// How to read a data set beyond its path. `Default` reads every format with its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DataSpec {
+    /// Image preprocessing. Applies to ImageFolder and CIFAR only: array and CSV files are taken
+    /// to hold model inputs as they are.
+    pub preprocess: Preprocess,
+    /// CSV: label column and header handling.
+    pub csv: CsvOptions,
+    /// CIFAR folders hold both splits: which one to read (training batches by default).
+    pub split: Split,
+    /// `.npy` inputs: the labels file, when it is not `y.npy` beside `x.npy`.
+    pub y: Option<PathBuf>,
+}
+
+/// Opens a data set by its path with default options (see [`open_with`]).
+pub fn open(path: &Path) -> Result<Box<dyn Dataset>> {
+    open_with(path, &DataSpec::default())
+}
+
+/// Opens a data set by its path, the format chosen by extension or folder layout:
+/// `.npz`; `.npy` (x, with `spec.y` or `y.npy` beside it) or a folder holding `x.npy` and `y.npy`;
+/// `.safetensors` (`x`, `y`); `.csv`; CIFAR `.bin` files or their folder; any other folder is an
+/// ImageFolder (`root/<class>/<image>`).
+pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if !path.exists() {
+        return Err(Error::msg(format!("{}: no such file or folder", path.display())));
+    }
+    if path.is_dir() {
+        if path.join("x.npy").is_file() {
+            return Ok(Box::new(NpzDataset::open_npy_pair(&path.join("x.npy"), &path.join("y.npy"))?));
+        }
+        if let Some(files) = cifar::files_in(path, spec.split)? {
+            return Ok(Box::new(Cifar::open(&files, &spec.preprocess)?));
+        }
+        return Ok(Box::new(ImageFolder::open(path, &spec.preprocess)?));
+    }
+    match ext.as_deref() {
         Some("npz") => Ok(Box::new(NpzDataset::open(path)?)),
-        _ => Err(crate::Error::msg(format!(
-            "{}: unknown data format (expected a .npz file with arrays `x` and `y`)",
+        Some("npy") => {
+            let y = match &spec.y {
+                Some(y) => y.clone(),
+                None => npy::sibling_labels(path)?,
+            };
+            Ok(Box::new(NpzDataset::open_npy_pair(path, &y)?))
+        }
+        Some("safetensors") => Ok(Box::new(SafetensorsDataset::open(path)?)),
+        Some("csv") => Ok(Box::new(CsvDataset::open(path, &spec.csv)?)),
+        Some("bin") => Ok(Box::new(Cifar::open(&[path.to_path_buf()], &spec.preprocess)?)),
+        _ => Err(Error::msg(format!(
+            "{}: unknown data format (expected .npz, .npy, .safetensors, .csv, CIFAR .bin, or an \
+             ImageFolder directory root/<class>/<image>)",
             path.display()
         ))),
     }
@@ -37,29 +122,19 @@ pub fn open(path: &std::path::Path) -> Result<Box<dyn Dataset>> {
 
 /// All labels of a data set, in order.
 pub fn labels(ds: &dyn Dataset) -> Result<Vec<i64>> {
-    let mut out = Vec::with_capacity(ds.len());
-    let order: Vec<usize> = (0..ds.len()).collect();
-    for idx in batches(&order, 4096) {
-        out.extend(Vec::<i64>::try_from(ds.batch(idx)?.1)?);
-    }
-    Ok(out)
+    ds.labels()
 }
 
-/// The samples of `inner` at `idx` (e.g. one class of a test set).
-pub struct Subset<'a> {
-    pub inner: &'a dyn Dataset,
-    pub idx: Vec<usize>,
-}
-
-impl Dataset for Subset<'_> {
-    fn len(&self) -> usize {
-        self.idx.len()
-    }
-    fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
-        let mapped: Vec<usize> = idx.iter().map(|&i| self.idx[i]).collect();
-        self.inner.batch(&mapped)
-    }
-    fn source(&self) -> String {
-        format!("{} ({} selected samples)", self.inner.source(), self.idx.len())
+/// Fails on the first NaN or Inf in `x` (the batch at `idx` of `ds`), naming that sample.
+pub(crate) fn check_finite(x: &Tensor, idx: &[usize], ds: &dyn Dataset) -> Result<()> {
+    let bad = x.f_isfinite()?.f_logical_not()?.f_flatten(1, -1)?.f_any_dim(1, false)?;
+    let rows = Vec::<bool>::try_from(bad)?;
+    match rows.iter().position(|&b| b) {
+        None => Ok(()),
+        Some(r) => Err(Error::msg(format!(
+            "{}: {} holds NaN or Inf values",
+            ds.source(),
+            ds.sample_name(idx.get(r).copied().unwrap_or(r))
+        ))),
     }
 }

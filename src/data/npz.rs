@@ -1,16 +1,18 @@
-//! `.npz` archives holding `x` (float32, N×…) and `y` (int64 class ids, N).
+//! Data held in memory as two tensors: `.npz` archives holding `x` (N×…) and `y` (integer class
+//! ids, N), `.npy` pairs (see `npy.rs`), and tables parsed from CSV.
 use super::Dataset;
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Kind, Tensor};
 
 pub struct NpzDataset {
-    path: PathBuf,
+    source: String,
     x: Tensor,
     y: Tensor,
 }
 
 impl NpzDataset {
+    /// An `.npz` archive with arrays `x` and `y`.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::msg(format!("{}: {reason}", path.display()));
         if !path.exists() {
@@ -24,29 +26,32 @@ impl NpzDataset {
                 .map(|(_, t)| t.shallow_clone())
                 .ok_or_else(|| bad(format!("has no array `{name}` (found: {})", names(&arrays))))
         };
-        let x = get("x")?;
-        let y = get("y")?;
+        Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)
+    }
+
+    /// Checks and keeps `x` (any numeric type, stored as float32) and `y` (integer class ids).
+    /// `source` names the data in messages.
+    pub fn from_tensors(source: impl Into<String>, x: Tensor, y: Tensor) -> Result<Self> {
+        let source = source.into();
+        let bad = |reason: String| Error::msg(format!("{source}: {reason}"));
         if x.size().first() != y.size().first() || y.dim() != 1 {
             return Err(bad(format!("`x` is {:?} and `y` is {:?}: need N×… and N", x.size(), y.size())));
         }
         if !matches!(y.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
             return Err(bad(format!("`y` must hold integer class ids, found {:?}", y.kind())));
         }
-        let x = x.f_to_kind(Kind::Float)?;
-        let finite = x.f_isfinite()?.f_all()?.f_int64_value(&[])? == 1;
-        if !finite {
-            let bad_row = x.f_isfinite()?.f_logical_not()?.f_flatten(1, -1)?.f_any_dim(1, false)?.f_nonzero()?;
-            let row = bad_row.f_int64_value(&[0, 0]).unwrap_or(-1);
-            return Err(bad(format!("`x` holds NaN or Inf values (first at sample {row})")));
-        }
         if y.size()[0] == 0 {
             return Err(bad("holds no samples".into()));
         }
-        Ok(NpzDataset { path: path.to_path_buf(), x, y: y.f_to_kind(Kind::Int64)? })
+        let x = x.f_to_kind(Kind::Float)?;
+        let ds = NpzDataset { source, x, y: y.f_to_kind(Kind::Int64)? };
+        let all: Vec<usize> = (0..ds.len()).collect();
+        super::check_finite(&ds.x, &all, &ds)?;
+        Ok(ds)
     }
 
     /// The whole label vector (for class counts and selections).
-    pub fn labels(&self) -> &Tensor {
+    pub fn label_tensor(&self) -> &Tensor {
         &self.y
     }
 }
@@ -60,11 +65,20 @@ impl Dataset for NpzDataset {
         self.y.size()[0] as usize
     }
     fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+        if let Some(&i) = idx.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::msg(format!("{}: no sample {i} (it holds {})", self.source, self.len())));
+        }
         let i: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
         let it = Tensor::f_from_slice(&i)?;
         Ok((self.x.f_index_select(0, &it)?, self.y.f_index_select(0, &it)?))
     }
     fn source(&self) -> String {
-        self.path.display().to_string()
+        self.source.clone()
+    }
+    fn labels(&self) -> Result<Vec<i64>> {
+        Ok(Vec::<i64>::try_from(&self.y)?)
+    }
+    fn sample_shape(&self) -> Result<Vec<i64>> {
+        Ok(self.x.size()[1..].to_vec())
     }
 }

@@ -53,6 +53,7 @@ pub struct Plan {
     outputs: Vec<(String, usize)>,
     device: Device,
     folded: usize,
+    peak_live: usize,
 }
 
 /// Every node whose op the registry lacks, as one message: `op_type (domain, opset N): first node`.
@@ -210,6 +211,19 @@ impl Plan {
                 steps[si].free.push(s);
             }
         }
+        // Peak number of runtime values alive at once (constants excluded): what the frees buy.
+        let peak_live = {
+            let mut live: HashSet<usize> = inputs.iter().map(|i| i.slot).collect();
+            let mut peak = live.len();
+            for st in &steps {
+                live.extend(st.outputs.iter().flatten().copied());
+                peak = peak.max(live.len());
+                for s in &st.free {
+                    live.remove(s);
+                }
+            }
+            peak
+        };
         Ok(Plan {
             nodes: g.node.clone(),
             steps,
@@ -220,6 +234,7 @@ impl Plan {
             outputs,
             device: dev,
             folded,
+            peak_live,
         })
     }
 
@@ -235,6 +250,10 @@ impl Plan {
     /// Number of nodes evaluated at plan time, and number left to run.
     pub fn stats(&self) -> (usize, usize) {
         (self.folded, self.steps.len())
+    }
+    /// The most runtime values (not constants) alive at once during a run.
+    pub fn peak_live_values(&self) -> usize {
+        self.peak_live
     }
     /// The current value of a dynamic initializer (the one used when not overridden).
     pub fn param(&self, name: &str) -> Option<&Tensor> {

@@ -1,6 +1,7 @@
 //! ONNX model I/O: protobuf types, tensors (inline and external), attributes, load and save.
 //! Knows nothing of libtorch.
 pub mod attr;
+pub mod build;
 pub mod dtype;
 pub mod model;
 pub mod proto;

@@ -8,8 +8,6 @@
 //! type are compared as f64, so an f16 output can be checked against an f32 reference.
 pub mod gate;
 pub mod ort;
-#[cfg(test)]
-pub(crate) mod test_models;
 pub mod tract;
 
 pub use self::ort::OrtSession;

@@ -177,7 +177,7 @@ fn from_ort(t: &DynTensor) -> Result<TensorData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_models as tm;
+    use crate::onnx::build as tm;
     use crate::verify::{compare, Tolerance};
 
     #[test]

@@ -178,7 +178,7 @@ fn from_tract(t: &Tensor) -> Result<TensorData, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_models as tm;
+    use crate::onnx::build as tm;
     use crate::verify::{compare, Tolerance};
 
     #[test]

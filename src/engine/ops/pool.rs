@@ -46,19 +46,20 @@ impl Pool {
         }
         let spatial = &size[2..];
         let g = self.win.geom(x, spatial, &self.kernel)?;
-        let mut extra = Vec::with_capacity(n);
-        for i in 0..n {
-            let (s, dk) = (g.strides[i], (self.kernel[i] - 1) * g.dilations[i] + 1);
-            let span = spatial[i] + g.begin[i] + g.end[i] - dk;
-            if span < 0 {
-                return Err(x.err(format!("the window ({dk}) is larger than the padded input ({})", span + dk)));
-            }
-            let mut out = if self.ceil { (span + s - 1) / s } else { span / s } + 1;
-            if self.ceil && (out - 1) * s >= spatial[i] + g.begin[i] {
-                out -= 1;
-            }
-            extra.push((out - 1) * s + dk - (spatial[i] + g.begin[i] + g.end[i]));
-        }
+        let extra = (0..n)
+            .map(|i| {
+                let (s, dk) = (g.strides[i], (self.kernel[i] - 1) * g.dilations[i] + 1);
+                let span = spatial[i] + g.begin[i] + g.end[i] - dk;
+                if span < 0 {
+                    return Err(x.err(format!("the window ({dk}) is larger than the padded input ({})", span + dk)));
+                }
+                let mut out = if self.ceil { (span + s - 1) / s } else { span / s } + 1;
+                if self.ceil && (out - 1) * s >= spatial[i] + g.begin[i] {
+                    out -= 1;
+                }
+                Ok((out - 1) * s + dk - (spatial[i] + g.begin[i] + g.end[i]))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Plan { g, extra })
     }
 }

@@ -1,12 +1,13 @@
-//! Resize and Upsample. Resizing is separable: each resized axis becomes a gather of a few taps
-//! per output position (index_select) and a weighted sum, with the tap indices and weights
-//! computed once per axis on the host from ONNX's coordinate formulas. That reproduces every
-//! ONNX mode exactly (torch's interpolate covers only some of them) and stays differentiable.
+//! Resize and Upsample. torch's own upsample kernels run where they compute exactly ONNX's
+//! formula (linear and cubic on trailing spatial axes with half-pixel or corner-aligned
+//! coordinates); every other case goes through the separable tap kernel in `taps`.
 use super::util::norm_axis;
 use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
 use tch::{Device, Kind, Tensor};
+
+mod taps;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -228,117 +229,45 @@ fn plan_axes(c: &Cfg, x: &Inputs, shape: &[i64]) -> Result<Vec<Axis>> {
     Ok(out)
 }
 
-/// ONNX's coordinate_transformation_mode: output index → input coordinate.
-fn source_coord(c: &Cfg, a: &Axis, y: i64) -> f64 {
-    let (y, l, s, w) = (y as f64, a.len as f64, a.scale, a.width);
-    match c.coord {
-        Coord::HalfPixel => (y + 0.5) / s - 0.5,
-        Coord::HalfPixelSymmetric => {
-            let offset = l / 2.0 * (1.0 - a.out as f64 / w);
-            offset + (y + 0.5) / s - 0.5
-        }
-        Coord::PytorchHalfPixel if a.out > 1 => (y + 0.5) / s - 0.5,
-        Coord::PytorchHalfPixel => 0.0,
-        Coord::AlignCorners if w == 1.0 => 0.0,
-        Coord::AlignCorners => y * (l - 1.0) / (w - 1.0),
-        Coord::Asymmetric => y / s,
-        Coord::TfHalfPixelForNn => (y + 0.5) / s,
-        Coord::TfCropAndResize => {
-            let (start, end) = a.roi;
-            let x = if w == 1.0 { (end - start) * (l - 1.0) / 2.0 } else { y * (end - start) * (l - 1.0) / (w - 1.0) };
-            x + start * (l - 1.0)
-        }
+/// torch's upsample kernels where they agree with ONNX: linear on 1-3 trailing spatial axes,
+/// cubic on 2 (A = -0.75, no exclude_outside), no antialiasing, f32/f64 data, N and C not
+/// resized, and half-pixel coordinates (align_corners only when the output width is whole:
+/// ONNX then divides by the fractional width, torch by the integer one).
+fn torch_kernel(c: &Cfg, t: &Tensor, axes: &[Axis]) -> Result<Option<Tensor>> {
+    let rank = t.dim();
+    let shape = t.size();
+    let cubic = c.mode == Mode::Cubic && rank == 4 && c.cubic_a == -0.75 && !c.exclude_outside;
+    let linear = c.mode == Mode::Linear && (3..=5).contains(&rank);
+    let float = matches!(t.kind(), Kind::Float | Kind::Double);
+    if !(cubic || linear) || c.antialias || !float || shape.contains(&0) {
+        return Ok(None);
     }
-}
-
-/// The cubic convolution kernel with coefficient `a` (Keys).
-fn cubic(a: f64, d: f64) -> f64 {
-    let d = d.abs();
-    if d <= 1.0 {
-        ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
-    } else if d < 2.0 {
-        ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
-    } else {
-        0.0
-    }
-}
-
-/// Taps per output position: (indices clamped into the input, weights, taps per position,
-/// positions that fall outside the crop box).
-fn taps(c: &Cfg, a: &Axis) -> (Vec<i64>, Vec<f64>, usize, Vec<bool>) {
-    let last = a.len - 1;
-    let (support, s_eff) = match c.mode {
-        Mode::Nearest => (0.0, 1.0),
-        Mode::Linear => (1.0, 1.0),
-        Mode::Cubic => (2.0, 1.0),
-    };
-    // Antialiasing stretches the kernel by 1/scale when downsampling.
-    let s_eff = if c.antialias && c.mode != Mode::Nearest { a.scale.min(1.0) } else { s_eff };
-    let n = if c.mode == Mode::Nearest { 1 } else { 2 * (support / s_eff).ceil() as usize };
-    let (mut idx, mut wts, mut outside) = (Vec::new(), Vec::new(), Vec::new());
-    for y in 0..a.out {
-        let x = source_coord(c, a, y);
-        outside.push(c.coord == Coord::TfCropAndResize && (x < 0.0 || x > last as f64));
-        if c.mode == Mode::Nearest {
-            let i = match c.round {
-                Round::PreferFloor => (x - 0.5).ceil(),
-                Round::PreferCeil => (x + 0.5).floor(),
-                Round::Floor => x.floor(),
-                Round::Ceil => x.ceil(),
-            };
-            idx.push((i as i64).clamp(0, last.max(0)));
-            wts.push(1.0);
+    // Per spatial axis: output size and scale; axes not listed keep their size at scale 1.
+    let mut out: Vec<i64> = shape[2..].to_vec();
+    let mut scales = vec![1.0f64; rank - 2];
+    for a in axes {
+        if a.out == a.len && a.scale == 1.0 {
             continue;
         }
-        // The n input positions nearest to x: floor(x) - n/2 + 1 ..= floor(x) + n/2.
-        let start = x.floor() as i64 - n as i64 / 2 + 1;
-        let row: Vec<(i64, f64)> = (0..n as i64)
-            .map(|j| {
-                let i = start + j;
-                let d = (i as f64 - x) * s_eff;
-                let w = if c.mode == Mode::Linear { (1.0 - d.abs()).max(0.0) } else { cubic(c.cubic_a, d) };
-                let w = if c.exclude_outside && (i < 0 || i > last) { 0.0 } else { w };
-                (i, w)
-            })
-            .collect();
-        let sum: f64 = row.iter().map(|r| r.1).sum();
-        let norm = (c.antialias || c.exclude_outside) && sum != 0.0;
-        for (i, w) in row {
-            idx.push(i.clamp(0, last.max(0)));
-            wts.push(if norm { w / sum } else { w });
+        let ok = match c.coord {
+            Coord::HalfPixel => true,
+            Coord::PytorchHalfPixel => a.out > 1,
+            Coord::HalfPixelSymmetric | Coord::AlignCorners => a.out as f64 == a.width,
+            _ => false,
+        };
+        if a.axis < 2 || a.out == 0 || !ok {
+            return Ok(None);
         }
+        out[a.axis as usize - 2] = a.out;
+        scales[a.axis as usize - 2] = a.scale;
     }
-    (idx, wts, n, outside)
-}
-
-/// Resizes one axis of `t` (already in the compute kind).
-fn resize_axis(c: &Cfg, t: &Tensor, a: &Axis) -> Result<Tensor> {
-    let dev = t.device();
-    let ax = a.axis;
-    let mut shape = t.size();
-    if a.out == 0 || a.len == 0 {
-        shape[ax as usize] = a.out;
-        return Ok(Tensor::f_zeros(shape.as_slice(), (t.kind(), dev))?);
-    }
-    let (idx, wts, n, outside) = taps(c, a);
-    let picked = t.f_index_select(ax, &Tensor::f_from_slice(&idx)?.f_to_device(dev)?)?;
-    let r = if n == 1 {
-        picked
-    } else {
-        let mut split = shape.clone();
-        split.splice(ax as usize..ax as usize + 1, [a.out, n as i64]);
-        let mut wshape = vec![a.out, n as i64];
-        wshape.extend(std::iter::repeat_n(1, shape.len() - ax as usize - 1));
-        let w = Tensor::f_from_slice(&wts)?.f_reshape(wshape.as_slice())?.f_to_kind(t.kind())?.f_to_device(dev)?;
-        picked.f_reshape(split.as_slice())?.f_mul(&w)?.f_sum_dim_intlist([ax + 1].as_slice(), false, t.kind())?
-    };
-    if !outside.iter().any(|&o| o) {
-        return Ok(r);
-    }
-    let mut mshape = vec![a.out];
-    mshape.extend(std::iter::repeat_n(1, shape.len() - ax as usize - 1));
-    let mask = Tensor::f_from_slice(&outside)?.f_reshape(mshape.as_slice())?.f_to_device(dev)?;
-    Ok(r.f_masked_fill(&mask, c.extrapolation)?)
+    let ac = c.coord == Coord::AlignCorners;
+    Ok(Some(match (c.mode, rank) {
+        (Mode::Cubic, _) => t.f_upsample_bicubic2d(out.as_slice(), ac, scales[0], scales[1])?,
+        (_, 3) => t.f_upsample_linear1d(out.as_slice(), ac, scales[0])?,
+        (_, 4) => t.f_upsample_bilinear2d(out.as_slice(), ac, scales[0], scales[1])?,
+        _ => t.f_upsample_trilinear3d(out.as_slice(), ac, scales[0], scales[1], scales[2])?,
+    }))
 }
 
 fn is_float(k: Kind) -> bool {
@@ -376,11 +305,14 @@ fn build(c: Cfg) -> Result<BoxOp> {
             Kind::Half | Kind::BFloat16 => Kind::Float,
             _ => Kind::Double,
         };
+        if let Some(r) = torch_kernel(&c, t, &axes)? {
+            return Ok(vec![r]);
+        }
         let mut r = if work == kind { t.shallow_clone() } else { t.f_to_kind(work)? };
         for a in &axes {
             let identity = a.out == a.len && a.scale == 1.0 && a.roi == (0.0, 1.0);
             if !identity {
-                r = resize_axis(&c, &r, a)?;
+                r = taps::resize_axis(&c, &r, a)?;
             }
         }
         Ok(vec![back_to(r, kind)?])

@@ -1,0 +1,209 @@
+//! `cargo bench --bench engine`: the engine against PyTorch eager on the CIFAR ResNet-18 fixture
+//! (fixtures/.cache/models/resnet18, from tools/export_models.py), on CPU, same thread count.
+//!
+//! - train: forward + mean cross-entropy against random labels + backward to every Conv/Gemm
+//!   weight and bias (dynamic, requires-grad initializers), batch 128 (SEMU_BENCH_BATCH);
+//! - forward: inference only (no grad), batch 32 (SEMU_BENCH_FORWARD_BATCH).
+//!
+//! PyTorch runs in tools/bench_torch.py (the same architecture with BatchNorm folded into the
+//! convolutions, as in the export), driven one iteration at a time over a pipe, so the two
+//! sides alternate and background load hits both alike. Each side does SEMU_BENCH_WARMUP
+//! warm-up iterations (default 1), then SEMU_BENCH_ITERS timed ones (default 5); the medians and
+//! their ratio (engine / PyTorch, target ≤ 1.05) are printed. SEMU_BENCH_THREADS sets the
+//! intra-op thread count of both (default: every available core).
+use semu::classifier::cross_entropy;
+use semu::engine::{Plan, PlanOptions, Registry};
+use semu::onnx::OnnxModel;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The float initializers that Conv and Gemm nodes read (weights and biases).
+fn trainable(model: &OnnxModel) -> HashSet<String> {
+    let inits: HashSet<&str> = model.graph().initializer.iter().map(|t| t.name()).collect();
+    model
+        .graph()
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type(), "Conv" | "Gemm"))
+        .flat_map(|n| n.input.iter().skip(1))
+        .filter(|i| inits.contains(i.as_str()))
+        .cloned()
+        .collect()
+}
+
+struct Engine {
+    plan: Plan,
+    params: Vec<Tensor>,
+    input: String,
+}
+
+impl Engine {
+    fn new(path: &PathBuf) -> Res<Self> {
+        let model = OnnxModel::load(path)?;
+        let dynamic = trainable(&model);
+        let mut plan = Plan::new(&model, &Registry::standard(), &PlanOptions { dynamic, ..Default::default() })?;
+        let mut params = vec![];
+        for name in plan.param_names() {
+            let t = plan.param(&name).ok_or("param vanished")?.f_detach()?.set_requires_grad(true);
+            plan.set_param(&name, t.shallow_clone())?;
+            params.push(t);
+        }
+        let input = plan.inputs()[0].name.clone();
+        Ok(Engine { plan, params, input })
+    }
+
+    fn logits(&self, x: &Tensor) -> Res<Tensor> {
+        let feeds = HashMap::from([(self.input.clone(), x.shallow_clone())]);
+        Ok(self.plan.run(&feeds)?.swap_remove(0))
+    }
+
+    /// Milliseconds of forward + loss + backward (gradients returned, not accumulated).
+    fn train(&self, x: &Tensor, y: &Tensor) -> Res<f64> {
+        let t0 = Instant::now();
+        let loss = cross_entropy(&self.logits(x)?, y)?;
+        let grads = Tensor::f_run_backward(&[&loss], &self.params, false, false)?;
+        assert!(grads.iter().all(|g| g.defined()), "a parameter got no gradient");
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    }
+
+    fn forward(&self, x: &Tensor) -> Res<f64> {
+        let _g = tch::no_grad_guard();
+        let t0 = Instant::now();
+        let y = self.logits(x)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(y.size()[0], x.size()[0]);
+        Ok(ms)
+    }
+}
+
+/// tools/bench_torch.py, kept running; one command per timed iteration.
+struct Torch {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    child: std::process::Child,
+}
+
+impl Torch {
+    fn start(root: &std::path::Path, threads: usize, batch: usize, fwd_batch: usize) -> Res<Self> {
+        let python = root.join(".venv/bin/python");
+        let mut child = Command::new(&python)
+            .arg(root.join("tools/bench_torch.py"))
+            .args(["--threads", &threads.to_string(), "--batch", &batch.to_string()])
+            .args(["--forward-batch", &fwd_batch.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut t = Torch { stdin, stdout, child };
+        let hello = t.read()?;
+        if !hello.starts_with("ready") {
+            return Err(format!("bench_torch.py said: {hello}").into());
+        }
+        println!("pytorch: {}", hello.trim_start_matches("ready ").trim());
+        Ok(t)
+    }
+    fn read(&mut self) -> Res<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err("bench_torch.py exited early (see its stderr above)".into());
+        }
+        Ok(line.trim().to_string())
+    }
+    fn time(&mut self, cmd: &str) -> Res<f64> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        let line = self.read()?;
+        line.parse().map_err(|_| format!("bench_torch.py: {line}").into())
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+}
+
+/// Alternates engine and PyTorch iterations; prints both medians and their ratio.
+fn compare(
+    what: &str,
+    warmup: usize,
+    iters: usize,
+    mut engine: impl FnMut() -> Res<f64>,
+    torch: &mut Torch,
+    cmd: &str,
+) -> Res<f64> {
+    for _ in 0..warmup {
+        engine()?;
+        torch.time(cmd)?;
+    }
+    let (mut e, mut t) = (vec![], vec![]);
+    for i in 0..iters {
+        // Swap who goes first each round, so neither always follows the other's cache state.
+        if i % 2 == 0 {
+            e.push(engine()?);
+            t.push(torch.time(cmd)?);
+        } else {
+            t.push(torch.time(cmd)?);
+            e.push(engine()?);
+        }
+    }
+    let (me, mt) = (median(e.clone()), median(t.clone()));
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+    println!("{what}  engine  {me:9.1} ms  (median of {iters}: {})", fmt(&e));
+    println!("{what}  pytorch {mt:9.1} ms  (median of {iters}: {})", fmt(&t));
+    println!("{what}  ratio engine/pytorch {:.3}  (target <= 1.05)", me / mt);
+    Ok(me / mt)
+}
+
+fn main() -> Res<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("fixtures/.cache/models/resnet18/model.onnx");
+    if !path.is_file() {
+        return Err(format!("missing {}: run `make fixtures`", path.display()).into());
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = env_usize("SEMU_BENCH_THREADS", cores);
+    let batch = env_usize("SEMU_BENCH_BATCH", 128) as i64;
+    let fwd_batch = env_usize("SEMU_BENCH_FORWARD_BATCH", 32) as i64;
+    let warmup = env_usize("SEMU_BENCH_WARMUP", 1);
+    let iters = env_usize("SEMU_BENCH_ITERS", 5);
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(0);
+    println!("resnet18 (CIFAR, 32x32), CPU, {threads} threads; train batch {batch}, forward batch {fwd_batch}");
+
+    let engine = Engine::new(&path)?;
+    let (folded, steps) = engine.plan.stats();
+    println!("engine: {} trainable initializers, {steps} steps ({folded} folded)", engine.params.len());
+    let mut torch = Torch::start(&root, threads, batch as usize, fwd_batch as usize)?;
+
+    let x = Tensor::f_randn([batch, 3, 32, 32], (Kind::Float, tch::Device::Cpu))?;
+    let y = Tensor::f_randint(10, [batch], (Kind::Int64, tch::Device::Cpu))?;
+    let xf = Tensor::f_randn([fwd_batch, 3, 32, 32], (Kind::Float, tch::Device::Cpu))?;
+    compare("forward", warmup, iters, || engine.forward(&xf), &mut torch, "forward")?;
+    compare("train  ", warmup, iters, || engine.train(&x, &y), &mut torch, "train")?;
+    Ok(())
+}

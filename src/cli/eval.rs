@@ -1,0 +1,185 @@
+//! `semu eval`: did it forget? UA, RA, TA and MIA-efficacy (SalUn / SEMU protocol), and the
+//! Avg. Gap to a model retrained without the forget data.
+use super::unlearn::write_atomic;
+use super::{CmdResult, Exit};
+use anyhow::{anyhow, Context};
+use semu::classifier::Classifier;
+use semu::data;
+use semu::engine::{device_name, parse_device};
+use semu::eval::{self, EvalData, EvalOptions, Evaluation, Feature};
+use semu::onnx::OnnxModel;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Measure forgetting: UA, RA, TA, MIA-efficacy, and the Avg. Gap to a retrained model.
+#[derive(clap::Args)]
+#[command(after_help = "Example (the shipped digits model against one retrained without class 3):\n  \
+semu eval --model fixtures/digits/model.onnx --forget fixtures/digits/forget_class3.npz \\\n    \
+--retain fixtures/digits/retain_class3.npz --test fixtures/digits/test.npz \\\n    \
+--retrained fixtures/digits/retrain_class3.onnx --json eval.json\n\n\
+All numbers are percentages. UA = 100 − accuracy on the forget data, RA = accuracy on the retain\n\
+data, TA = accuracy on the test data (its samples of the other classes when a class is forgotten),\n\
+MIA = share of the forget data that an RBF SVM, trained to tell retain from test samples by the\n\
+model's confidence in the true label, calls unseen. Avg. Gap = mean |Δ| of the four to --retrained.\n\
+Exit codes: 0 ok, 1 failure, 2 usage error.")]
+pub struct Args {
+    /// The model to evaluate (ONNX).
+    #[arg(long)]
+    model: PathBuf,
+    /// The forgotten data, D_f.
+    #[arg(long)]
+    forget: PathBuf,
+    /// The remaining training data, D_r.
+    #[arg(long)]
+    retain: PathBuf,
+    /// The test data, D_t.
+    #[arg(long)]
+    test: PathBuf,
+    /// A model trained from scratch on D_r only: the reference for the Avg. Gap.
+    #[arg(long)]
+    retrained: Option<PathBuf>,
+    /// The forgotten class(es) for class forgetting [default: D_f's class when it is a single
+    /// class that D_r lacks].
+    #[arg(long = "forget-class", value_name = "C", num_args = 1..)]
+    forget_class: Vec<i64>,
+    /// Write the results (JSON) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Seeds the choice of retain samples that serve as MIA members.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The model's input, when it has several.
+    #[arg(long)]
+    input_name: Option<String>,
+    /// The N×C logits output, when the model has several outputs.
+    #[arg(long)]
+    output_name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Scored<'a> {
+    model: String,
+    #[serde(flatten)]
+    eval: &'a Evaluation,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    semu_version: &'static str,
+    #[serde(flatten)]
+    scored: Scored<'a>,
+    forget: String,
+    retain: String,
+    test: String,
+    device: String,
+    seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrained: Option<Scored<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avg_gap: Option<f64>,
+}
+
+fn score(path: &Path, a: &Args, device: tch::Device, sets: EvalData, opts: &EvalOptions) -> anyhow::Result<Evaluation> {
+    let model = OnnxModel::load(path)?;
+    let clf = Classifier::new(&model, device, HashSet::new(), a.input_name.as_deref(), a.output_name.as_deref())?;
+    Ok(eval::evaluate(&clf, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))?)
+}
+
+pub fn run(a: Args) -> CmdResult {
+    if a.batch_size == 0 {
+        return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
+    }
+    let device = parse_device(&a.device)?;
+    let (forget, retain, test) = (data::open(&a.forget)?, data::open(&a.retain)?, data::open(&a.test)?);
+    let sets = EvalData { forget: forget.as_ref(), retain: retain.as_ref(), test: test.as_ref() };
+    let forget_classes = (!a.forget_class.is_empty()).then(|| a.forget_class.clone());
+    let opts = EvalOptions { forget_classes, seed: a.seed, batch_size: a.batch_size };
+    let mine = score(&a.model, &a, device, sets, &opts)?;
+    let reference = a.retrained.as_deref().map(|p| score(p, &a, device, sets, &opts)).transpose()?;
+    let gap = reference.as_ref().map(|r| eval::avg_gap(&mine.metrics, &r.metrics));
+    print_table(&a, &mine, reference.as_ref(), gap);
+    if let Some(p) = &a.json {
+        let out = Output {
+            semu_version: env!("CARGO_PKG_VERSION"),
+            scored: Scored { model: a.model.display().to_string(), eval: &mine },
+            forget: a.forget.display().to_string(),
+            retain: a.retain.display().to_string(),
+            test: a.test.display().to_string(),
+            device: device_name(device),
+            seed: a.seed,
+            retrained: a
+                .retrained
+                .as_ref()
+                .zip(reference.as_ref())
+                .map(|(p, e)| Scored { model: p.display().to_string(), eval: e }),
+            avg_gap: gap,
+        };
+        let json = serde_json::to_string_pretty(&out)?;
+        write_atomic(p, json.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+        println!("json        {}", p.display());
+    }
+    Ok(())
+}
+
+fn print_table(a: &Args, m: &Evaluation, r: Option<&Evaluation>, gap: Option<f64>) {
+    let s = &m.samples;
+    println!("semu eval: {}", a.model.display());
+    match &m.forget_classes {
+        Some(c) => println!(
+            "mode        class forgetting {c:?}: TA and MIA non-members use the test samples of the other classes"
+        ),
+        None => println!("mode        random-sample forgetting"),
+    }
+    println!(
+        "samples     forget {}, retain {}, test {} (MIA: {} retain members vs {} test non-members, seed {})",
+        s.forget, s.retain, s.test, s.mia_members, s.test, a.seed
+    );
+    let cell = |v: Option<f64>| v.map_or_else(|| format!("{:>11}", "—"), |v| format!("{v:>10.2}%"));
+    let line = |name: &str, mine: Option<f64>, theirs: Option<f64>, diff: bool| {
+        let d = match (mine, theirs) {
+            (Some(x), Some(y)) if diff => format!("{:>9.2}", (x - y).abs()),
+            _ => String::new(),
+        };
+        println!("  {name:<26}{}{}{d}", cell(mine), if r.is_some() { cell(theirs) } else { String::new() });
+    };
+    let head = if r.is_some() {
+        format!("{:>11}{:>11}{:>9}", "model", "retrained", "|Δ|")
+    } else {
+        format!("{:>11}", "model")
+    };
+    println!("  {:<26}{head}", "metric (%)");
+    let (mm, rm) = (&m.metrics, r.map(|r| r.metrics));
+    line("UA (100 − forget acc)", Some(mm.ua), rm.map(|x| x.ua), true);
+    line("RA (retain acc)", Some(mm.ra), rm.map(|x| x.ra), true);
+    line("TA (test acc)", Some(mm.ta), rm.map(|x| x.ta), true);
+    line("MIA-efficacy", Some(mm.mia), rm.map(|x| x.mia), true);
+    if let Some(g) = gap {
+        println!("  {:<26}{:>31.2}", "Avg. Gap", g);
+    }
+    if m.forget_classes.is_some() {
+        line(
+            "test acc, forgotten class",
+            m.forget_class_test_accuracy,
+            r.and_then(|r| r.forget_class_test_accuracy),
+            false,
+        );
+    }
+    line("test acc, all classes", Some(m.test_accuracy_all), r.map(|r| r.test_accuracy_all), false);
+    // Attack accuracy: how well the SVM tells its own members from non-members (50 = blind).
+    println!("  MIA-efficacy by feature, with the attack's accuracy on its training set (50 = blind)");
+    for f in Feature::ALL {
+        let acc = |e: &Evaluation| format!("{:.1}", e.mia_attack_accuracy.get(f));
+        let attack = match r {
+            Some(r) => format!("   attack {} / {}", acc(m), acc(r)),
+            None => format!("   attack {}", acc(m)),
+        };
+        let theirs = r.map(|r| cell(Some(r.mia_features.get(f)))).unwrap_or_default();
+        println!("    {:<24}{}{theirs}{attack}", f.name(), cell(Some(m.mia_features.get(f))));
+    }
+}
