@@ -172,10 +172,15 @@ fn compare(
         }
     }
     let (me, mt) = (median(e.clone()), median(t.clone()));
+    // Each round's own ratio too: the two runs of a round saw about the same background load.
+    let paired = median(e.iter().zip(&t).map(|(a, b)| a / b).collect());
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
     println!("{what}  engine  {me:9.1} ms  (median of {iters}: {})", fmt(&e));
     println!("{what}  pytorch {mt:9.1} ms  (median of {iters}: {})", fmt(&t));
-    println!("{what}  ratio engine/pytorch {:.3}  (target <= 1.05)", me / mt);
+    println!(
+        "{what}  ratio engine/pytorch {:.3} (medians), {paired:.3} (median of per-round ratios); target <= 1.05",
+        me / mt
+    );
     Ok(me / mt)
 }
 

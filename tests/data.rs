@@ -95,7 +95,7 @@ fn safetensors_rows_labels_and_nan() {
     let nan = dir.path().join("nan.safetensors");
     write_safetensors(&nan, (&fb, safetensors::Dtype::F32, vec![3, 2]), (&ys, safetensors::Dtype::I32));
     let ds = data::open(&nan).unwrap();
-    ds.batch(&[0, 1]).unwrap();
+    assert_eq!(ds.batch(&[0, 1]).unwrap().0.size(), vec![2, 2]);
     let e = err(ds.batch(&[0, 2]));
     assert!(e.contains("nan.safetensors") && e.contains("sample 2") && e.contains("NaN"), "{e}");
 
@@ -165,18 +165,23 @@ fn csv_header_label_column_and_cell_errors() {
     std::fs::write(&p, "0.1,0.2,1\n0.3,0.4,0\n").unwrap();
     let ds = data::open(&p).unwrap();
     assert_eq!((ds.labels().unwrap(), ds.sample_shape().unwrap()), (vec![1, 0], vec![2]), "no header: last column");
-    let by_index = DataSpec { csv: CsvOptions { label_column: Some("0".into()), header: Some(false) }, ..Default::default() };
+    let by_index =
+        DataSpec { csv: CsvOptions { label_column: Some("0".into()), header: Some(false) }, ..Default::default() };
     assert!(err(data::open_with(&p, &by_index)).contains("`0.1` is not an integer class id"));
 
     std::fs::write(&p, "x1,x2,label\n1,2,0\n3,oops,1\n").unwrap();
     let e = err(data::open(&p));
-    assert!(e.contains("t.csv") && e.contains("line 3") && e.contains("column 2 (`x2`)") && e.contains("`oops`"), "{e}");
+    assert!(
+        e.contains("t.csv") && e.contains("line 3") && e.contains("column 2 (`x2`)") && e.contains("`oops`"),
+        "{e}"
+    );
     std::fs::write(&p, "x1,label\n1,0\nnan,1\n").unwrap();
     let e = err(data::open(&p));
     assert!(e.contains("line 3") && e.contains("not a finite number"), "{e}");
     std::fs::write(&p, "x1,label\n1,0\n2\n").unwrap();
     assert!(err(data::open(&p)).contains("t.csv"));
-    let spec = DataSpec { csv: CsvOptions { label_column: Some("kind".into()), ..Default::default() }, ..Default::default() };
+    let spec =
+        DataSpec { csv: CsvOptions { label_column: Some("kind".into()), ..Default::default() }, ..Default::default() };
     std::fs::write(&p, "x1,label\n1,0\n").unwrap();
     assert!(err(data::open_with(&p, &spec)).contains("no column named `kind`"));
     std::fs::write(&p, "x1,label\n").unwrap();

@@ -12,8 +12,9 @@
 mod harness;
 
 use harness::{Case, Role};
+use proptest::collection::vec as vec_of;
 use proptest::prelude::*;
-use proptest::sample::select;
+use proptest::sample::{select, Index};
 
 /// `cases` per test; `SEMU_GRAD_CASES=N` overrides it for a longer hunt.
 fn cfg(cases: u32) -> ProptestConfig {
@@ -51,11 +52,11 @@ struct Geom {
 
 prop_compose! {
     fn geom(max_rank: usize, max_k: i64, max_pad: i64)(d in 1..=max_rank)(
-        k in prop::collection::vec(1..=max_k, d),
-        s in prop::collection::vec(1..=2i64, d),
-        dil in prop::collection::vec(1..=2i64, d),
-        pads in prop::collection::vec(0..=max_pad, 2 * d),
-        extra in prop::collection::vec(0..=3i64, d),
+        k in vec_of(1..=max_k, d),
+        s in vec_of(1..=2i64, d),
+        dil in vec_of(1..=2i64, d),
+        pads in vec_of(0..=max_pad, 2 * d),
+        extra in vec_of(0..=3i64, d),
     ) -> Geom {
         // Big enough that a window fits without padding.
         let size = k.iter().zip(&dil).zip(&extra).map(|((k, d), e)| (k - 1) * d + 1 + e).collect();
@@ -79,7 +80,8 @@ proptest! {
             c.s("auto_pad", auto);
         }
         // 3-D convolutions stay small: the finite differences run one forward per element.
-        let size: Vec<i64> = if d == 3 { g.k.iter().zip(&g.dil).map(|(k, dl)| (k - 1) * dl + 1).collect() } else { g.size };
+        let size: Vec<i64> =
+            if d == 3 { g.k.iter().zip(&g.dil).map(|(k, dl)| (k - 1) * dl + 1).collect() } else { g.size };
         let x = c.g.val(&[&[n, groups * cin][..], &size].concat());
         let w = c.g.val(&[&[groups * cout, cin][..], &g.k].concat());
         c.input(x).param(w);
@@ -92,7 +94,7 @@ proptest! {
 
     #[test]
     fn conv_transpose(g in geom(2, 3, 1), groups in 1..=2i64, cin in 1..=2i64, cout in 1..=2i64, bias: bool,
-                      opad in prop::collection::vec(0..=1i64, 2), seed: u64) {
+                      opad in vec_of(0..=1i64, 2), seed: u64) {
         let d = g.k.len();
         // output_padding must be below the stride or the dilation; the output must not be empty.
         let opad: Vec<i64> = (0..d).map(|i| opad[i].min(g.s[i].max(g.dil[i]) - 1)).collect();
@@ -124,8 +126,8 @@ proptest! {
         let b = c.g.val(&if tb { [n, k] } else { [k, n] });
         c.input(a).arg(role(b_param), b);
         // C broadcasts to [M, N] in every shape ONNX allows (or is absent).
-        let cdims: Option<Vec<i64>> = [None, Some(vec![n]), Some(vec![m, n]), Some(vec![1, n]), Some(vec![m, 1]), Some(vec![])][cshape].clone();
-        if let Some(d) = cdims {
+        let cdims = [None, Some(vec![n]), Some(vec![m, n]), Some(vec![1, n]), Some(vec![m, 1]), Some(vec![])];
+        if let Some(d) = &cdims[cshape] {
             let cv = c.g.val(&d);
             c.param(cv);
         }
@@ -134,7 +136,7 @@ proptest! {
 
     #[test]
     fn matmul(ra in 1..=4usize, rb in 1..=4usize, m in 1..=3i64, k in 1..=3i64, n in 1..=3i64,
-              batch in prop::collection::vec((1..=3i64, 0..3u8), 2), b_param: bool, seed: u64) {
+              batch in vec_of((1..=3i64, 0..3u8), 2), b_param: bool, seed: u64) {
         // Batch dims of each side, right-aligned; either side may be 1 (broadcast) or missing.
         let bd = |r: usize, side: u8| -> Vec<i64> {
             let nb = r.saturating_sub(2);
@@ -151,7 +153,7 @@ proptest! {
 
     #[test]
     fn batch_norm(opset in select(vec![9i64, 14, 15]), n in 1..=3i64, ch in 1..=4i64,
-                  spatial in prop::collection::vec(1..=3i64, 0..=2), eps in select(vec![1e-5, 1e-3, 0.1]), seed: u64) {
+                  spatial in vec_of(1..=3i64, 0..=2), eps in select(vec![1e-5, 1e-3, 0.1]), seed: u64) {
         let mut c = Case::new("BatchNormalization", opset, seed);
         c.f("epsilon", eps);
         let x = c.g.val(&[&[n, ch][..], &spatial].concat());
@@ -162,7 +164,7 @@ proptest! {
     }
 
     #[test]
-    fn layer_norm(dims in prop::collection::vec(1..=4i64, 1..=4), axis in any::<prop::sample::Index>(),
+    fn layer_norm(dims in vec_of(1..=4i64, 1..=4), axis in any::<Index>(),
                   eps in select(vec![1e-5, 1e-2]), bias: bool, seed: u64) {
         let r = dims.len();
         let axis = axis.index(2 * r) as i64 - r as i64;
@@ -181,7 +183,7 @@ proptest! {
 
     #[test]
     fn softmax(op in select(vec!["Softmax", "LogSoftmax"]), opset in select(vec![11i64, 13]),
-               dims in prop::collection::vec(1..=4i64, 1..=4), axis in any::<prop::sample::Index>(), seed: u64) {
+               dims in vec_of(1..=4i64, 1..=4), axis in any::<Index>(), seed: u64) {
         let r = dims.len();
         let mut c = Case::new(op, opset, seed);
         c.i("axis", axis.index(2 * r) as i64 - r as i64);
@@ -212,15 +214,36 @@ fn positive(c: &mut Case, d: &[i64]) -> harness::Val {
 
 const UNARY: &[Unary] = &[
     Unary { op: "Relu", opset: 14, attrs: none, draw: off_zero },
-    Unary { op: "LeakyRelu", opset: 16, attrs: |c| { c.f("alpha", 0.1); }, draw: off_zero },
+    Unary {
+        op: "LeakyRelu",
+        opset: 16,
+        attrs: |c| {
+            c.f("alpha", 0.1);
+        },
+        draw: off_zero,
+    },
     Unary { op: "Sigmoid", opset: 13, attrs: none, draw: plain },
     Unary { op: "Tanh", opset: 13, attrs: none, draw: plain },
     // Kinks at (0 − beta)/alpha and (1 − beta)/alpha.
-    Unary { op: "HardSigmoid", opset: 6, attrs: |c| { c.f("alpha", 0.25).f("beta", 0.375); }, draw: |c, d| c.g.away(d, -5.0, 5.0, &[-1.5, 2.5], 0.05) },
+    Unary {
+        op: "HardSigmoid",
+        opset: 6,
+        attrs: |c| {
+            c.f("alpha", 0.25).f("beta", 0.375);
+        },
+        draw: |c, d| c.g.away(d, -5.0, 5.0, &[-1.5, 2.5], 0.05),
+    },
     Unary { op: "HardSigmoid", opset: 6, attrs: none, draw: |c, d| c.g.away(d, -4.0, 4.0, &[-2.5, 2.5], 0.05) },
     Unary { op: "HardSwish", opset: 14, attrs: none, draw: |c, d| c.g.away(d, -4.5, 4.5, &[-3.0, 3.0], 0.05) },
     Unary { op: "Gelu", opset: 20, attrs: none, draw: plain },
-    Unary { op: "Gelu", opset: 20, attrs: |c| { c.s("approximate", "tanh"); }, draw: plain },
+    Unary {
+        op: "Gelu",
+        opset: 20,
+        attrs: |c| {
+            c.s("approximate", "tanh");
+        },
+        draw: plain,
+    },
     Unary { op: "Erf", opset: 13, attrs: none, draw: plain },
     Unary { op: "Sqrt", opset: 13, attrs: none, draw: positive },
     Unary { op: "Exp", opset: 13, attrs: none, draw: plain },
@@ -229,16 +252,37 @@ const UNARY: &[Unary] = &[
     Unary { op: "Abs", opset: 13, attrs: none, draw: off_zero },
     Unary { op: "Reciprocal", opset: 13, attrs: none, draw: |c, d| c.g.away(d, -2.0, 2.0, &[0.0], 0.3) },
     Unary { op: "Softplus", opset: 1, attrs: none, draw: plain },
-    Unary { op: "Elu", opset: 6, attrs: |c| { c.f("alpha", 0.7); }, draw: off_zero },
+    Unary {
+        op: "Elu",
+        opset: 6,
+        attrs: |c| {
+            c.f("alpha", 0.7);
+        },
+        draw: off_zero,
+    },
     Unary { op: "Selu", opset: 6, attrs: none, draw: off_zero },
     Unary { op: "Mish", opset: 18, attrs: none, draw: plain },
     Unary { op: "Identity", opset: 16, attrs: none, draw: plain },
     Unary { op: "Dropout", opset: 13, attrs: none, draw: plain },
     // Clip before opset 11 takes attributes; ReLU6 is Clip(0, 6).
-    Unary { op: "Clip", opset: 6, attrs: |c| { c.f("min", -0.5).f("max", 0.75); }, draw: |c, d| c.g.away(d, -2.0, 2.0, &[-0.5, 0.75], 0.05) },
+    Unary {
+        op: "Clip",
+        opset: 6,
+        attrs: |c| {
+            c.f("min", -0.5).f("max", 0.75);
+        },
+        draw: |c, d| c.g.away(d, -2.0, 2.0, &[-0.5, 0.75], 0.05),
+    },
     Unary { op: "Clip", opset: 13, attrs: none, draw: |c, d| c.g.away(d, -1.0, 7.0, &[0.0, 6.0], 0.05) },
     Unary { op: "Clip", opset: 11, attrs: none, draw: |c, d| c.g.away(d, -1.0, 7.0, &[6.0], 0.05) },
-    Unary { op: "Flatten", opset: 13, attrs: |c| { c.i("axis", -1); }, draw: plain },
+    Unary {
+        op: "Flatten",
+        opset: 13,
+        attrs: |c| {
+            c.i("axis", -1);
+        },
+        draw: plain,
+    },
     Unary { op: "GlobalAveragePool", opset: 1, attrs: none, draw: plain },
     Unary { op: "GlobalMaxPool", opset: 1, attrs: none, draw: |c, d| c.g.distinct(d) },
 ];
@@ -248,7 +292,7 @@ proptest! {
 
     /// Every op of the table on the same shape.
     #[test]
-    fn unary(dims in prop::collection::vec(1..=4i64, 0..=4), seed: u64) {
+    fn unary(dims in vec_of(1..=4i64, 0..=4), seed: u64) {
         for (i, u) in UNARY.iter().enumerate() {
             let mut dims = dims.clone();
             if u.op.starts_with("Global") {
@@ -291,7 +335,7 @@ proptest! {
 
     /// Add, Sub, Mul, Div and Pow on the same broadcast shapes.
     #[test]
-    fn binary(opset in select(vec![7i64, 13, 14]), dims in prop::collection::vec((1..=3i64, 0..4u8), 0..=4),
+    fn binary(opset in select(vec![7i64, 13, 14]), dims in vec_of((1..=3i64, 0..4u8), 0..=4),
               drop in 0..3usize, drop_a: bool, b_param: bool, same: bool, seed: u64) {
         for op in ["Add", "Sub", "Mul", "Div", "Pow"] {
             let opset = if op == "Pow" { opset.min(13) } else { opset };
@@ -317,7 +361,7 @@ proptest! {
 
     #[test]
     fn variadic(op in select(vec!["Sum", "Mean", "Max", "Min"]), n in 1..=3usize,
-                dims in prop::collection::vec((1..=3i64, 0..4u8), 0..=3), seed: u64) {
+                dims in vec_of((1..=3i64, 0..4u8), 0..=3), seed: u64) {
         let mut c = Case::new(op, 13, seed);
         // Distinct values across all operands, so Max/Min have no ties.
         let total: i64 = 3 * dims.iter().map(|d| d.0).product::<i64>();
@@ -334,7 +378,7 @@ proptest! {
     }
 
     #[test]
-    fn where_op(dims in prop::collection::vec((1..=3i64, 0..4u8), 0..=3), drop in 0..2usize, seed: u64) {
+    fn where_op(dims in vec_of((1..=3i64, 0..4u8), 0..=3), drop in 0..2usize, seed: u64) {
         let mut c = Case::new("Where", 16, seed);
         let (a, b) = broadcast_pair(&dims, drop, true);
         let cond = c.g.bools(a.iter().product::<i64>() as usize);
@@ -388,8 +432,9 @@ proptest! {
     }
 
     #[test]
-    fn reduce(op in select(vec!["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd"]),
-              new_axes: bool, dims in prop::collection::vec(1..=3i64, 1..=4), pick in prop::collection::vec(any::<bool>(), 4),
+    fn reduce(op in select(vec!["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL2",
+                                "ReduceLogSumExp", "ReduceProd"]),
+              new_axes: bool, dims in vec_of(1..=3i64, 1..=4), pick in vec_of(any::<bool>(), 4),
               neg: bool, keep: bool, seed: u64) {
         let r = dims.len() as i64;
         let axes: Vec<i64> = (0..r).filter(|&i| pick[i as usize]).map(|i| if neg { i - r } else { i }).collect();
@@ -419,7 +464,7 @@ proptest! {
     #![proptest_config(cfg(32))]
 
     #[test]
-    fn reshape(dims in prop::collection::vec(1..=3i64, 1..=4), perm: u64,
+    fn reshape(dims in vec_of(1..=3i64, 1..=4), perm: u64,
                minus: bool, zero: bool, seed: u64) {
         let mut c = Case::new("Reshape", 14, seed);
         // A shuffled copy of the shape; one dim may become -1 (inferred), a kept first dim 0 (copied).
@@ -438,7 +483,7 @@ proptest! {
     }
 
     #[test]
-    fn transpose(dims in prop::collection::vec(1..=3i64, 1..=5), seed: u64, with_perm: bool) {
+    fn transpose(dims in vec_of(1..=3i64, 1..=5), seed: u64, with_perm: bool) {
         let mut c = Case::new("Transpose", 13, seed);
         if with_perm {
             let mut p: Vec<i64> = (0..dims.len() as i64).collect();
@@ -451,8 +496,8 @@ proptest! {
     }
 
     #[test]
-    fn concat(dims in prop::collection::vec(1..=3i64, 1..=4), sizes in prop::collection::vec((1..=3i64, any::<bool>()), 1..=3),
-              axis in any::<prop::sample::Index>(), seed: u64) {
+    fn concat(dims in vec_of(1..=3i64, 1..=4), sizes in vec_of((1..=3i64, any::<bool>()), 1..=3),
+              axis in any::<Index>(), seed: u64) {
         let r = dims.len();
         let axis = axis.index(2 * r) as i64 - r as i64;
         let mut c = Case::new("Concat", 13, seed);
@@ -467,13 +512,14 @@ proptest! {
     }
 
     #[test]
-    fn slice(dims in prop::collection::vec(1..=5i64, 1..=3), spec in prop::collection::vec((-7..=7i64, -7..=7i64, select(vec![1i64, 2, -1, -2])), 3),
+    fn slice(dims in vec_of(1..=5i64, 1..=3), spec in vec_of((-7..=7i64, -7..=7i64, select(vec![1i64, 2, -1, -2])), 3),
              with_axes: bool, neg_axes: bool, big: bool, seed: u64) {
         let r = dims.len();
         let mut c = Case::new("Slice", 13, seed);
         let spec = &spec[..r];
         // Out-of-range bounds clamp; INT_MAX/INT_MIN stand for "to the end".
-        let ends: Vec<i64> = spec.iter().map(|s| if big && s.1 > 0 { i64::MAX } else if big { i64::MIN } else { s.1 }).collect();
+        let end = |e: i64| if !big { e } else if e > 0 { i64::MAX } else { i64::MIN };
+        let ends: Vec<i64> = spec.iter().map(|s| end(s.1)).collect();
         let x = c.g.val(&dims);
         c.input(x).ints(&spec.iter().map(|s| s.0).collect::<Vec<_>>()).ints(&ends);
         if with_axes {
@@ -484,8 +530,8 @@ proptest! {
     }
 
     #[test]
-    fn gather(dims in prop::collection::vec(1..=4i64, 1..=3), idims in prop::collection::vec(1..=3i64, 0..=2),
-              axis in any::<prop::sample::Index>(), seed: u64) {
+    fn gather(dims in vec_of(1..=4i64, 1..=3), idims in vec_of(1..=3i64, 0..=2),
+              axis in any::<Index>(), seed: u64) {
         let r = dims.len();
         let axis = axis.index(2 * r) as i64 - r as i64;
         let len = dims[axis.rem_euclid(r as i64) as usize];
@@ -499,7 +545,7 @@ proptest! {
     }
 
     #[test]
-    fn flatten(dims in prop::collection::vec(1..=3i64, 1..=4), axis in any::<prop::sample::Index>(), opset in select(vec![11i64, 13]), seed: u64) {
+    fn flatten(dims in vec_of(1..=3i64, 1..=4), axis in any::<Index>(), opset in select(vec![11i64, 13]), seed: u64) {
         let r = dims.len();
         let mut c = Case::new("Flatten", opset, seed);
         c.i("axis", axis.index(2 * r + 1) as i64 - r as i64);
@@ -509,10 +555,12 @@ proptest! {
     }
 
     #[test]
-    fn squeeze(dims in prop::collection::vec((1..=3i64, any::<bool>()), 1..=4), opset in select(vec![11i64, 13]), all: bool, seed: u64) {
+    fn squeeze(dims in vec_of((1..=3i64, any::<bool>()), 1..=4), opset in select(vec![11i64, 13]), all: bool,
+               seed: u64) {
         let dims: Vec<i64> = dims.iter().map(|&(d, one)| if one { 1 } else { d }).collect();
         let r = dims.len() as i64;
-        let axes: Vec<i64> = (0..r).filter(|&i| dims[i as usize] == 1).map(|i| if i % 2 == 1 { i - r } else { i }).collect();
+        let ones = (0..r).filter(|&i| dims[i as usize] == 1);
+        let axes: Vec<i64> = ones.map(|i| if i % 2 == 1 { i - r } else { i }).collect();
         let mut c = Case::new("Squeeze", opset, seed);
         let x = c.g.val(&dims);
         c.input(x);
@@ -523,7 +571,7 @@ proptest! {
     }
 
     #[test]
-    fn unsqueeze(dims in prop::collection::vec(1..=3i64, 0..=3), at in prop::collection::vec(any::<prop::sample::Index>(), 1..=2),
+    fn unsqueeze(dims in vec_of(1..=3i64, 0..=3), at in vec_of(any::<Index>(), 1..=2),
                  opset in select(vec![11i64, 13]), seed: u64) {
         // Distinct output positions, every other one written negative.
         let out_r = dims.len() + at.len();
@@ -541,7 +589,7 @@ proptest! {
     }
 
     #[test]
-    fn expand(dims in prop::collection::vec((1..=3i64, 0..3u8), 0..=4), drop in 0..3usize, seed: u64) {
+    fn expand(dims in vec_of((1..=3i64, 0..3u8), 0..=4), drop in 0..3usize, seed: u64) {
         // The shape argument may have 1 where the input is bigger, and more leading axes.
         let x: Vec<i64> = dims.iter().skip(drop.min(dims.len())).map(|&(d, w)| if w == 0 { 1 } else { d }).collect();
         let shape: Vec<i64> = dims.iter().map(|&(d, w)| if w == 2 { 1 } else { d }).collect();
@@ -552,7 +600,7 @@ proptest! {
     }
 
     #[test]
-    fn split(dims in prop::collection::vec(1..=4i64, 1..=3), axis in any::<prop::sample::Index>(), parts in 1..=3usize,
+    fn split(dims in vec_of(1..=4i64, 1..=3), axis in any::<Index>(), parts in 1..=3usize,
              opset in select(vec![13i64, 18]), explicit: bool, seed: u64) {
         let r = dims.len();
         let axis = axis.index(2 * r) as i64 - r as i64;
@@ -577,7 +625,7 @@ proptest! {
     }
 
     #[test]
-    fn pad(dims in prop::collection::vec(2..=4i64, 1..=3), pads in prop::collection::vec(0..=2i64, 6),
+    fn pad(dims in vec_of(2..=4i64, 1..=3), pads in vec_of(0..=2i64, 6),
            mode in select(vec!["constant", "reflect", "edge"]), value: bool, seed: u64) {
         let r = dims.len();
         // reflect needs pads < dim.
@@ -598,7 +646,7 @@ proptest! {
     #![proptest_config(cfg(24))]
 
     #[test]
-    fn prelu(dims in prop::collection::vec(1..=3i64, 2..=4), per_channel: bool, seed: u64) {
+    fn prelu(dims in vec_of(1..=3i64, 2..=4), per_channel: bool, seed: u64) {
         let mut c = Case::new("PRelu", 16, seed);
         let x = c.g.away(&dims, -2.0, 2.0, &[0.0], 0.05);
         // Slope per channel ([C, 1, …], unidirectional broadcast) or one shared slope.
@@ -609,7 +657,7 @@ proptest! {
     }
 
     #[test]
-    fn instance_group_norm(n in 1..=2i64, groups in 1..=3i64, per in 1..=2i64, spatial in prop::collection::vec(2..=3i64, 1..=2),
+    fn instance_group_norm(n in 1..=2i64, groups in 1..=3i64, per in 1..=2i64, spatial in vec_of(2..=3i64, 1..=2),
                            group_norm: bool, seed: u64) {
         let ch = groups * per;
         let dims = [&[n, ch][..], &spatial].concat();
@@ -625,8 +673,9 @@ proptest! {
     }
 
     #[test]
-    fn einsum(eq in select(vec!["ij,jk->ik", "bij,bjk->bik", "bhqd,bhkd->bhqk", "ij->ji", "i,i->", "bi,i->b", "bij->bj", "ij,kj->ikj"]),
-              sizes in prop::collection::vec(1..=3i64, 6), seed: u64) {
+    fn einsum(eq in select(vec!["ij,jk->ik", "bij,bjk->bik", "bhqd,bhkd->bhqk", "ij->ji", "i,i->", "bi,i->b",
+                                "bij->bj", "ij,kj->ikj"]),
+              sizes in vec_of(1..=3i64, 6), seed: u64) {
         let (lhs, _) = eq.split_once("->").unwrap();
         let size = |ch: char| sizes["ijkbhqd".find(ch).unwrap() % 6];
         let mut c = Case::new("Einsum", 12, seed);
@@ -639,7 +688,7 @@ proptest! {
     }
 
     #[test]
-    fn tile(dims in prop::collection::vec(1..=3i64, 1..=3), reps in prop::collection::vec(1..=3i64, 3), seed: u64) {
+    fn tile(dims in vec_of(1..=3i64, 1..=3), reps in vec_of(1..=3i64, 3), seed: u64) {
         let mut c = Case::new("Tile", 13, seed);
         let x = c.g.val(&dims);
         c.input(x).ints(&reps[..dims.len()]);
@@ -649,7 +698,7 @@ proptest! {
     #[test]
     fn resize(mode in select(vec!["nearest", "linear", "cubic"]),
               coord in select(vec!["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]),
-              scales in prop::collection::vec(select(vec![0.5, 1.0, 1.5, 2.0, 3.0]), 2), hw in prop::collection::vec(2..=4i64, 2), seed: u64) {
+              scales in vec_of(select(vec![0.5, 1.0, 1.5, 2.0, 3.0]), 2), hw in vec_of(2..=4i64, 2), seed: u64) {
         let mut c = Case::new("Resize", 13, seed);
         c.s("mode", mode).s("coordinate_transformation_mode", coord);
         let x = c.g.val(&[1, 2, hw[0], hw[1]]);
@@ -670,7 +719,10 @@ fn harness_catches_wrong_gradients() {
     /// `sigmoid(x)` in value, `sigmoid'(x) + k` in gradient: `(x − x.detach())` is 0 forward.
     fn skewed(x: &Tensor, k: f64) -> semu::Result<Tensor> {
         let zero = x.f_sub(&x.f_detach()?)?;
-        Ok(x.f_detach()?.f_sigmoid()?.f_add(&x.f_sigmoid()?.f_sub(&x.f_detach()?.f_sigmoid()?)?)?.f_add(&zero.f_mul_scalar(k)?)?)
+        Ok(x.f_detach()?
+            .f_sigmoid()?
+            .f_add(&x.f_sigmoid()?.f_sub(&x.f_detach()?.f_sigmoid()?)?)?
+            .f_add(&zero.f_mul_scalar(k)?)?)
     }
     type Variant = fn(&OpCtx) -> semu::Result<semu::engine::BoxOp>;
     let variants: [(&str, Variant, bool); 4] = [

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 mod eval;
 mod fetch;
 mod inspect;
+mod progress;
 mod run;
 mod unlearn;
+mod verify;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +21,39 @@ and hand back a drop-in ONNX verified by ONNX Runtime."
 pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Only errors and the final summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More detail (repeat for debug output).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log lines as text or JSON (one object per line, on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr; colours only on a terminal; `RUST_LOG` overrides the level.
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("semu={level}")));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).without_time().init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -28,6 +63,7 @@ enum Cmd {
     Unlearn(unlearn::Args),
     Eval(eval::Args),
     Fetch(fetch::Args),
+    Verify(verify::Args),
 }
 
 /// An error that carries its exit code.
@@ -47,12 +83,15 @@ pub type CmdResult = Result<(), Exit>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli);
+    let quiet = cli.quiet;
     let res = match cli.cmd {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
-        Cmd::Unlearn(a) => unlearn::run(a),
+        Cmd::Unlearn(a) => unlearn::run(a, quiet),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Fetch(a) => fetch::run(a),
+        Cmd::Verify(a) => verify::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use semu::export::folded_weights;
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
 use semu::semu::optim::OptimizerKind;
-use semu::semu::train::{overrides, EpochStats};
-use semu::semu::{unlearn, Observer, Parity, SemuConfig, Unlearned};
+use semu::semu::train::overrides;
+use semu::semu::{unlearn, Parity, SemuConfig, Unlearned};
 use semu::verify::gate::{self, Probe};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -87,23 +87,6 @@ pub struct Args {
     remote: super::fetch::RemoteArgs,
 }
 
-struct Log;
-impl Observer for Log {
-    fn phase(&mut self, name: &str) {
-        eprintln!("[semu] {name}…");
-    }
-    fn epoch(&mut self, e: &EpochStats) {
-        let ra = e.retain_acc.map(|r| format!(", retain acc {:.2}%", 100.0 * r)).unwrap_or_default();
-        eprintln!(
-            "[semu] epoch {:>2}: loss {:.4}, forget acc {:.2}%{ra} ({:.1}s)",
-            e.epoch,
-            e.loss,
-            100.0 * e.forget_acc,
-            e.seconds
-        );
-    }
-}
-
 fn config(a: &Args) -> SemuConfig {
     SemuConfig {
         alpha: if a.retain.is_some() { a.alpha } else { 0.0 },
@@ -123,7 +106,7 @@ fn config(a: &Args) -> SemuConfig {
     }
 }
 
-pub fn run(mut a: Args) -> CmdResult {
+pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let cfg = config(&a);
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     let device = parse_device(&a.device)?;
@@ -144,7 +127,7 @@ pub fn run(mut a: Args) -> CmdResult {
         &cfg,
         device,
         (a.input_name.as_deref(), a.output_name.as_deref()),
-        &mut Log,
+        &mut super::progress::Progress::new(quiet),
     )?;
     let mut timings = u.timings.clone();
     let t = Instant::now();
@@ -158,17 +141,17 @@ pub fn run(mut a: Args) -> CmdResult {
     }
 
     let verification = if a.no_verify {
-        eprintln!("[semu] verification skipped (--no-verify)");
+        tracing::warn!("verification skipped (--no-verify)");
         None
     } else {
-        eprintln!("[semu] verify…");
+        tracing::info!("verify");
         let t = Instant::now();
         let probes = probes(&u, forget.as_ref(), retain.as_deref().or(test.as_deref()))?;
         let tol = gate::tolerance_for(&probes[0].expected);
         let report = gate::check(&staged.model_path(), &u.classifier.input, &u.classifier.output, &probes, tol)?;
         timings.verify = t.elapsed().as_secs_f64();
         for w in &report.warnings {
-            eprintln!("[semu] warning: {w}");
+            tracing::warn!("{w}");
         }
         Some(report)
     };

@@ -154,8 +154,17 @@ impl Dataset for Cifar {
         Ok((x, Tensor::f_from_slice(&y)?))
     }
     fn source(&self) -> String {
-        let names: Vec<String> = self.files.iter().map(|(p, _)| p.display().to_string()).collect();
-        names.join(" + ")
+        match self.files.as_slice() {
+            [(one, _)] => one.display().to_string(),
+            many => {
+                let dir = many[0].0.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                let names: Vec<String> = many
+                    .iter()
+                    .map(|(p, _)| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                    .collect();
+                format!("{dir} ({})", names.join(", "))
+            }
+        }
     }
     fn labels(&self) -> Result<Vec<i64>> {
         Ok((0..self.len()).map(|i| self.label(i)).collect())

@@ -48,8 +48,8 @@ impl CsvDataset {
             (0..first.len()).map(|i| format!("column {i}")).collect()
         };
         let body = if header { &rows[1..] } else { &rows[..] };
-        let label = label_index(&names, header, opt.label_column.as_deref())
-            .map_err(|e| Error::msg(format!("{file}: {e}")))?;
+        let label =
+            label_index(&names, header, opt.label_column.as_deref()).map_err(|e| Error::msg(format!("{file}: {e}")))?;
         if names.len() < 2 {
             return Err(Error::msg(format!("{file}: needs a label column and at least one feature column")));
         }

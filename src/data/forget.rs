@@ -83,7 +83,10 @@ pub fn read_indices(path: &std::path::Path, n: usize) -> Result<Vec<usize>> {
             .parse()
             .map_err(|_| Error::msg(format!("{at}: `{t}` is not a sample index (one non-negative integer a line)")))?;
         if i >= n {
-            return Err(Error::msg(format!("{at}: index {i} is outside the training set ({n} samples, 0..={})", n - 1)));
+            return Err(Error::msg(format!(
+                "{at}: index {i} is outside the training set ({n} samples, 0..={})",
+                n - 1
+            )));
         }
         if let Some(first) = seen.insert(i, k + 1) {
             return Err(Error::msg(format!("{at}: index {i} repeats line {first}")));
@@ -157,7 +160,11 @@ pub fn select_forget(train: Arc<dyn Dataset>, by: &ForgetBy) -> Result<ForgetSpl
     Ok(ForgetSplit {
         sha256: indices_sha256(&forget_indices),
         count: forget_indices.len(),
-        forget: OwnedSubset { inner: train.clone(), idx: forget_indices.clone(), label: format!("forget: {description}") },
+        forget: OwnedSubset {
+            inner: train.clone(),
+            idx: forget_indices.clone(),
+            label: format!("forget: {description}"),
+        },
         retain: OwnedSubset { inner: train, idx: retain_indices, label: format!("retain: all but {description}") },
         forget_indices,
         description,

@@ -22,11 +22,7 @@ impl NpzDataset {
 /// The labels beside an inputs file: `y.npy` next to `x.npy`, or `NAME_y.npy` next to `NAME_x.npy`.
 pub fn sibling_labels(x: &Path) -> Result<PathBuf> {
     let stem = x.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let y_stem = if stem == "x" {
-        Some("y".to_string())
-    } else {
-        stem.strip_suffix("_x").map(|s| format!("{s}_y"))
-    };
+    let y_stem = if stem == "x" { Some("y".to_string()) } else { stem.strip_suffix("_x").map(|s| format!("{s}_y")) };
     match y_stem.map(|s| x.with_file_name(format!("{s}.npy"))) {
         Some(y) if y.is_file() => Ok(y),
         Some(y) => Err(Error::msg(format!("{}: its labels file {} does not exist", x.display(), y.display()))),

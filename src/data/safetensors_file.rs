@@ -46,7 +46,8 @@ impl SafetensorsDataset {
         let data = 8 + header;
         let x_kind = kind(x.dtype).ok_or_else(|| bad(format!("`x` has unsupported type {:?}", x.dtype)))?;
         let y_bytes = &map[data + y.data_offsets.0..data + y.data_offsets.1];
-        let y = labels(y.dtype, y_bytes).ok_or_else(|| bad(format!("`y` must hold integer class ids, found {:?}", y.dtype)))?;
+        let y = labels(y.dtype, y_bytes)
+            .ok_or_else(|| bad(format!("`y` must hold integer class ids, found {:?}", y.dtype)))?;
         let row_shape: Vec<i64> = x.shape[1..].iter().map(|&d| d as i64).collect();
         let row_bytes = x.shape[1..].iter().product::<usize>() * x.dtype.size();
         Ok(SafetensorsDataset {

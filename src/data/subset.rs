@@ -33,7 +33,9 @@ fn labels(sub: &[usize], inner: &dyn Dataset) -> Result<Vec<i64>> {
     let all = inner.labels()?;
     sub.iter()
         .map(|&i| {
-            all.get(i).copied().ok_or_else(|| Error::msg(format!("{}: no sample {i} (it holds {})", inner.source(), all.len())))
+            all.get(i)
+                .copied()
+                .ok_or_else(|| Error::msg(format!("{}: no sample {i} (it holds {})", inner.source(), all.len())))
         })
         .collect()
 }

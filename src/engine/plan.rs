@@ -159,7 +159,8 @@ impl Plan {
                 let outs = run_op(n, op.as_ref(), Inputs { node: n, vals })?;
                 for (name, t) in n.output.iter().zip(outs) {
                     if !name.is_empty() {
-                        consts.insert(name.clone(), t);
+                        // Ops without inputs (Constant) create CPU tensors: move them to the plan's device.
+                        consts.insert(name.clone(), t.f_to_device(dev)?);
                     }
                 }
                 folded += 1;
@@ -314,6 +315,7 @@ impl Plan {
             let outs = run_op(n, st.op.as_ref(), Inputs { node: n, vals })?;
             for (s, t) in st.outputs.iter().zip(outs) {
                 if let Some(s) = s {
+                    let t = if t.device() == self.device { t } else { t.f_to_device(self.device)? };
                     slots[*s] = Some(t);
                 }
             }

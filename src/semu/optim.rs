@@ -27,6 +27,11 @@ impl Optimizer {
         Optimizer { kind, lr, momentum, weight_decay, step: 0, m: none(), v: none() }
     }
 
+    /// Changes the learning rate for the next steps (lr schedules); the buffers are kept.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// One update of `params` (leaves with gradients from the last backward), then zero grads.
     pub fn step(&mut self, params: &mut [Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();

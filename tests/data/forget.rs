@@ -67,8 +67,10 @@ fn by_indices_file_with_line_errors_and_hash() {
     assert_eq!(s.forget_indices, vec![1, 5, 1436]);
     // The hash is the one of a file listing the sorted indices, one a line.
     std::fs::write(dir.path().join("sorted.txt"), "1\n5\n1436\n").unwrap();
-    let file_hash: String =
-        Sha256::digest(std::fs::read(dir.path().join("sorted.txt")).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    let file_hash: String = Sha256::digest(std::fs::read(dir.path().join("sorted.txt")).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(s.sha256, file_hash);
     assert_eq!(indices_sha256(&[1, 5, 1436]), file_hash);
 

@@ -65,7 +65,12 @@ fn matches_torchvision_imagefolder() {
         (&["--size", "8,6"], Preprocess { image_size: Some([8, 6]), ..Default::default() }),
         (
             &["--size", "12,12", "--grayscale", "--mean", "0.5", "--std", "0.25"],
-            Preprocess { image_size: Some([12, 12]), grayscale: Some(true), mean: Some(vec![0.5]), std: Some(vec![0.25]) },
+            Preprocess {
+                image_size: Some([12, 12]),
+                grayscale: Some(true),
+                mean: Some(vec![0.5]),
+                std: Some(vec![0.25]),
+            },
         ),
     ];
     for (args, pre) in cases {
@@ -94,9 +99,8 @@ fn png_digits_match_train_npz_and_forget_class3() {
     let ds = ImageFolder::open(&png, &pre).unwrap();
     let npz = NpzDataset::open(&fx("digits/train.npz")).unwrap();
     assert_eq!(ds.len(), npz.len());
-    let rows: Vec<usize> = (0..ds.len())
-        .map(|i| ds.path(i).file_stem().unwrap().to_str().unwrap().parse().unwrap())
-        .collect();
+    let rows: Vec<usize> =
+        (0..ds.len()).map(|i| ds.path(i).file_stem().unwrap().to_str().unwrap().parse().unwrap()).collect();
     let (x, y) = all(&ds);
     let (nx, ny) = npz.batch(&rows).unwrap();
     assert_eq!(Vec::<i64>::try_from(&y).unwrap(), Vec::<i64>::try_from(&ny).unwrap());
@@ -160,7 +164,8 @@ fn shape_check_and_model_metadata() {
     data::check_input_shape(gray.as_ref(), &model, None).unwrap();
     assert!(err(data::check_input_shape(gray.as_ref(), &model, Some("nope"))).contains("no graph input 'nope'"));
 
-    let entry = |k: &str, v: &str| semu::onnx::proto::StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    let entry =
+        |k: &str, v: &str| semu::onnx::proto::StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
     model.proto.metadata_props.push(entry("semu.mean", "0.5"));
     model.proto.metadata_props.push(entry("semu.image_size", "4,4"));
     let flags = Preprocess { image_size: Some([6, 6]), ..Default::default() };

@@ -11,8 +11,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use semu::engine::{Plan, PlanOptions, Registry};
 use semu::onnx::proto::{
-    attribute_proto::AttributeType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TypeProto, ValueInfoProto,
 };
 use semu::onnx::{DType, OnnxModel};
 use std::collections::{HashMap, HashSet};
@@ -246,9 +246,12 @@ impl Case {
             let n = Self::name(i);
             match a {
                 Arg::Float(Role::Input, _) => inputs.push(f64_value(&n)),
-                Arg::Float(_, v) => {
-                    inits.push(tensor_proto(&n, &v.dims, DType::F64, v.v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-                }
+                Arg::Float(_, v) => inits.push(tensor_proto(
+                    &n,
+                    &v.dims,
+                    DType::F64,
+                    v.v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )),
                 Arg::Ints(d, v) => {
                     inits.push(tensor_proto(&n, d, DType::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
                 }
@@ -304,8 +307,10 @@ impl Case {
                 _ => None,
             })
             .collect();
-        let dynamic: HashSet<String> = leaves.iter().filter(|l| l.role == Role::Param).map(|l| l.name.clone()).collect();
-        let mut plan = Plan::new(&model, reg, &PlanOptions { dynamic, ..Default::default() }).map_err(|e| format!("plan: {e}"))?;
+        let dynamic: HashSet<String> =
+            leaves.iter().filter(|l| l.role == Role::Param).map(|l| l.name.clone()).collect();
+        let mut plan =
+            Plan::new(&model, reg, &PlanOptions { dynamic, ..Default::default() }).map_err(|e| format!("plan: {e}"))?;
         let base: Vec<Val> = leaves
             .iter()
             .map(|l| match &self.args[l.arg] {
@@ -379,7 +384,12 @@ impl Case {
                 let ana = match &grads[li] {
                     Some(g) => g[j],
                     None if num.abs() <= ATOL => continue,
-                    None => return Err(format!("no gradient reached {} ({:?}) but d loss/d {}[{j}] ≈ {num:e}", l.name, l.role, l.name)),
+                    None => {
+                        return Err(format!(
+                            "no gradient reached {} ({:?}) but d loss/d {}[{j}] ≈ {num:e}",
+                            l.name, l.role, l.name
+                        ))
+                    }
                 };
                 if !close(ana, num, 0.0) {
                     return Err(format!(

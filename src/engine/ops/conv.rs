@@ -179,17 +179,12 @@ fn conv_integer(ctx: &OpCtx) -> Result<BoxOp> {
         if let Some(z) = x.get(3) {
             // A per-output-channel zero point has one value per row of W.
             let z = z.f_to_kind(Kind::Double)?;
-            let z = if z.numel() > 1 { z.f_reshape(channel_view_shape(w.dim(), true))? } else { z };
-            w = w.f_sub(&z)?;
+            let mut rows = vec![-1];
+            rows.resize(w.dim(), 1);
+            w = w.f_sub(&if z.numel() > 1 { z.f_reshape(rows)? } else { z })?;
         }
         Ok(vec![a.run(x, &input, &w, None)?.f_round()?.f_to_kind(Kind::Int)?])
     })
-}
-
-fn channel_view_shape(rank: usize, leading: bool) -> Vec<i64> {
-    let mut s = if leading { vec![-1] } else { vec![1, -1] };
-    s.resize(rank, 1);
-    s
 }
 
 fn conv_transpose(ctx: &OpCtx) -> Result<BoxOp> {

@@ -262,7 +262,7 @@ mod grad_tests {
     fn indexing() {
         check("Gather", 13, vec![("axis", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[2, -1, 0, 2], &[2, 2])]);
         check("GatherElements", 13, vec![("axis", A::I(0))], x(&[3, 2]), vec![i64s(&[2, 0, -1, 1], &[2, 2])]);
-        check("GatherND", 13, vec![("batch_dims", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[1, 2, 0, 3], &[2, 2, 1])]);
+        check("GatherND", 13, vec![("batch_dims", A::I(1))], x(&[2, 3, 4]), vec![i64s(&[1, 2, 0, -1], &[2, 2, 1])]);
         let upd = x(&[1, 2]) * 3.0;
         for red in ["none", "add", "mul", "max", "min"] {
             check(
@@ -287,33 +287,28 @@ mod grad_tests {
 
     #[test]
     fn resize() {
-        let scales = Tensor::from_slice(&[1.0f32, 1.0, 1.7, 0.6]);
-        for (mode, coord) in [
-            ("nearest", "half_pixel"),
-            ("linear", "align_corners"),
-            ("cubic", "half_pixel"),
-            ("linear", "tf_crop_and_resize"),
+        let f32s = |v: &[f32]| Tensor::from_slice(v);
+        let roi = f32s(&[0.0, 0.0, 0.1, 0.2, 1.0, 1.0, 0.9, 1.1]);
+        // Tap kernel (fractional scales, exclude_outside, crop box) and torch's kernels (whole
+        // factors, half-pixel linear and cubic).
+        for (mode, coord, excl, scales) in [
+            ("nearest", "half_pixel", 0, [1.0, 1.0, 1.7, 0.6]),
+            ("linear", "align_corners", 0, [1.0, 1.0, 1.7, 0.6]),
+            ("cubic", "half_pixel", 1, [1.0, 1.0, 1.7, 0.6]),
+            ("linear", "tf_crop_and_resize", 0, [1.0, 1.0, 1.7, 0.6]),
+            ("nearest", "asymmetric", 0, [1.0, 1.0, 2.0, 3.0]),
+            ("linear", "half_pixel", 0, [1.0, 1.0, 1.7, 0.6]),
+            ("cubic", "pytorch_half_pixel", 0, [1.0, 1.0, 2.0, 0.6]),
         ] {
-            let roi = Tensor::from_slice(&[0.0f32, 0.0, 0.1, 0.2, 1.0, 1.0, 0.9, 1.1]);
             let attrs = vec![
                 ("mode", A::S(mode)),
                 ("coordinate_transformation_mode", A::S(coord)),
-                ("exclude_outside", A::I(1)),
+                ("exclude_outside", A::I(excl)),
             ];
-            check("Resize", 19, attrs, x(&[1, 2, 3, 5]), vec![roi, scales.shallow_clone()]);
+            check("Resize", 19, attrs, x(&[1, 2, 3, 5]), vec![roi.shallow_clone(), f32s(&scales)]);
         }
-        let sizes = i64s(&[2, 3], &[2]);
+        let empty = || Tensor::zeros([0], (Kind::Float, tch::Device::Cpu));
         let attrs = vec![("mode", A::S("linear")), ("antialias", A::I(1)), ("axes", A::Is(vec![2, 3]))];
-        check(
-            "Resize",
-            19,
-            attrs,
-            x(&[1, 1, 5, 7]),
-            vec![
-                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
-                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
-                sizes,
-            ],
-        );
+        check("Resize", 19, attrs, x(&[1, 1, 5, 7]), vec![empty(), empty(), i64s(&[2, 3], &[2])]);
     }
 }

@@ -1,0 +1,210 @@
+//! The training loop shared by the baselines: every trainable tensor is a live f32 leaf (cast to
+//! the model's dtype in each forward), updated by the same SGD / Adam as SEMU's R matrices.
+use super::{Method, Schedule};
+use crate::classifier::{cross_entropy, Classifier};
+use crate::data::{batches, Dataset};
+use crate::error::Result;
+use crate::semu::optim::{Optimizer, OptimizerKind};
+use crate::semu::train::{random_other_label, EpochStats};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use tch::{Kind, Tensor};
+
+/// The trained tensors: f32 (f64 for f64 models) leaves, and the model's own kind for each.
+pub struct Weights {
+    pub names: Vec<String>,
+    pub leaves: Vec<Tensor>,
+    kinds: Vec<Kind>,
+}
+
+impl Weights {
+    /// Leaves starting at `values` (name → initial value, any float kind).
+    pub fn new(values: Vec<(String, Tensor, Kind)>) -> Result<Self> {
+        let mut w = Weights { names: vec![], leaves: vec![], kinds: vec![] };
+        for (name, v, kind) in values {
+            let master = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+            w.leaves.push(v.f_detach()?.f_to_kind(master)?.f_set_requires_grad(true)?);
+            w.names.push(name);
+            w.kinds.push(kind);
+        }
+        Ok(w)
+    }
+
+    /// The weights every forward uses (differentiable, in the model's dtypes).
+    pub fn overrides(&self) -> Result<HashMap<String, Tensor>> {
+        self.names
+            .iter()
+            .zip(self.leaves.iter().zip(&self.kinds))
+            .map(|(n, (l, &k))| Ok((n.clone(), l.f_to_kind(k)?)))
+            .collect()
+    }
+
+    /// The final values, detached.
+    pub fn detached(&self) -> Result<HashMap<String, Tensor>> {
+        let _g = tch::no_grad_guard();
+        self.overrides()?.into_iter().map(|(n, t)| Ok((n, t.f_detach()?))).collect()
+    }
+}
+
+/// What one training run needs beyond the data.
+pub struct LoopSettings {
+    pub method: Method,
+    pub epochs: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Weight of the retain term of `rl` / `salun` (0 = forget term only).
+    pub alpha: f64,
+    /// `l1`: the penalty's weight at the first epoch.
+    pub l1: f64,
+    pub classes: i64,
+    pub seed: u64,
+}
+
+/// The learning rate of epoch `e` (0-based) of `epochs`: constant; cosine annealing to 0; or
+/// step decay (×0.1 at 50% and again at 75% of the epochs, like the reference MultiStepLR).
+pub fn lr_at(base: f64, schedule: Schedule, e: usize, epochs: usize) -> f64 {
+    let t = e as f64 / epochs.max(1) as f64;
+    match schedule {
+        Schedule::Constant => base,
+        Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+        Schedule::Step => base * if t >= 0.75 { 0.01 } else if t >= 0.5 { 0.1 } else { 1.0 },
+    }
+}
+
+/// Draws retain batches forever, reshuffling after each pass.
+struct Cycle {
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl Cycle {
+    fn new(n: usize) -> Self {
+        Cycle { order: (0..n).collect(), pos: n }
+    }
+    fn take(&mut self, n: usize, rng: &mut StdRng) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n.min(self.order.len()) {
+            if self.pos == self.order.len() {
+                self.order.shuffle(rng);
+                self.pos = 0;
+            }
+            out.push(self.order[self.pos]);
+            self.pos += 1;
+        }
+        out
+    }
+}
+
+/// Trains `w` for the method; with `mask` (SalUn) only the masked entries move: gradients are
+/// masked before the step and the other entries restored after it, so that weight decay and
+/// momentum cannot drift them either. Returns every epoch's statistics.
+pub fn train(
+    clf: &Classifier,
+    w: &mut Weights,
+    forget: &dyn Dataset,
+    retain: Option<&dyn Dataset>,
+    s: &LoopSettings,
+    mask: Option<&[Tensor]>,
+    mut on_epoch: impl FnMut(&EpochStats),
+) -> Result<Vec<EpochStats>> {
+    let dev = clf.device();
+    let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, w.leaves.len());
+    let originals: Vec<Tensor> = w.leaves.iter().map(|l| l.f_detach_copy()).collect::<Result<_, _>>()?;
+    let forget_labels = forget.labels()?;
+    let mut cycle = Cycle::new(retain.map_or(0, |r| r.len()));
+    let on_retain = matches!(s.method, Method::Ft | Method::L1 | Method::Retrain);
+    let driver: &dyn Dataset = match (on_retain, retain) {
+        (true, Some(r)) => r,
+        _ => forget,
+    };
+    let mut history = Vec::new();
+    for epoch in 0..s.epochs {
+        let t0 = std::time::Instant::now();
+        opt.set_lr(lr_at(s.lr, s.schedule, epoch, s.epochs));
+        // l1-sparse unlearning: the penalty decays linearly to 0 over the run.
+        let l1 = s.l1 * (1.0 - epoch as f64 / s.epochs as f64);
+        let random: Vec<i64> =
+            forget_labels.iter().map(|&y| random_other_label(&mut rng, y, s.classes)).collect();
+        let mut order: Vec<usize> = (0..driver.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut steps) = (0.0, 0);
+        for idx in batches(&order, s.batch_size) {
+            let weights = w.overrides()?;
+            let (x, y) = driver.batch(idx)?;
+            let logits = clf.logits(&x.f_to_device(dev)?, &weights)?;
+            let mut loss = match s.method {
+                Method::Ga => cross_entropy(&logits, &y)?.f_neg()?,
+                Method::Rl | Method::Salun => {
+                    let yr = Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?;
+                    cross_entropy(&logits, &yr)?
+                }
+                _ => cross_entropy(&logits, &y)?,
+            };
+            if let (Method::Rl | Method::Salun, Some(r), true) = (s.method, retain, s.alpha != 0.0) {
+                let (xr, yr) = r.batch(&cycle.take(idx.len(), &mut rng))?;
+                let lr = cross_entropy(&clf.logits(&xr.f_to_device(dev)?, &weights)?, &yr)?;
+                loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
+            }
+            if s.method == Method::L1 && l1 != 0.0 {
+                for l in &w.leaves {
+                    let norm = l.f_abs()?.f_sum(Kind::Float)?;
+                    loss = loss.f_add(&norm.f_mul_scalar(l1)?)?;
+                }
+            }
+            loss.f_backward()?;
+            if let Some(mask) = mask {
+                let _g = tch::no_grad_guard();
+                for (l, m) in w.leaves.iter().zip(mask) {
+                    let mut g = l.grad();
+                    if g.defined() {
+                        let _ = g.f_mul_(m)?;
+                    }
+                }
+            }
+            opt.step(&mut w.leaves)?;
+            if let Some(mask) = mask {
+                let _g = tch::no_grad_guard();
+                for ((l, m), o) in w.leaves.iter_mut().zip(mask).zip(&originals) {
+                    let kept = l.f_where_self(&m.f_to_kind(Kind::Bool)?, o)?;
+                    let _ = l.f_copy_(&kept)?;
+                }
+            }
+            loss_sum += loss.f_double_value(&[])?;
+            steps += 1;
+        }
+        let weights = w.detached()?;
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            loss: loss_sum / steps.max(1) as f64,
+            forget_acc: clf.accuracy(forget, s.batch_size, &weights)?,
+            retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &weights)).transpose()?,
+            seconds: t0.elapsed().as_secs_f64(),
+            batches: None,
+        };
+        on_epoch(&stats);
+        history.push(stats);
+    }
+    Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(lr_at(0.1, Schedule::Constant, 7, 10), 0.1);
+        assert!((lr_at(0.1, Schedule::Cosine, 0, 10) - 0.1).abs() < 1e-12);
+        assert!((lr_at(0.1, Schedule::Cosine, 5, 10) - 0.05).abs() < 1e-12);
+        assert!(lr_at(0.1, Schedule::Cosine, 9, 10) < 0.003);
+        let step: Vec<f64> = (0..4).map(|e| lr_at(1.0, Schedule::Step, e, 4)).collect();
+        assert_eq!(step, vec![1.0, 1.0, 0.1, 0.01]);
+    }
+}

@@ -1,0 +1,96 @@
+//! `semu verify A.onnx B.onnx --data D`: how two models' outputs compare on data, in the engine
+//! and in ONNX Runtime (e.g. a model before/after unlearning, or an export against its source).
+use super::{CmdResult, Exit};
+use anyhow::anyhow;
+use semu::data;
+use semu::engine::convert::{dtype_of, from_tensor};
+use semu::engine::parse_device;
+use semu::onnx::{OnnxModel, TensorData};
+use semu::verify::{compare, OrtSession, Tolerance};
+use std::path::PathBuf;
+
+/// Compare two models' outputs on data, with the engine and with ONNX Runtime.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  semu verify fixtures/digits/model.onnx digits-forgot3.onnx --data fixtures/digits/test.npz\n  \
+semu verify model.onnx exported.onnx --data test.npz --tolerance 1e-5   # exit 3 if they differ\n\n\
+Prints, per output, the max absolute/relative difference of B against A in each runtime, the\n\
+engine against ONNX Runtime for each model, and how often the top-1 class agrees.")]
+pub struct Args {
+    /// The reference model.
+    a: PathBuf,
+    /// The model to compare with it.
+    b: PathBuf,
+    /// Data to run both on (x is used; any format the data layer reads).
+    #[arg(long)]
+    data: PathBuf,
+    /// At most this many samples.
+    #[arg(long, default_value_t = 256)]
+    limit: usize,
+    /// Exit 3 when B differs from A beyond this relative tolerance (absolute: a tenth of it).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn outputs_engine(m: &OnnxModel, x: &tch::Tensor, dev: tch::Device) -> anyhow::Result<Vec<(String, TensorData)>> {
+    let plan = semu::engine::Plan::new(m, &semu::engine::Registry::standard(), &semu::engine::PlanOptions {
+        device: dev,
+        ..Default::default()
+    })?;
+    let input = plan.inputs().first().ok_or_else(|| anyhow!("{}: the model has no input", m.path.display()))?.name.clone();
+    let _g = tch::no_grad_guard();
+    let outs = plan.run(&std::collections::HashMap::from([(input, x.shallow_clone())]))?;
+    plan.output_names()
+        .iter()
+        .zip(outs)
+        .map(|(n, t)| Ok((n.to_string(), from_tensor(&t, dtype_of(t.kind())?)?)))
+        .collect()
+}
+
+fn outputs_ort(m: &OnnxModel, x: &TensorData) -> anyhow::Result<Vec<(String, TensorData)>> {
+    let s = OrtSession::load(&m.path, 0)?;
+    let input = s.input_names().first().cloned().ok_or_else(|| anyhow!("{}: no input", m.path.display()))?;
+    Ok(s.run(&[(input, x.clone())])?)
+}
+
+fn top1(outs: &[(String, TensorData)]) -> anyhow::Result<Vec<usize>> {
+    let (_, t) = outs.first().ok_or_else(|| anyhow!("no output"))?;
+    let v = semu::verify::values_f64(t)?;
+    let c = *t.dims.last().unwrap_or(&1) as usize;
+    Ok(v.chunks(c.max(1)).map(|r| r.iter().enumerate().fold(0, |b, (i, x)| if *x > r[b] { i } else { b })).collect())
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let dev = parse_device(&a.device)?;
+    let (ma, mb) = (OnnxModel::load(&a.a)?, OnnxModel::load(&a.b)?);
+    let ds = data::open(&a.data)?;
+    let idx: Vec<usize> = (0..ds.len().min(a.limit)).collect();
+    let (x, _) = ds.batch(&idx)?;
+    let xd = from_tensor(&x, dtype_of(x.kind())?)?;
+    let (ea, eb) = (outputs_engine(&ma, &x, dev)?, outputs_engine(&mb, &x, dev)?);
+    let (oa, ob) = (outputs_ort(&ma, &xd)?, outputs_ort(&mb, &xd)?);
+    let tol = Tolerance::new(a.tolerance.unwrap_or(1e-4) / 10.0, a.tolerance.unwrap_or(1e-4));
+    println!("{} samples of {}", idx.len(), ds.source());
+    let rows = [
+        ("B vs A, engine", compare(&eb, &ea, tol)),
+        ("B vs A, onnxruntime", compare(&ob, &oa, tol)),
+        ("A: engine vs onnxruntime", compare(&ea, &oa, tol)),
+        ("B: engine vs onnxruntime", compare(&eb, &ob, tol)),
+    ];
+    for (what, c) in &rows {
+        println!("{what}:\n{c}");
+    }
+    let (ta, tb) = (top1(&oa)?, top1(&ob)?);
+    let agree = ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
+    println!("top-1 agreement (onnxruntime): {agree}/{} ({:.2}%)", ta.len(), 100.0 * agree as f64 / ta.len().max(1) as f64);
+    let runtimes_ok = rows[2].1.passed() && rows[3].1.passed();
+    if !runtimes_ok {
+        return Err(Exit { code: 3, err: anyhow!("the engine and ONNX Runtime disagree on one of the models") });
+    }
+    if a.tolerance.is_some() && !(rows[0].1.passed() && rows[1].1.passed()) {
+        return Err(Exit { code: 3, err: anyhow!("{} differs from {} beyond {tol}", a.b.display(), a.a.display()) });
+    }
+    Ok(())
+}
