@@ -11,8 +11,10 @@ pub mod error;
 pub mod export;
 pub mod fetch;
 pub mod onnx;
+pub mod patch;
 pub mod report;
 pub mod semu;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub mod conformance;

@@ -163,3 +163,47 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     assert!(text(&o).contains("/nonexistent/model.onnx"), "{}", text(&o));
     assert!(!Path::new(out).exists());
 }
+
+#[test]
+fn config_file_sets_values_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "gamma = 0.6\nlr = 0.001\nepochs = 2\nseed = 7\ndevice = \"cpu\"\n").unwrap();
+    let out = dir.path().join("o.onnx");
+    let report = dir.path().join("r.json");
+    let o = semu(&[
+        "unlearn",
+        "--model",
+        &fx("digits/model.onnx"),
+        "--forget",
+        &fx("digits/forget_class3.npz"),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["settings"]["gamma"], 0.6);
+    assert_eq!(r["settings"]["seed"], 7);
+    assert_eq!(r["settings"]["epochs"], 3, "the flag overrides the file");
+    assert_eq!(r["device"], "cpu");
+    std::fs::write(&cfg, "gama = 0.6\n").unwrap();
+    let o = semu(&[
+        "unlearn",
+        "--model",
+        &fx("digits/model.onnx"),
+        "--forget",
+        &fx("digits/forget_class3.npz"),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown field `gama`"), "{}", text(&o));
+}

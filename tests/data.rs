@@ -166,7 +166,7 @@ fn csv_header_label_column_and_cell_errors() {
     let ds = data::open(&p).unwrap();
     assert_eq!((ds.labels().unwrap(), ds.sample_shape().unwrap()), (vec![1, 0], vec![2]), "no header: last column");
     let by_index =
-        DataSpec { csv: CsvOptions { label_column: Some("0".into()), header: Some(false) }, ..Default::default() };
+        DataSpec { csv: CsvOptions { label_column: Some("1".into()), header: Some(false) }, ..Default::default() };
     assert!(err(data::open_with(&p, &by_index)).contains("`0.1` is not an integer class id"));
 
     std::fs::write(&p, "x1,x2,label\n1,2,0\n3,oops,1\n").unwrap();
@@ -178,6 +178,10 @@ fn csv_header_label_column_and_cell_errors() {
     std::fs::write(&p, "x1,label\n1,0\nnan,1\n").unwrap();
     let e = err(data::open(&p));
     assert!(e.contains("line 3") && e.contains("not a finite number"), "{e}");
+    std::fs::write(&p, "1,0\n2,x\n").unwrap();
+    assert_eq!(err(data::open(&p)), format!("{}: line 2, column 2: `x` is not a number", p.display()));
+    let past = DataSpec { csv: CsvOptions { label_column: Some("3".into()), header: None }, ..Default::default() };
+    assert!(err(data::open_with(&p, &past)).contains("label column 3: columns count from 1 to 2"));
     std::fs::write(&p, "x1,label\n1,0\n2\n").unwrap();
     assert!(err(data::open(&p)).contains("t.csv"));
     let spec =

@@ -175,7 +175,10 @@ fn a_stalled_server_hits_the_read_timeout_in_bounded_time() {
     assert!(e.contains("no response within 0.3s (read timeout)"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
     let reqs = s.requests();
-    assert_eq!(reqs.iter().filter(|r| r.path == "/slow-body.bin").nth(1).and_then(|r| r.header("range")), Some("bytes=1000-"));
+    assert_eq!(
+        reqs.iter().filter(|r| r.path == "/slow-body.bin").nth(1).and_then(|r| r.header("range")),
+        Some("bytes=1000-")
+    );
 }
 
 #[test]
@@ -191,7 +194,9 @@ fn a_hub_redirect_to_a_cdn_is_followed_and_checked_against_the_linked_etag() {
             "/acme/digits/resolve/main/onnx/model.onnx" => {
                 Reply::redirect(&cdn).header("x-linked-etag", &format!("\"{digest}\""))
             }
-            "/acme/digits/resolve/v2/onnx/model.onnx" => Reply::redirect(&cdn).header("x-linked-etag", &format!("\"{}\"", "0".repeat(64))),
+            "/acme/digits/resolve/v2/onnx/model.onnx" => {
+                Reply::redirect(&cdn).header("x-linked-etag", &format!("\"{}\"", "0".repeat(64)))
+            }
             p if p.starts_with("/cdn/blob") => Reply::file(req, &b).header("etag", "\"d41d8cd98f00b204\""),
             _ => Reply::status(404),
         }
@@ -220,7 +225,11 @@ fn a_bearer_token_reaches_the_server_and_never_an_error_message() {
         _ => Reply::status(500),
     });
     let dir = tempfile::tempdir().unwrap();
-    let o = FetchOptions { token: Some(Secret::new(secret)), hf_token: Some(Secret::new("hf-not-for-you")), ..opts(dir.path()) };
+    let o = FetchOptions {
+        token: Some(Secret::new(secret)),
+        hf_token: Some(Secret::new("hf-not-for-you")),
+        ..opts(dir.path())
+    };
     let errors = [get(&s.url("/denied.onnx"), &o).unwrap_err(), get(&s.url("/broken.onnx"), &o).unwrap_err()];
     assert!(errors[0].to_string().contains("HTTP 401") && errors[0].to_string().contains("refused"), "{}", errors[0]);
     for e in &errors {
@@ -272,7 +281,8 @@ fn external_data_files_come_with_a_remote_model() {
     let (path, siblings) = fetch::fetch_model(&s.url("/m/model.onnx"), &o, None, &mut |_, _| {}).unwrap();
     assert_eq!(siblings.len(), 10);
     assert!(siblings.iter().all(|p| p.parent() == path.parent()));
-    let (remote, local) = (OnnxModel::load(&path).unwrap(), OnnxModel::load(fixtures("external/per_tensor/model.onnx")).unwrap());
+    let (remote, local) =
+        (OnnxModel::load(&path).unwrap(), OnnxModel::load(fixtures("external/per_tensor/model.onnx")).unwrap());
     for (a, b) in remote.graph().initializer.iter().zip(&local.graph().initializer) {
         assert_eq!(remote.tensor(a).unwrap().bytes, local.tensor(b).unwrap().bytes, "{}", a.name());
     }
@@ -322,7 +332,10 @@ fn semu_inspects_and_runs_models_given_by_url() {
     let inputs = serve_dir(data.path().to_path_buf());
     let input = format!("input={}", inputs.url("/m/x.npy"));
     let out = dir.path().join("out");
-    let o = semu(&["run", &url, "--input", &input, "--output-dir", out.to_str().unwrap(), "--device", "cpu", "--allow-http"], dir.path());
+    let o = semu(
+        &["run", &url, "--input", &input, "--output-dir", out.to_str().unwrap(), "--device", "cpu", "--allow-http"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(tch::Tensor::read_npy(out.join("logits.npy")).unwrap().size(), vec![4, 10]);
 }

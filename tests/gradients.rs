@@ -128,7 +128,7 @@ proptest! {
         // C broadcasts to [M, N] in every shape ONNX allows (or is absent).
         let cdims = [None, Some(vec![n]), Some(vec![m, n]), Some(vec![1, n]), Some(vec![m, 1]), Some(vec![])];
         if let Some(d) = &cdims[cshape] {
-            let cv = c.g.val(&d);
+            let cv = c.g.val(d);
             c.param(cv);
         }
         c.check()?;

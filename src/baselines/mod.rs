@@ -14,7 +14,7 @@ use crate::onnx::{DType, OnnxModel};
 use crate::semu::gradient::forget_gradient;
 use crate::semu::train::{overrides, EpochStats};
 use crate::semu::unlearn::{LayerReport, Timings};
-use crate::semu::{unlearn, Observer, SemuConfig};
+use crate::semu::{unlearn, Adapter, Observer, SemuConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -109,7 +109,8 @@ pub struct Outcome {
     pub classifier: Classifier,
     /// Final values (detached, on the run's device) of the tensors the method trained or reset.
     pub weights: HashMap<String, Tensor>,
-    /// SEMU only: the adapted layers and those with a zero gradient.
+    /// SEMU only: the trained adapters, the adapted layers and those with a zero gradient.
+    pub adapters: Vec<Adapter>,
     pub layers: Vec<LayerReport>,
     pub skipped_zero_gradient: Vec<String>,
     /// Trained parameters: Σ k² for SEMU, the mask's size for SalUn, every trainable element
@@ -164,6 +165,7 @@ pub fn run(
             method,
             classifier: u.classifier,
             weights,
+            adapters: u.adapters,
             layers: u.layers,
             skipped_zero_gradient: u.skipped_zero_gradient,
             trainable: u.trainable,
@@ -275,6 +277,7 @@ pub fn run(
         method,
         classifier: clf,
         weights,
+        adapters: Vec::new(),
         layers: Vec::new(),
         skipped_zero_gradient: Vec::new(),
         trainable,

@@ -97,6 +97,8 @@ pub struct SweepResult {
 pub enum Progress<'a> {
     Start { index: usize, total: usize, run: &'a RunConfig },
     Done { index: usize, total: usize, result: &'a RunResult, cached: bool },
+    /// The reference is known (before the first grid run starts).
+    Reference(&'a Reference),
 }
 
 struct Inputs {
@@ -172,6 +174,7 @@ pub fn run_sweep(spec: &SweepSpec, progress: &mut dyn FnMut(Progress)) -> Result
             Reference { source: format!("retrain run {}", res.key), scores: res.scores }
         }
     };
+    progress(Progress::Reference(&reference));
     let mut results = Vec::with_capacity(total);
     for (i, r) in runs.iter().enumerate() {
         progress(Progress::Start { index: i + 1, total, run: r });

@@ -3,11 +3,13 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod config;
 mod eval;
 mod fetch;
 mod inspect;
 mod progress;
 mod run;
+mod sweep;
 mod unlearn;
 mod verify;
 
@@ -64,6 +66,7 @@ enum Cmd {
     Eval(eval::Args),
     Fetch(fetch::Args),
     Verify(verify::Args),
+    Sweep(sweep::Args),
 }
 
 /// An error that carries its exit code.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Cmd::Eval(a) => eval::run(a),
         Cmd::Fetch(a) => fetch::run(a),
         Cmd::Verify(a) => verify::run(a),
+        Cmd::Sweep(a) => sweep::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

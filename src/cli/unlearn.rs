@@ -6,9 +6,8 @@ use semu::engine::{device_name, parse_device};
 use semu::export::folded_weights;
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
-use semu::semu::optim::OptimizerKind;
 use semu::semu::train::overrides;
-use semu::semu::{unlearn, Parity, SemuConfig, Unlearned};
+use semu::semu::{unlearn, Unlearned};
 use semu::verify::gate::{self, Probe};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,44 +35,15 @@ pub struct Args {
     /// Test data: accuracy before/after is reported (per forgotten class when it is one class).
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Weight of the retain loss.
-    #[arg(long, default_value_t = 1.0)]
-    alpha: f64,
-    /// Explained-variance threshold that picks each layer's rank.
-    #[arg(long, default_value_t = 0.9)]
-    gamma: f64,
-    #[arg(long, default_value_t = 10)]
-    epochs: usize,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
-    optimizer: OptimizerKind,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
-    /// Do not project the gradient orthogonally to the weight.
-    #[arg(long)]
-    no_projection: bool,
-    /// `reference` reproduces the authors' code where it differs from the paper (SEMU.md).
-    #[arg(long, value_enum, default_value_t = Parity::Paper)]
-    parity: Parity,
-    /// Adapt only weights whose name matches (glob) or of this kind (conv, gemm, matmul).
-    #[arg(long = "layers", value_name = "GLOB")]
-    layers: Vec<String>,
-    /// Stop when (UA+RA)/2 (UA alone without remaining data) stops improving.
-    #[arg(long)]
-    early_exit: bool,
-    /// auto | cpu | cuda | cuda:N
-    #[arg(long, default_value = "auto")]
-    device: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    hp: super::config::SemuFlags,
     /// Write the full report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write a report folder: report.json, report.md and plots (PNG + SVG) of the spectra,
+    /// training curves and |ΔW| (files of the same names in it are replaced).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
     /// The model's input, when it has several.
     #[arg(long)]
     input_name: Option<String>,
@@ -87,30 +57,11 @@ pub struct Args {
     remote: super::fetch::RemoteArgs,
 }
 
-fn config(a: &Args) -> SemuConfig {
-    SemuConfig {
-        alpha: if a.retain.is_some() { a.alpha } else { 0.0 },
-        gamma: a.gamma,
-        epochs: a.epochs,
-        lr: a.lr,
-        batch_size: a.batch_size,
-        optimizer: a.optimizer,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
-        projection: !a.no_projection,
-        parity: a.parity,
-        layers: a.layers.clone(),
-        early_exit: a.early_exit,
-        seed: a.seed,
-        record_batches: false,
-    }
-}
-
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
-    let cfg = config(&a);
+    let (cfg, device) = a.hp.resolve(a.retain.is_some()).map_err(|e| Exit { code: 2, err: e })?;
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
-    let device = parse_device(&a.device)?;
-    tch::manual_seed(a.seed as i64);
+    let device = parse_device(&device)?;
+    tch::manual_seed(cfg.seed as i64);
     let model_arg = a.model.display().to_string();
     a.model = a.remote.model(&a.model)?;
     a.forget = a.remote.file(&a.forget)?;
@@ -171,6 +122,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         classes: u.classes,
         layers: u.layers.clone(),
         skipped_zero_gradient: u.skipped_zero_gradient.clone(),
+        diagnostics: semu::report::diagnostics(&u.adapters)?,
         total_parameters: u.total_parameters,
         trainable_parameters: u.trainable,
         trainable_share: u.trainable as f64 / u.total_parameters.max(1) as f64,
@@ -197,6 +149,10 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         let json = serde_json::to_string_pretty(&report)?;
         write_atomic(p, json.as_bytes()).with_context(|| format!("writing the report {}", p.display()))?;
         println!("report      {}", p.display());
+    }
+    if let Some(d) = &a.report_dir {
+        semu::report::write_dir(&report, d).with_context(|| format!("writing the report folder {}", d.display()))?;
+        println!("report dir  {}", d.display());
     }
     if let Some(v) = verification.filter(|v| !v.passed) {
         let why = v.failure().unwrap_or_default();

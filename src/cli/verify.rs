@@ -11,10 +11,12 @@ use std::path::PathBuf;
 
 /// Compare two models' outputs on data, with the engine and with ONNX Runtime.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  semu verify fixtures/digits/model.onnx digits-forgot3.onnx --data fixtures/digits/test.npz\n  \
+#[command(
+    after_help = "Example:\n  semu verify fixtures/digits/model.onnx digits-forgot3.onnx --data fixtures/digits/test.npz\n  \
 semu verify model.onnx exported.onnx --data test.npz --tolerance 1e-5   # exit 3 if they differ\n\n\
 Prints, per output, the max absolute/relative difference of B against A in each runtime, the\n\
-engine against ONNX Runtime for each model, and how often the top-1 class agrees.")]
+engine against ONNX Runtime for each model, and how often the top-1 class agrees."
+)]
 pub struct Args {
     /// The reference model.
     a: PathBuf,
@@ -35,11 +37,13 @@ pub struct Args {
 }
 
 fn outputs_engine(m: &OnnxModel, x: &tch::Tensor, dev: tch::Device) -> anyhow::Result<Vec<(String, TensorData)>> {
-    let plan = semu::engine::Plan::new(m, &semu::engine::Registry::standard(), &semu::engine::PlanOptions {
-        device: dev,
-        ..Default::default()
-    })?;
-    let input = plan.inputs().first().ok_or_else(|| anyhow!("{}: the model has no input", m.path.display()))?.name.clone();
+    let plan = semu::engine::Plan::new(
+        m,
+        &semu::engine::Registry::standard(),
+        &semu::engine::PlanOptions { device: dev, ..Default::default() },
+    )?;
+    let input =
+        plan.inputs().first().ok_or_else(|| anyhow!("{}: the model has no input", m.path.display()))?.name.clone();
     let _g = tch::no_grad_guard();
     let outs = plan.run(&std::collections::HashMap::from([(input, x.shallow_clone())]))?;
     plan.output_names()
@@ -84,7 +88,11 @@ pub fn run(a: Args) -> CmdResult {
     }
     let (ta, tb) = (top1(&oa)?, top1(&ob)?);
     let agree = ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
-    println!("top-1 agreement (onnxruntime): {agree}/{} ({:.2}%)", ta.len(), 100.0 * agree as f64 / ta.len().max(1) as f64);
+    println!(
+        "top-1 agreement (onnxruntime): {agree}/{} ({:.2}%)",
+        ta.len(),
+        100.0 * agree as f64 / ta.len().max(1) as f64
+    );
     let runtimes_ok = rows[2].1.passed() && rows[3].1.passed();
     if !runtimes_ok {
         return Err(Exit { code: 3, err: anyhow!("the engine and ONNX Runtime disagree on one of the models") });

@@ -8,8 +8,8 @@ use tch::Tensor;
 /// How to read a CSV file.
 #[derive(Debug, Clone, Default)]
 pub struct CsvOptions {
-    /// The label column: a header name, or a 0-based column number. Default: the column named
-    /// `label`, `target`, `class` or `y` (any case), else the last one.
+    /// The label column: a header name, or a column number counted from 1 (as in messages).
+    /// Default: the column named `label`, `target`, `class` or `y` (any case), else the last one.
     pub label_column: Option<String>,
     /// Whether the first row names the columns. Default: it does when any of its cells is not a
     /// number.
@@ -42,11 +42,8 @@ impl CsvDataset {
             return Err(Error::msg(format!("{file}: holds no samples (the file is empty)")));
         };
         let header = opt.header.unwrap_or_else(|| first.iter().any(|c| !c.is_empty() && c.parse::<f64>().is_err()));
-        let names: Vec<String> = if header {
-            first.iter().map(str::to_string).collect()
-        } else {
-            (0..first.len()).map(|i| format!("column {i}")).collect()
-        };
+        let names: Vec<String> =
+            if header { first.iter().map(str::to_string).collect() } else { vec![String::new(); first.len()] };
         let body = if header { &rows[1..] } else { &rows[..] };
         let label =
             label_index(&names, header, opt.label_column.as_deref()).map_err(|e| Error::msg(format!("{file}: {e}")))?;
@@ -56,7 +53,10 @@ impl CsvDataset {
         let (mut x, mut y, mut lines) = (Vec::new(), Vec::new(), Vec::new());
         for (line, rec) in body {
             for (c, cell) in rec.iter().enumerate() {
-                let at = || format!("{file}: line {line}, column {} (`{}`)", c + 1, names[c]);
+                let at = || match names[c].as_str() {
+                    "" => format!("{file}: line {line}, column {}", c + 1),
+                    name => format!("{file}: line {line}, column {} (`{name}`)", c + 1),
+                };
                 let v: f64 = match cell.parse() {
                     Ok(v) if f64::is_finite(v) => v,
                     Ok(_) => return Err(Error::msg(format!("{}: `{cell}` is not a finite number", at()))),
@@ -78,6 +78,8 @@ impl CsvDataset {
         }
         let xt = Tensor::f_from_slice(&x)?.f_view([y.len() as i64, names.len() as i64 - 1])?;
         let inner = NpzDataset::from_tensors(file.to_string(), xt, Tensor::f_from_slice(&y)?)?;
+        let names: Vec<String> =
+            names.into_iter().enumerate().map(|(i, n)| if header { n } else { format!("column {}", i + 1) }).collect();
         let label_name = names[label].clone();
         let features = names.into_iter().enumerate().filter(|&(i, _)| i != label).map(|(_, n)| n).collect();
         Ok(CsvDataset { inner, lines, features, label: label_name })
@@ -105,11 +107,11 @@ fn label_index(names: &[String], header: bool, want: Option<&str>) -> Result<usi
         return Ok(i);
     }
     match want.parse::<usize>() {
-        Ok(i) if i < names.len() => Ok(i),
-        Ok(i) => Err(Error::msg(format!("label column {i} is past the last column ({})", names.len() - 1))),
+        Ok(i) if (1..=names.len()).contains(&i) => Ok(i - 1),
+        Ok(i) => Err(Error::msg(format!("label column {i}: columns count from 1 to {}", names.len()))),
         Err(_) if header => Err(Error::msg(format!("no column named `{want}` (columns: {})", names.join(", ")))),
         Err(_) => Err(Error::msg(format!(
-            "label column `{want}`: the file has no header row, give the column number (0-based)"
+            "label column `{want}`: the file has no header row, give the column number (from 1)"
         ))),
     }
 }

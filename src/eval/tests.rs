@@ -101,7 +101,7 @@ fn unusable_inputs_are_named_errors() {
     let o = EvalOptions::default();
     let err = evaluate_tables(split(&a, &ay), split(&a, &ay), split(&two, &[0]), &o).unwrap_err().to_string();
     assert!(err.contains("class count"), "{err}");
-    let empty = table(&[], 0.9);
+    let empty = ProbTable::new(3, vec![]).unwrap();
     let err = evaluate_tables(split(&a, &ay), split(&a, &ay), split(&empty, &[]), &o).unwrap_err().to_string();
     assert!(err.contains("D_t is empty"), "{err}");
     let only = EvalOptions { forget_classes: Some(vec![0, 1]), ..Default::default() };

@@ -80,7 +80,8 @@ impl<'a> Session<'a> {
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(why)) => {
                     if attempt < attempts {
-                        let wait = self.opts.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
+                        let wait =
+                            self.opts.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
                         tracing::warn!("{}: {why}; retrying in {:.1}s", redact(url), wait.as_secs_f64());
                         std::thread::sleep(wait);
                     }
@@ -119,7 +120,8 @@ impl<'a> Session<'a> {
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         let (mut resp, linked) = self.send(url, have, expect)?;
         // Created only once the server answers, so a 404 leaves nothing behind.
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&part).map_err(io)?;
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&part).map_err(io)?;
         let headers = resp.headers().clone();
         let total_of = |h: &HeaderMap| h.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(content_range);
         let (start, total) = match resp.status() {
@@ -127,11 +129,14 @@ impl<'a> Session<'a> {
                 Some((s, t)) if s == have => (s, t),
                 other => {
                     file.set_len(0).map_err(io)?;
-                    return Err(Failure::Retry(format!("the server resumed at {other:?}, not at byte {have}; restarting")));
+                    return Err(Failure::Retry(format!(
+                        "the server resumed at {other:?}, not at byte {have}; restarting"
+                    )));
                 }
             },
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                let complete = headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()) == Some(&format!("bytes */{have}"));
+                let complete =
+                    headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()) == Some(&format!("bytes */{have}"));
                 if complete {
                     return self.finish(url, &part, dest, file, expect, None);
                 }
@@ -141,9 +146,9 @@ impl<'a> Session<'a> {
             _ => (0, resp.content_length()),
         };
         if expect.sha256.is_none() {
-            expect.sha256 = linked.map(|h| (h, "the hub's X-Linked-Etag")).or_else(|| {
-                headers.get(ETAG).and_then(etag_sha256).map(|h| (h, "the server's ETag"))
-            });
+            expect.sha256 = linked
+                .map(|h| (h, "the hub's X-Linked-Etag"))
+                .or_else(|| headers.get(ETAG).and_then(etag_sha256).map(|h| (h, "the server's ETag")));
         }
         if expect.validator.is_none() {
             expect.validator = headers.get(ETAG).filter(|v| !v.as_bytes().starts_with(b"W/")).cloned();
@@ -167,7 +172,10 @@ impl<'a> Session<'a> {
                 Err(e) => {
                     file.flush().map_err(io)?;
                     return Err(Failure::Retry(if is_timeout(&e) {
-                        format!("the download stalled at byte {done}: no data for {:.1}s (read timeout)", secs(self.opts.read_timeout))
+                        format!(
+                            "the download stalled at byte {done}: no data for {:.1}s (read timeout)",
+                            secs(self.opts.read_timeout)
+                        )
                     } else {
                         format!("the connection broke at byte {done}: {}", chain(&e))
                     }));
@@ -185,7 +193,15 @@ impl<'a> Session<'a> {
     }
 
     /// Checks the digest (a mismatching file is deleted and never used), then renames atomically.
-    fn finish(&self, url: &Url, part: &Path, dest: &Path, file: File, expect: &Expect, got: Option<String>) -> Result<(), Failure> {
+    fn finish(
+        &self,
+        url: &Url,
+        part: &Path,
+        dest: &Path,
+        file: File,
+        expect: &Expect,
+        got: Option<String>,
+    ) -> Result<(), Failure> {
         let io = |e| Failure::Fatal(Error::io(part, e));
         file.sync_all().map_err(io)?;
         drop(file);
@@ -221,7 +237,9 @@ impl<'a> Session<'a> {
             }
             if let Some(tok) = self.token_for(url, &cur) {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", tok.expose())).map_err(|_| {
-                    Failure::Fatal(Error::msg("the token (SEMU_TOKEN / HF_TOKEN) has characters not allowed in an HTTP header"))
+                    Failure::Fatal(Error::msg(
+                        "the token (SEMU_TOKEN / HF_TOKEN) has characters not allowed in an HTTP header",
+                    ))
                 })?;
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
@@ -271,7 +289,10 @@ impl<'a> Session<'a> {
             return Failure::Fatal(Error::msg(format!("{u}: {}", describe(e))));
         }
         if e.is_connect() && e.is_timeout() {
-            return Failure::Retry(format!("could not connect within {:.1}s (connect timeout)", secs(self.opts.connect_timeout)));
+            return Failure::Retry(format!(
+                "could not connect within {:.1}s (connect timeout)",
+                secs(self.opts.connect_timeout)
+            ));
         }
         if e.is_timeout() {
             return Failure::Retry(format!("no response within {:.1}s (read timeout)", secs(self.opts.read_timeout)));
@@ -338,7 +359,9 @@ fn is_timeout(e: &std::io::Error) -> bool {
 fn tls_error(e: &reqwest::Error) -> bool {
     let mut src: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = src {
-        if s.is::<rustls::Error>() || s.downcast_ref::<std::io::Error>().and_then(|i| i.get_ref()).is_some_and(|i| i.is::<rustls::Error>()) {
+        if s.is::<rustls::Error>()
+            || s.downcast_ref::<std::io::Error>().and_then(|i| i.get_ref()).is_some_and(|i| i.is::<rustls::Error>())
+        {
             return true;
         }
         src = s.source();

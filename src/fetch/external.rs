@@ -41,9 +41,9 @@ pub fn fetch_external_data(
         let dest = external_path(&model_dir, loc)?;
         let url = sibling_url(model_url, loc)?;
         check_scheme(&url, opts)?;
-        session.get(&url, &dest, None, progress).map_err(|e| {
-            Error::msg(format!("external data '{loc}' of {}: {e}", redact(model_url)))
-        })?;
+        session
+            .get(&url, &dest, None, progress)
+            .map_err(|e| Error::msg(format!("external data '{loc}' of {}: {e}", redact(model_url))))?;
         out.push(dest);
     }
     Ok(out)
@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn siblings_sit_beside_the_model_url() {
         let m = Url::parse("https://h/o/r/resolve/main/onnx/model.onnx?x=1").unwrap();
-        assert_eq!(sibling_url(&m, "model.onnx.data").unwrap().as_str(), "https://h/o/r/resolve/main/onnx/model.onnx.data?x=1");
+        assert_eq!(
+            sibling_url(&m, "model.onnx.data").unwrap().as_str(),
+            "https://h/o/r/resolve/main/onnx/model.onnx.data?x=1"
+        );
         assert_eq!(sibling_url(&m, "w/a b#1").unwrap().as_str(), "https://h/o/r/resolve/main/onnx/w/a%20b%231?x=1");
         for bad in ["../x", "a/../../x", "", "a\\b"] {
             assert!(sibling_url(&m, bad).is_err(), "{bad}");

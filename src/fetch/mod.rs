@@ -87,7 +87,8 @@ impl FetchOptions {
         Ok(FetchOptions {
             cache_dir,
             allow_http: false,
-            offline: var("SEMU_OFFLINE").is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no")),
+            offline: var("SEMU_OFFLINE")
+                .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no")),
             hf_endpoint: var("SEMU_HF_ENDPOINT").unwrap_or_else(|| DEFAULT_HF_ENDPOINT.to_string()),
             token: var("SEMU_TOKEN").map(Secret),
             hf_token: var("HF_TOKEN").map(Secret),

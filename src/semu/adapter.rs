@@ -79,6 +79,11 @@ impl Adapter {
     pub fn original(&self) -> &Tensor {
         &self.w
     }
+
+    /// The fixed bases `(U_k, V_k)` of `U R Vᵀ` (for the unlearning patch, `crate::patch`).
+    pub fn bases(&self) -> (&Tensor, &Tensor) {
+        (&self.u, &self.v)
+    }
 }
 
 #[cfg(test)]

@@ -218,10 +218,10 @@ impl Case {
     pub fn describe(&self) -> String {
         let mut s = format!("{} (opset {})", self.op, self.opset);
         for a in &self.attrs {
-            let v = match AttributeType::try_from(a.r#type()).ok() {
-                Some(AttributeType::Int) => a.i().to_string(),
-                Some(AttributeType::Float) => a.f().to_string(),
-                Some(AttributeType::String) => String::from_utf8_lossy(a.s()).into_owned(),
+            let v = match a.r#type() {
+                AttributeType::Int => a.i().to_string(),
+                AttributeType::Float => a.f().to_string(),
+                AttributeType::String => String::from_utf8_lossy(a.s()).into_owned(),
                 _ => format!("{:?}", a.ints),
             };
             let _ = write!(s, " {}={v}", a.name());

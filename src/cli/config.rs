@@ -1,0 +1,100 @@
+//! SEMU settings from `--config FILE.toml` and flags: defaults, then the file, then the flags
+//! given on the command line (each flag overrides). The report embeds the effective result.
+use anyhow::Context;
+use semu::semu::optim::OptimizerKind;
+use semu::semu::{Parity, SemuConfig};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct SemuFlags {
+    /// Every setting below (and `device`) from a TOML file; flags given here override it.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Weight of the retain loss [default: 1.0; 0 without --retain].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Explained-variance threshold that picks each layer's rank [default: 0.9].
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// [default: 10]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// [default: 0.01]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// [default: 256]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// [default: sgd]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// [default: 0.9]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// [default: 5e-4]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Do not project the gradient orthogonally to the weight.
+    #[arg(long)]
+    pub no_projection: bool,
+    /// `reference` reproduces the authors' code where it differs from the paper (SEMU.md) [default: paper].
+    #[arg(long, value_enum)]
+    pub parity: Option<Parity>,
+    /// Adapt only weights whose name matches (glob) or of this kind (conv, gemm, matmul).
+    #[arg(long = "layers", value_name = "GLOB")]
+    pub layers: Vec<String>,
+    /// Stop when (UA+RA)/2 (UA alone without remaining data) stops improving.
+    #[arg(long)]
+    pub early_exit: bool,
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto | cpu | cuda | cuda:N [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// The file's shape: SemuConfig's fields plus `device`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(flatten)]
+    semu: SemuConfig,
+    device: Option<String>,
+}
+
+impl SemuFlags {
+    /// The effective settings and device string. `has_retain` decides α's default (0 without
+    /// remaining data: SEMU then runs on the forget set alone).
+    pub fn resolve(&self, has_retain: bool) -> anyhow::Result<(SemuConfig, String)> {
+        let (mut c, mut device) = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let f: FileConfig =
+                    toml::from_str(&text).with_context(|| format!("{}: invalid config", p.display()))?;
+                (f.semu, f.device)
+            }
+            None => (SemuConfig::default(), None),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        over!(alpha, gamma, epochs, lr, batch_size, optimizer, momentum, weight_decay, parity, seed);
+        if self.no_projection {
+            c.projection = false;
+        }
+        if self.early_exit {
+            c.early_exit = true;
+        }
+        if !self.layers.is_empty() {
+            c.layers = self.layers.clone();
+        }
+        if self.device.is_some() {
+            device = self.device.clone();
+        }
+        if !has_retain {
+            c.alpha = 0.0;
+        }
+        Ok((c, device.unwrap_or_else(|| "auto".into())))
+    }
+}

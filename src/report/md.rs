@@ -1,0 +1,187 @@
+//! report.md: the run at a glance — settings, per-layer ranks, accuracy before/after,
+//! verification, timings — with links to the plots and to report.json for everything else.
+use super::plots::Figure;
+use super::{Accuracy, UnlearnReport};
+use std::fmt::Write;
+
+/// A table cell: pipes escaped, newlines flattened.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn code(s: &str) -> String {
+    format!("`{}`", cell(s).replace('`', "'"))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(out, "| {} |", head.join(" | "));
+    let _ = writeln!(out, "|{}", head.iter().map(|_| "---|").collect::<String>());
+    for r in rows {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
+    }
+    out.push('\n');
+}
+
+fn acc_row(what: &str, a: &Accuracy) -> Vec<String> {
+    let change = 100.0 * (a.after - a.before);
+    vec![what.into(), pct(a.before), pct(a.after), format!("{change:+.2} pp")]
+}
+
+/// The Markdown summary; `figures` are linked by their file names in the same folder.
+pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# SEMU unlearning report\n");
+    let verdict = match &r.verification {
+        None => "not verified (--no-verify)",
+        Some(v) if v.passed => "verified by ONNX Runtime",
+        Some(_) => "FAILED verification (nothing written)",
+    };
+    let _ = writeln!(
+        o,
+        "Model {} → {}: {verdict}. semu {}, method `{}`, device `{}`. Full data: [report.json](report.json).\n",
+        code(&r.model),
+        r.output.as_deref().map(code).unwrap_or_else(|| "no output".into()),
+        r.semu_version,
+        r.method,
+        r.device
+    );
+
+    let _ = writeln!(o, "## Settings\n");
+    let mut rows = vec![
+        vec!["remaining data".into(), if r.used_retain_data { "used (α > 0 applies)" } else { "none (α = 0)" }.into()],
+        vec!["classes".into(), r.classes.to_string()],
+    ];
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&r.settings) {
+        rows.extend(m.iter().map(|(k, v)| vec![k.clone(), cell(&v.to_string())]));
+    }
+    table(&mut o, &["setting", "value"], &rows);
+
+    let _ = writeln!(o, "## Adapted layers\n");
+    let _ = writeln!(
+        o,
+        "{} layer(s) adapted; {} trainable parameters = {:.4}% of {}; {} weights touched when folded.\n",
+        r.layers.len(),
+        r.trainable_parameters,
+        100.0 * r.trainable_share,
+        r.total_parameters,
+        r.weights_touched
+    );
+    let rows: Vec<Vec<String>> = r
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                code(&l.name),
+                l.kind.clone(),
+                format!("{:?}", l.shape),
+                l.k.to_string(),
+                l.trainable.to_string(),
+                format!("{:.4}%", 100.0 * l.share_of_parameters),
+                format!("{:.3}", l.explained_variance),
+                format!("{:.3e}", l.max_abs_change),
+            ]
+        })
+        .collect();
+    let head = ["layer", "kind", "shape", "k", "trainable", "share", "explained variance", "max \\|ΔW\\|"];
+    table(&mut o, &head, &rows);
+    if !r.skipped_zero_gradient.is_empty() {
+        let names: Vec<String> = r.skipped_zero_gradient.iter().map(|n| code(n)).collect();
+        let _ = writeln!(o, "Not adapted (zero forget gradient): {}.\n", names.join(", "));
+    }
+
+    let _ = writeln!(o, "## Accuracy before and after\n");
+    let mut rows = vec![acc_row("forget data", &r.forget_accuracy)];
+    if let Some(a) = &r.retain_accuracy {
+        rows.push(acc_row("retain data", a));
+    }
+    if let Some(t) = &r.test_accuracy {
+        if let (Some(c), Some(a)) = (t.forget_class, &t.on_forget_class) {
+            rows.push(acc_row(&format!("test, class {c}"), a));
+        }
+        if let Some(a) = &t.on_other_classes {
+            rows.push(acc_row("test, other classes", a));
+        }
+        rows.push(acc_row("test, all", &t.all));
+    }
+    table(&mut o, &["data", "before", "after", "change"], &rows);
+
+    if !r.epochs.is_empty() {
+        let _ = writeln!(o, "## Epochs\n");
+        let rows: Vec<Vec<String>> = r
+            .epochs
+            .iter()
+            .map(|e| {
+                let ra = e.retain_acc.map(pct).unwrap_or_else(|| "–".into());
+                vec![e.epoch.to_string(), format!("{:.4}", e.loss), pct(e.forget_acc), ra, format!("{:.2}", e.seconds)]
+            })
+            .collect();
+        table(&mut o, &["epoch", "loss", "forget acc", "retain acc", "seconds"], &rows);
+    }
+
+    let _ = writeln!(o, "## Verification\n");
+    match &r.verification {
+        None => {
+            let _ = writeln!(o, "Skipped (--no-verify): the output was not checked.\n");
+        }
+        Some(v) => {
+            let _ = writeln!(o, "Tolerance: {}. Result: **{}**.\n", cell(&v.tolerance.to_string()), if v.passed { "passed" } else { "FAILED" });
+            let rows: Vec<Vec<String>> = v
+                .rows
+                .iter()
+                .map(|g| {
+                    vec![
+                        cell(&g.probe),
+                        cell(&g.runtime),
+                        cell(&g.reference),
+                        format!("{:.2e}", g.max_abs),
+                        format!("{:.2e}", g.max_rel),
+                        if g.passed { "ok" } else { "**FAIL**" }.into(),
+                    ]
+                })
+                .collect();
+            table(&mut o, &["probe", "runtime", "reference", "max abs", "max rel", "ok"], &rows);
+            for w in &v.warnings {
+                let _ = writeln!(o, "- warning: {}", cell(w));
+            }
+            if !v.warnings.is_empty() {
+                o.push('\n');
+            }
+        }
+    }
+
+    let _ = writeln!(o, "## Timings\n");
+    let t = &r.timings;
+    let phases = [
+        ("gradient", t.gradient),
+        ("SVD", t.svd),
+        ("training", t.training),
+        ("fold", t.fold),
+        ("export", t.export),
+        ("verify", t.verify),
+    ];
+    let total: f64 = phases.iter().map(|p| p.1).sum();
+    let mut rows: Vec<Vec<String>> = phases.iter().map(|(n, s)| vec![n.to_string(), format!("{s:.2}")]).collect();
+    rows.push(vec!["**total**".into(), format!("**{total:.2}**")]);
+    table(&mut o, &["phase", "seconds"], &rows);
+
+    if !figures.is_empty() {
+        let _ = writeln!(o, "## Plots\n");
+        for f in figures {
+            let _ = writeln!(o, "### {}\n\n![{0}]({1}.png)\n\n[SVG]({1}.svg)\n", f.title, f.stem);
+        }
+    }
+    let _ = writeln!(o, "## Files (SHA-256)\n");
+    let mut rows = vec![vec!["model".into(), code(&r.sha256.model)], vec!["forget data".into(), code(&r.sha256.forget)]];
+    if let Some(h) = &r.sha256.retain {
+        rows.push(vec!["retain data".into(), code(h)]);
+    }
+    if let Some(h) = &r.sha256.output {
+        rows.push(vec!["output".into(), code(h)]);
+    }
+    table(&mut o, &["file", "sha256"], &rows);
+    o
+}

@@ -1,0 +1,120 @@
+//! The run report: everything needed to audit or repeat an unlearning run, and the report
+//! folder (`--report-dir`): report.json, report.md and the plots as PNG and SVG.
+pub mod diagnostics;
+pub mod font;
+pub mod md;
+pub mod plots;
+
+pub use diagnostics::{diagnostics, LayerDiagnostics};
+
+use crate::error::Error;
+use crate::semu::train::EpochStats;
+use crate::semu::unlearn::{LayerReport, SemuConfig, Timings};
+use crate::verify::gate::GateReport;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    pub before: f64,
+    pub after: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hashes {
+    pub model: String,
+    pub forget: String,
+    pub retain: Option<String>,
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlearnReport {
+    pub semu_version: &'static str,
+    pub method: &'static str,
+    pub model: String,
+    pub output: Option<String>,
+    pub device: String,
+    pub settings: SemuConfig,
+    pub used_retain_data: bool,
+    pub classes: i64,
+    pub layers: Vec<LayerReport>,
+    pub skipped_zero_gradient: Vec<String>,
+    /// Per adapted layer: the head of the gradient's spectrum and a |ΔW| histogram (for plots).
+    pub diagnostics: Vec<LayerDiagnostics>,
+    pub total_parameters: i64,
+    pub trainable_parameters: i64,
+    pub trainable_share: f64,
+    /// Elements of the adapted weight tensors (every one of them may change when folded).
+    pub weights_touched: i64,
+    pub epochs: Vec<EpochStats>,
+    pub forget_accuracy: Accuracy,
+    pub retain_accuracy: Option<Accuracy>,
+    pub test_accuracy: Option<TestAccuracy>,
+    pub timings: Timings,
+    pub verification: Option<GateReport>,
+    pub verified: bool,
+    pub sha256: Hashes,
+}
+
+/// Test-set accuracy, split into the forgotten class and the others for class forgetting.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestAccuracy {
+    pub all: Accuracy,
+    pub forget_class: Option<i64>,
+    pub on_forget_class: Option<Accuracy>,
+    pub on_other_classes: Option<Accuracy>,
+}
+
+/// SHA-256 of a file, streamed, as lowercase hex.
+pub fn sha256_file(path: &Path) -> crate::Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| crate::Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `bytes` to a temporary file in the same folder, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut b = tempfile::Builder::new();
+    // Readable like any other output (a temporary file is owner-only by default).
+    #[cfg(unix)]
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Writes the report folder (created if needed; existing files of the same names are replaced):
+/// report.json, the plots (PNG and SVG) and report.md, which links to them. Returns the paths.
+pub fn write_dir(report: &UnlearnReport, dir: &Path) -> crate::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| -> crate::Result<()> {
+        let p = dir.join(name);
+        write_atomic(&p, bytes)?;
+        written.push(p);
+        Ok(())
+    };
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::msg(format!("report.json: {e}")))?;
+    put("report.json", json.as_bytes())?;
+    let figures = plots::figures(report)?;
+    for f in &figures {
+        put(&format!("{}.png", f.stem), &f.png)?;
+        put(&format!("{}.svg", f.stem), f.svg.as_bytes())?;
+    }
+    put("report.md", md::markdown(report, &figures).as_bytes())?;
+    Ok(written)
+}

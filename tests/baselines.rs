@@ -1,0 +1,188 @@
+//! The baselines on the digits fixture move what they should (GA forgets, FT keeps, retrain never
+//! predicts the forgotten class, SalUn stays inside its mask), every method's export passes the
+//! verification gate, and a sweep writes its tables and reuses its cache when restarted.
+use semu::baselines::spec::{Grid, Settings, SweepSpec};
+use semu::baselines::sweep::{probes, run_sweep, Progress};
+use semu::baselines::{run, table, BaselineSettings, Method, Outcome};
+use semu::data::{self, Dataset, NpzDataset, Subset};
+use semu::export::{changed_elements, weight_replacements};
+use semu::onnx::OnnxModel;
+use semu::semu::unlearn::Quiet;
+use semu::semu::SemuConfig;
+use semu::verify::gate;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+fn fx(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits").join(p)
+}
+
+fn open(p: &str) -> NpzDataset {
+    NpzDataset::open(&fx(p)).unwrap()
+}
+
+fn digits() -> OnnxModel {
+    OnnxModel::load(fx("model.onnx")).unwrap()
+}
+
+fn cfg(epochs: usize, lr: f64) -> SemuConfig {
+    SemuConfig { epochs, lr, ..Default::default() }
+}
+
+/// Runs `method` on class-3 forgetting (with the retain split when `retain`).
+fn class3(m: &OnnxModel, method: Method, retain: bool, c: &SemuConfig, b: &BaselineSettings) -> Outcome {
+    let (f, r) = (open("forget_class3.npz"), open("retain_class3.npz"));
+    let r: Option<&dyn Dataset> = if retain { Some(&r) } else { None };
+    run(m, &f, r, method, c, b, Device::Cpu, (None, None), &mut Quiet).unwrap()
+}
+
+/// Test accuracy on class 3 and on the other classes.
+fn test_split(o: &Outcome) -> (f64, f64) {
+    let t = open("test.npz");
+    let y = data::labels(&t).unwrap();
+    let part = |on: bool| Subset { inner: &t, idx: (0..y.len()).filter(|&i| (y[i] == 3) == on).collect() };
+    (o.accuracy(&part(true), 256).unwrap(), o.accuracy(&part(false), 256).unwrap())
+}
+
+/// Folds, stages and runs the verification gate on the export; returns the changed elements.
+fn export_and_verify(m: &OnnxModel, o: &Outcome) -> i64 {
+    let repl = weight_replacements(m, o.overrides()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let staged = m.stage(&dir.path().join("out.onnx"), &repl).unwrap();
+    let (f, t) = (open("forget_class3.npz"), open("test.npz"));
+    let probes = probes(o, &[&f, &t]).unwrap();
+    let tol = gate::tolerance_for(&probes[0].expected);
+    let report = gate::check(&staged.model_path(), &o.classifier.input, &o.classifier.output, &probes, tol).unwrap();
+    assert!(report.passed, "{:?}: {:?}", o.method, report.failure());
+    changed_elements(m, &repl).unwrap().0
+}
+
+#[test]
+fn ga_lowers_forget_accuracy() {
+    let m = digits();
+    let o = class3(&m, Method::Ga, false, &cfg(2, 1e-3), &Default::default());
+    let after = o.accuracy(&open("forget_class3.npz"), 256).unwrap();
+    assert!(o.forget_acc_before > 0.95, "the shipped model knows class 3");
+    assert!(after < o.forget_acc_before - 0.3, "GA: forget acc {} → {after}", o.forget_acc_before);
+    assert!(!o.used_retain_data);
+    export_and_verify(&m, &o);
+}
+
+#[test]
+fn ft_keeps_retain_accuracy_and_changes_every_weight() {
+    let m = digits();
+    let o = class3(&m, Method::Ft, true, &cfg(2, 1e-3), &Default::default());
+    let before = o.retain_acc_before.unwrap();
+    let after = o.accuracy(&open("retain_class3.npz"), 256).unwrap();
+    assert!(after >= before - 0.01, "FT: retain acc {before} → {after}");
+    let changed = export_and_verify(&m, &o);
+    assert!(changed as f64 > 0.95 * o.total_parameters as f64, "FT changed {changed} of {}", o.total_parameters);
+}
+
+#[test]
+fn retrain_never_predicts_the_forgotten_class() {
+    let m = digits();
+    let c = SemuConfig { batch_size: 64, ..cfg(12, 0.05) };
+    let o = class3(&m, Method::Retrain, true, &c, &Default::default());
+    let (class3_acc, others) = test_split(&o);
+    assert!(class3_acc <= 0.03, "retrain: class-3 test accuracy {class3_acc}");
+    assert!(others >= 0.85, "retrain: other classes' test accuracy {others}");
+    // Fresh weights, not the shipped ones: nearly every value differs.
+    let changed = export_and_verify(&m, &o);
+    assert!(changed as f64 > 0.99 * o.total_parameters as f64);
+    // Re-initialisation is seeded: the same run gives the same model.
+    let again = class3(&m, Method::Retrain, true, &SemuConfig { epochs: 1, ..c.clone() }, &Default::default());
+    let once = class3(&m, Method::Retrain, true, &SemuConfig { epochs: 1, ..c }, &Default::default());
+    for (n, t) in again.overrides() {
+        assert_eq!((t - &once.overrides()[n]).abs().max().double_value(&[]), 0.0, "{n}");
+    }
+}
+
+#[test]
+fn salun_changes_no_more_than_its_mask() {
+    let m = digits();
+    let b = BaselineSettings { mask_ratio: 0.2, ..Default::default() };
+    let o = class3(&m, Method::Salun, false, &cfg(2, 1e-2), &b);
+    let trainable: i64 = semu::baselines::find_params(&m).iter().map(|p| p.numel()).sum();
+    assert!((o.trainable as f64 - 0.2 * trainable as f64).abs() <= 1.0, "mask of {} of {trainable}", o.trainable);
+    let changed = export_and_verify(&m, &o);
+    assert!(changed > 0 && changed <= o.trainable, "SalUn changed {changed}, mask {}", o.trainable);
+    let after = o.accuracy(&open("forget_class3.npz"), 256).unwrap();
+    assert!(after < o.forget_acc_before, "SalUn: forget acc {} → {after}", o.forget_acc_before);
+}
+
+#[test]
+fn every_other_method_exports_through_the_gate() {
+    let m = digits();
+    for (method, retain) in [(Method::Rl, true), (Method::L1, true), (Method::Semu, false)] {
+        let o = class3(&m, method, retain, &SemuConfig { gamma: 0.6, ..cfg(1, 1e-3) }, &Default::default());
+        assert_eq!(o.method, method);
+        assert_eq!(o.used_retain_data, retain);
+        assert!(export_and_verify(&m, &o) > 0, "{method:?} changed nothing");
+    }
+    // ft without remaining data is a usage error naming the flag.
+    let f = open("forget_class3.npz");
+    let e = run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, (None, None), &mut Quiet);
+    assert!(e.err().unwrap().to_string().contains("--retain"));
+}
+
+fn tiny_sweep(out: &Path) -> SweepSpec {
+    let settings = Settings { epochs: Some(1), batch_size: Some(128), ..Default::default() };
+    SweepSpec {
+        model: fx("model.onnx"),
+        forget: fx("forget_class3.npz"),
+        retain: fx("retain_class3.npz"),
+        test: fx("test.npz"),
+        out: out.to_path_buf(),
+        retrained: None,
+        forget_class: vec![],
+        device: "cpu".into(),
+        seed: 0,
+        input_name: None,
+        output_name: None,
+        defaults: settings,
+        reference: Settings { epochs: Some(2), lr: Some(0.05), ..Default::default() },
+        grid: vec![Grid { methods: vec![Method::Ga, Method::Ft], lr: vec![1e-3], ..Default::default() }],
+    }
+}
+
+#[test]
+fn sweep_writes_the_tables_and_reuses_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_sweep(dir.path());
+    let mut log = Vec::new();
+    let mut record = |p: Progress| {
+        if let Progress::Done { index, result, cached, .. } = p {
+            log.push((index, result.key.clone(), cached));
+        }
+    };
+    let res = run_sweep(&spec, &mut record).unwrap();
+    assert_eq!(res.runs.len(), 2);
+    assert!(log.iter().all(|(_, _, cached)| !cached), "first pass computes: {log:?}");
+    let written = table::write_all(dir.path(), &res).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains("| GA |") && md.contains("| FT |") && md.contains("Avg. Gap"), "{md}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&written.json).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert!(json["runs"][0]["avg_gap"].as_f64().unwrap() >= 0.0);
+    assert_eq!(&std::fs::read(&written.scatter).unwrap()[1..4], b"PNG");
+    for r in &res.runs {
+        assert!(r.verified);
+        assert!(dir.path().join(r.model.as_ref().unwrap()).is_file());
+    }
+    let stamp = |k: &str| std::fs::metadata(dir.path().join("runs").join(k).join("result.json")).unwrap().modified().unwrap();
+    let stamps: Vec<_> = log.iter().map(|(_, k, _)| stamp(k)).collect();
+
+    // Restarted: every run (the reference included) comes from the cache, untouched.
+    let mut again = Vec::new();
+    let res2 = run_sweep(&spec, &mut |p: Progress| {
+        if let Progress::Done { result, cached, .. } = p {
+            again.push((result.key.clone(), cached));
+        }
+    })
+    .unwrap();
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|(_, cached)| *cached), "{again:?}");
+    assert_eq!(log.iter().map(|(_, k, _)| stamp(k)).collect::<Vec<_>>(), stamps);
+    assert_eq!(res2.runs[0].scores.ua, res.runs[0].scores.ua);
+}
