@@ -47,4 +47,23 @@ fn main() {
     )
     .unwrap_or_default();
     println!("cargo:rustc-env=SEMU_BUILD_ORT_DYLIB={ort}");
+    git_commit();
+}
+
+/// The commit the audit record names (`SEMU_GIT_COMMIT`), "unknown" outside a git checkout;
+/// rebuilt when HEAD or the branch it points to moves.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SEMU_GIT_COMMIT={commit}");
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    // Only files that exist: a missing one would make cargo rerun this script on every build.
+    for what in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(p) = git(&["rev-parse", "--git-path", what]).filter(|p| std::path::Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! Pipeline: [`onnx`] (import) → [`engine`] (libtorch forward/backward) → semu → fold →
 //! export → verify.
+pub mod audit;
 pub mod baselines;
 pub mod classifier;
 pub mod data;

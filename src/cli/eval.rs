@@ -60,6 +60,8 @@ pub struct Args {
     /// The N×C logits output, when the model has several outputs.
     #[arg(long)]
     output_name: Option<String>,
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
 }
 
 #[derive(Serialize)]
@@ -86,7 +88,10 @@ struct Output<'a> {
 }
 
 fn score(path: &Path, a: &Args, device: tch::Device, sets: EvalData, opts: &EvalOptions) -> anyhow::Result<Evaluation> {
-    let model = OnnxModel::load(path)?;
+    let mut model = OnnxModel::load(path)?;
+    if path == a.model.as_path() {
+        a.weights.bind(&mut model, &Default::default())?; // --weights are --model's, not --retrained's
+    }
     let clf = Classifier::new(&model, device, HashSet::new(), a.input_name.as_deref(), a.output_name.as_deref())?;
     Ok(eval::evaluate(&clf, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))?)
 }

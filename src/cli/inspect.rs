@@ -20,21 +20,29 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// The device the engine would run on (auto | cpu | cuda | cuda:N); shown in the summary.
+    #[arg(long, default_value = "auto")]
+    device: String,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
 }
 
 pub fn run(mut a: Args) -> CmdResult {
     a.model = a.remote.model(&a.model)?;
-    let model = OnnxModel::load(&a.model)?;
+    let mut model = OnnxModel::load(&a.model)?;
+    let bound = a.weights.bind(&mut model, &a.remote)?;
     let s = ModelSummary::of(&model);
     let layers = find_layers(&model);
     let unsupported = unsupported_ops(&model, &Registry::standard());
+    let device = semu::engine::device_name(semu::engine::parse_device(&a.device)?);
     let adaptable: i64 = layers.iter().map(|l| l.numel()).sum();
     let mut out = std::io::stdout().lock();
     if a.json {
         let v = serde_json::json!({
-            "summary": s, "adaptable": layers, "adaptable_parameters": adaptable, "unsupported_ops": unsupported,
+            "summary": s, "adaptable": layers, "adaptable_parameters": adaptable, "unsupported_ops": unsupported, "device": device,
+            "weights": bound,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
@@ -75,8 +83,15 @@ pub fn run(mut a: Args) -> CmdResult {
             l.nodes.join(", ")
         )?;
     }
+    if let Some(b) = &bound {
+        let files: Vec<String> = b.files.iter().map(|f| f.display().to_string()).collect();
+        writeln!(out, "weights    {} initializers from {}", b.bound.len(), files.join(", "))?;
+        for c in b.conversions().iter().chain(&b.warnings()) {
+            writeln!(out, "    {c}")?;
+        }
+    }
     if unsupported.is_empty() {
-        writeln!(out, "engine     every op is supported")?;
+        writeln!(out, "engine     every op is supported (device {device})")?;
     } else {
         writeln!(out, "unsupported ops\n    {}", unsupported.join("\n    "))?;
     }

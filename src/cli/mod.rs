@@ -7,11 +7,13 @@ mod config;
 mod eval;
 mod fetch;
 mod inspect;
+mod patch;
 mod progress;
 mod run;
 mod sweep;
 mod unlearn;
 mod verify;
+mod weights;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +69,7 @@ enum Cmd {
     Fetch(fetch::Args),
     Verify(verify::Args),
     Sweep(sweep::Args),
+    Patch(patch::Args),
 }
 
 /// An error that carries its exit code.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Cmd::Fetch(a) => fetch::run(a),
         Cmd::Verify(a) => verify::run(a),
         Cmd::Sweep(a) => sweep::run(a),
+        Cmd::Patch(a) => patch::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,8 @@ pub struct Args {
     rtol: f64,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
 }
 
 /// Characters outside `[A-Za-z0-9._-]` become `_`, so any output name is a safe file name.
@@ -43,7 +45,13 @@ pub fn file_name_for(output: &str) -> String {
 pub fn run(mut a: Args) -> CmdResult {
     a.model = a.remote.model(&a.model)?;
     let device = parse_device(&a.device)?;
-    let model = OnnxModel::load(&a.model)?;
+    let mut model = OnnxModel::load(&a.model)?;
+    // ONNX Runtime reads files: a model with bound weights is written out for it.
+    let _bound = match a.weights.bind(&mut model, &a.remote)? {
+        Some(_) if a.compare_ort => Some(super::weights::materialize(&mut model)?),
+        _ => None,
+    };
+    a.model = model.path.clone();
     let mut feeds = HashMap::new();
     for spec in &a.inputs {
         let (name, file) = spec.split_once('=').ok_or_else(|| anyhow!("--input '{spec}': expected NAME=FILE.npy"))?;

@@ -34,6 +34,11 @@ pub struct Args {
     /// auto | cpu | cuda | cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
+    // safetensors weights for A (--weights) and B (--b-weights).
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
+    #[command(flatten)]
+    b_weights: super::weights::WeightsArgsB,
 }
 
 fn outputs_engine(m: &OnnxModel, x: &tch::Tensor, dev: tch::Device) -> anyhow::Result<Vec<(String, TensorData)>> {
@@ -68,7 +73,12 @@ fn top1(outs: &[(String, TensorData)]) -> anyhow::Result<Vec<usize>> {
 
 pub fn run(a: Args) -> CmdResult {
     let dev = parse_device(&a.device)?;
-    let (ma, mb) = (OnnxModel::load(&a.a)?, OnnxModel::load(&a.b)?);
+    let (mut ma, mut mb) = (OnnxModel::load(&a.a)?, OnnxModel::load(&a.b)?);
+    // ONNX Runtime reads files: models with bound weights are written out for it.
+    let remote = super::fetch::RemoteArgs::default();
+    let b_weights = super::weights::WeightsArgs::from(&a.b_weights);
+    let _bound_a = a.weights.bind(&mut ma, &remote)?.map(|_| super::weights::materialize(&mut ma)).transpose()?;
+    let _bound_b = b_weights.bind(&mut mb, &remote)?.map(|_| super::weights::materialize(&mut mb)).transpose()?;
     let ds = data::open(&a.data)?;
     let idx: Vec<usize> = (0..ds.len().min(a.limit)).collect();
     let (x, _) = ds.batch(&idx)?;

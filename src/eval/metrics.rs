@@ -15,7 +15,7 @@ pub struct ProbTable {
 impl ProbTable {
     /// A table from row-major values; every value must be finite.
     pub fn new(classes: usize, values: Vec<f32>) -> Result<Self> {
-        if classes == 0 || values.len() % classes != 0 {
+        if classes == 0 || !values.len().is_multiple_of(classes) {
             return Err(Error::msg(format!(
                 "probability table: {} values do not make rows of {classes}",
                 values.len()

@@ -1,4 +1,4 @@
-//! Pooling: MaxPool (with ONNX's Indices), AveragePool, LpPool and their Global forms.
+//! Pooling: MaxPool (with ONNX's Indices), MaxUnpool, AveragePool, LpPool and their Global forms.
 //! Pads, ceil_mode and dilations follow ONNX: the input is padded explicitly (asymmetric pads and
 //! the ceil-mode overhang included) and libtorch then pools without padding.
 use super::conv::{torch_pads, Geom, Window};
@@ -231,10 +231,37 @@ fn global_lp(ctx: &OpCtx) -> Result<BoxOp> {
     })
 }
 
+/// Scatters X into zeros at MaxPool's flat indices; the output size is the third input or
+/// (in - 1) · stride + kernel - pads.
+fn max_unpool(ctx: &OpCtx) -> Result<BoxOp> {
+    let kernel = ctx.node.req_ints("kernel_shape")?;
+    let win = Window::parse(ctx.node)?;
+    op(move |x| {
+        let (t, idx) = (x.req(0)?, x.req(1)?);
+        let size = t.size();
+        if size.len() != kernel.len() + 2 || idx.size() != size {
+            return Err(x.err(format!("X {size:?} and I {:?} must match kernel_shape {kernel:?}", idx.size())));
+        }
+        let shape = match x.ints(2)? {
+            Some(s) => s,
+            None => {
+                let g = win.geom(x, &size[2..], &kernel)?;
+                let spatial =
+                    (0..kernel.len()).map(|i| (size[2 + i] - 1) * g.strides[i] + kernel[i] - g.begin[i] - g.end[i]);
+                size[..2].iter().copied().chain(spatial).collect()
+            }
+        };
+        let zeros = Tensor::f_zeros([shape.iter().product::<i64>()], (t.kind(), t.device()))?;
+        let y = zeros.f_scatter(0, &idx.f_reshape([-1])?, &t.f_reshape([-1])?)?;
+        Ok(vec![y.f_reshape(shape)?])
+    })
+}
+
 pub fn register(r: &mut Registry) {
     r.add("MaxPool", 1, max_pool);
     r.add("AveragePool", 1, avg_pool);
     r.add("LpPool", 1, lp_pool);
+    r.add("MaxUnpool", 9, max_unpool);
     r.add("GlobalAveragePool", 1, global_avg);
     r.add("GlobalMaxPool", 1, global_max);
     r.add("GlobalLpPool", 1, global_lp);
