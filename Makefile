@@ -25,7 +25,7 @@ $(VENV)/.installed: tools/requirements.txt
 	@touch $@
 
 build: venv
-	cargo build --release
+	cargo build --release --all-targets
 
 fixtures: venv
 	$(PY) tools/make_fixtures.py
