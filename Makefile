@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
-CARGO_TEST := cargo test --release
+CARGO_TEST := cargo test --release --no-fail-fast
 
 .PHONY: setup apt venv build fixtures test demo bench conformance conformance-update lint clean-fixtures
 

@@ -93,7 +93,7 @@ fn score(path: &Path, a: &Args, device: tch::Device, sets: EvalData, opts: &Eval
         a.weights.bind(&mut model, &Default::default())?; // --weights are --model's, not --retrained's
     }
     let clf = Classifier::new(&model, device, HashSet::new(), a.input_name.as_deref(), a.output_name.as_deref())?;
-    Ok(eval::evaluate(&clf, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))?)
+    eval::evaluate(&clf, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))
 }
 
 pub fn run(a: Args) -> CmdResult {

@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 
 /// Apply, revert or show an unlearning patch (`semu unlearn --out-patch`).
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  \
-semu unlearn --model model.onnx --forget f.npz --out forgot.onnx --out-patch forget.patch.safetensors --device cpu\n  \
-semu patch apply model.onnx forget.patch.safetensors --out forgot-again.onnx   # same bytes as forgot.onnx\n  \
-semu patch revert forgot.onnx forget.patch.safetensors --out restored.onnx --original model.onnx\n\n\
-Apply re-creates the exported weights byte for byte when the patch was made on the CPU (a patch made\n\
-on a GPU agrees to the last bit or so). Each weight must be the one the patch was made from (apply)\n\
-or produced (revert), by SHA-256, unless --force.")]
+#[command(after_help = "Examples:
+  semu unlearn --model m.onnx --forget f.npz --out forgot.onnx --out-patch p.safetensors
+  semu patch apply m.onnx p.safetensors --out again.onnx        # the bytes of forgot.onnx
+  semu patch revert forgot.onnx p.safetensors --out back.onnx --original m.onnx
+  semu patch show p.safetensors
+
+Apply re-creates the exported weights byte for byte when the patch was made on the CPU (from a
+GPU run, to the last bit or so). Each weight must be the one the patch was made from (apply) or
+produced (revert), by SHA-256, unless --force.")]
 pub struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -106,19 +108,33 @@ fn change(mut c: Change, forward: bool) -> CmdResult {
     let saved = model.save(&c.out, &done.replacements)?;
     let verb = if forward { "applied" } else { "reverted" };
     println!("semu patch: {verb} {} ({} weights) to {}", c.patch.display(), p.layers.len(), c.model.display());
-    let (matches_in, matches_out) = if forward { ("made from", "as exported") } else { ("produced by it", "as the original") };
+    let (input, output) = if forward {
+        (
+            ("is the one the patch was made from", "DIFFERS from the patch's base"),
+            ("byte-identical to the unlearned export", "not byte-identical to the unlearned export"),
+        )
+    } else {
+        (
+            ("is the one the patch produced", "DIFFERS from the patch's output"),
+            ("byte-identical to the original", "the original up to rounding"),
+        )
+    };
     for l in &done.layers {
+        let pick = |ok: bool, (yes, no): (&'static str, &'static str)| if ok { yes } else { no };
         println!(
-            "    {:<40} input {} · output {}",
+            "    {:<40} weight {} · result {}",
             l.name,
-            if l.input_matches { format!("is the weight the patch was {matches_in}") } else { "DIFFERS from the patch's record".into() },
-            if l.output_matches { format!("byte-identical {matches_out}") } else { "not byte-identical to the record".into() }
+            pick(l.input_matches, input),
+            pick(l.output_matches, output)
         );
     }
     if let Some(errs) = &max_error {
         let worst = errs.iter().map(|e| e.max_abs_error).fold(0.0, f64::max);
         let differing: usize = errs.iter().map(|e| e.differing_elements).sum();
-        println!("max error   {worst:.3e} against {} ({differing} elements differ)", original.as_ref().unwrap().display());
+        println!(
+            "max error   {worst:.3e} against {} ({differing} elements differ)",
+            original.as_ref().unwrap().display()
+        );
     }
     println!("output      {}", saved.model.display());
     if let Some(r) = &c.report {

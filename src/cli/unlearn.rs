@@ -1,13 +1,13 @@
 //! `semu unlearn`: SEMU on a deployed ONNX classifier, exported as a verified drop-in ONNX.
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
+use semu::audit::FileHash;
 use semu::data::{self, Dataset, Subset};
 use semu::engine::{device_name, parse_device};
-use semu::export::folded_weights;
+use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
+use semu::export::{changed_elements, weight_replacements};
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
-use semu::semu::train::overrides;
-use semu::semu::{unlearn, Unlearned};
 use semu::verify::gate::{self, Probe};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,8 +27,15 @@ pub struct Args {
     #[arg(long)]
     forget: PathBuf,
     /// Where to write the unlearned model (external data, if any, is written beside it).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present_any = ["out_weights", "out_patch"])]
+    out: Option<PathBuf>,
+    /// Also write the unlearned weights as safetensors: the --weights keys, types and
+    /// `__metadata__` (or the initializer names), plus semu's provenance keys.
+    #[arg(long, value_name = "OUT.safetensors")]
+    out_weights: Option<PathBuf>,
+    /// Write the unlearning patch: U, R, V per adapted weight (`semu patch apply|revert`).
+    #[arg(long, value_name = "PATCH.safetensors")]
+    out_patch: Option<PathBuf>,
     /// Remaining data; without it SEMU runs with no remaining data at all (α = 0).
     #[arg(long)]
     retain: Option<PathBuf>,
@@ -37,6 +44,21 @@ pub struct Args {
     test: Option<PathBuf>,
     #[command(flatten)]
     hp: super::config::SemuFlags,
+    /// SEMU, or a baseline on the same engine: rl (random labels on the forget data, + the
+    /// remaining data when given), salun (rl on the weights of top forget-gradient magnitude),
+    /// ft (fine-tune on the remaining data), ga (gradient ascent on the forget data), l1 (ft with
+    /// an l1 penalty), retrain (PyTorch's default initialisation, then train on the remaining data).
+    #[arg(long, value_enum, default_value_t = Method::Semu)]
+    method: Method,
+    /// salun: share of the weights (top forget-gradient magnitude) that may change.
+    #[arg(long, default_value_t = 0.5)]
+    mask_ratio: f64,
+    /// l1: weight of the l1 penalty Σ|w| at the first epoch (it decays linearly to 0).
+    #[arg(long, default_value_t = 5e-4)]
+    l1: f64,
+    /// Learning-rate schedule of the baselines [default: cosine for retrain, constant otherwise].
+    #[arg(long, value_enum)]
+    schedule: Option<Schedule>,
     /// Write the full report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -55,9 +77,12 @@ pub struct Args {
     no_verify: bool,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
 }
 
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
+    let started_at = semu::audit::now_rfc3339();
     let (cfg, device) = a.hp.resolve(a.retain.is_some()).map_err(|e| Exit { code: 2, err: e })?;
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     let device = parse_device(&device)?;
@@ -67,25 +92,38 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.forget = a.remote.file(&a.forget)?;
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
-    let model = OnnxModel::load(&a.model)?;
+    let mut model = OnnxModel::load(&a.model)?;
+    let bound = a.weights.bind(&mut model, &a.remote)?;
     let forget = data::open(&a.forget)?;
     let retain = a.retain.as_deref().map(data::open).transpose()?;
     let test = a.test.as_deref().map(data::open).transpose()?;
-    let u = unlearn(
+    let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
+    if a.method != Method::Semu && a.out_patch.is_some() {
+        return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
+    }
+    if a.method.retain_modes() == [true] && a.retain.is_none() {
+        return Err(Exit { code: 2, err: anyhow!("--method {} trains on the remaining data: give --retain", a.method.name()) });
+    }
+    let u = baselines::run(
         &model,
         forget.as_ref(),
         retain.as_deref(),
+        a.method,
         &cfg,
+        &extra,
         device,
         (a.input_name.as_deref(), a.output_name.as_deref()),
         &mut super::progress::Progress::new(quiet),
     )?;
     let mut timings = u.timings.clone();
     let t = Instant::now();
-    let weights = folded_weights(&model, &u.adapters)?;
+    let weights = weight_replacements(&model, u.overrides())?;
+    let (changed, total) = changed_elements(&model, &weights)?;
     timings.fold = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let staged = model.stage(&a.out, &weights)?;
+    // Without --out the ONNX is still staged, for the gate, in a scratch folder.
+    let scratch = tempfile::tempdir()?;
+    let staged = model.stage(a.out.as_deref().unwrap_or(&scratch.path().join("model.onnx")), &weights)?;
     timings.export = t.elapsed().as_secs_f64();
     if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
         tamper(&staged.model_path())?;
@@ -107,18 +145,34 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         Some(report)
     };
     let verified = verification.as_ref().is_some_and(|v| v.passed);
-    let saved = if a.no_verify || verified { Some(staged.commit()?) } else { None };
+    let ok = a.no_verify || verified;
+    let saved = if ok && a.out.is_some() { Some(staged.commit()?) } else { None };
+    let (model_sha, forget_sha) = (sha256_file(&a.model)?, sha256_file(&a.forget)?);
+    let mut outputs: Vec<PathBuf> = saved.iter().flat_map(|s| s.files.clone()).collect();
+    let provenance = semu::audit::provenance("semu", &model_sha, &forget_sha);
+    if let Some(p) = a.out_weights.as_deref().filter(|_| ok) {
+        let w = semu::weights::write_weights(p, &model, bound.as_ref(), &weights, &provenance)?;
+        if !w.skipped.is_empty() {
+            tracing::warn!("{}: left out (no safetensors type): {}", p.display(), w.skipped.join(", "));
+        }
+        outputs.push(p.to_path_buf());
+    }
+    if let Some(p) = a.out_patch.as_deref().filter(|_| ok) {
+        semu::patch::Patch::from_adapters(&model, &u.adapters, &weights, provenance.clone())?.write(p)?;
+        outputs.push(p.to_path_buf());
+    }
+    let hash_of = |p: &Option<PathBuf>| p.as_deref().filter(|_| ok).map(sha256_file).transpose();
 
     let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
     let after = |ds: &dyn Dataset| u.accuracy(ds, cfg.batch_size);
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
-        method: "semu",
+        method: a.method.name(),
         model: model_arg,
         output: saved.as_ref().map(|s| s.model.display().to_string()),
         device: device_name(device),
         settings: cfg.clone(),
-        used_retain_data: retain.is_some(),
+        used_retain_data: u.used_retain_data,
         classes: u.classes,
         layers: u.layers.clone(),
         skipped_zero_gradient: u.skipped_zero_gradient.clone(),
@@ -126,7 +180,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         total_parameters: u.total_parameters,
         trainable_parameters: u.trainable,
         trainable_share: u.trainable as f64 / u.total_parameters.max(1) as f64,
-        weights_touched: u.adapters.iter().map(|a| a.dims.iter().product::<i64>()).sum(),
+        weights_touched: u.weights_touched(),
+        changed_parameters: changed,
+        changed_share: changed as f64 / total.max(1) as f64,
+        wall_seconds: u.wall_seconds,
+        baseline_settings: (a.method != Method::Semu).then_some(extra),
         epochs: u.epochs.clone(),
         forget_accuracy: Accuracy { before: u.forget_acc_before, after: after(forget.as_ref())? },
         retain_accuracy: match (&retain, u.retain_acc_before) {
@@ -138,13 +196,26 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         verification: verification.clone(),
         verified,
         sha256: Hashes {
-            model: sha256_file(&a.model)?,
-            forget: sha256_file(&a.forget)?,
+            model: model_sha,
+            forget: forget_sha,
             retain: a.retain.as_deref().map(sha256_file).transpose()?,
             output: saved.as_ref().map(|s| sha256_file(&s.model)).transpose()?,
+            weights: bound.iter().flat_map(|b| &b.files).map(|f| FileHash::of(f)).collect::<semu::Result<_>>()?,
+            patch: hash_of(&a.out_patch)?,
+            out_weights: hash_of(&a.out_weights)?,
+            outputs: outputs.iter().map(|f| FileHash::of(f)).collect::<semu::Result<_>>()?,
         },
+        git_commit: semu::audit::git_commit(),
+        started_at,
+        finished_at: semu::audit::now_rfc3339(),
+        weights: bound.clone(),
     };
     print_summary(&report);
+    for (what, p) in [("weights", &a.out_weights), ("patch", &a.out_patch)] {
+        if let Some(p) = p.as_deref().filter(|_| ok) {
+            println!("{what:<11} {} ({} bytes)", p.display(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+        }
+    }
     if let Some(p) = &a.report {
         let json = serde_json::to_string_pretty(&report)?;
         write_atomic(p, json.as_bytes()).with_context(|| format!("writing the report {}", p.display()))?;
@@ -158,7 +229,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         let why = v.failure().unwrap_or_default();
         return Err(Exit {
             code: 3,
-            err: anyhow!("verification failed, nothing written at {}: {why}", a.out.display()),
+            err: anyhow!("verification failed, nothing written at {}: {why}", outputs_text(&a)),
         });
     }
     Ok(())
@@ -177,31 +248,31 @@ fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Up to 64 forget samples and 64 retain/test samples, with the adapted engine's outputs.
-fn probes(u: &Unlearned, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> anyhow::Result<Vec<Probe>> {
-    let w = overrides(&u.adapters)?;
+fn probes(u: &Outcome, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> anyhow::Result<Vec<Probe>> {
+    let w = u.overrides();
     let _g = tch::no_grad_guard();
     let mut out = Vec::new();
     for (name, ds) in [("forget", Some(forget)), ("retain/test", other)] {
         let Some(ds) = ds else { continue };
         let idx: Vec<usize> = (0..ds.len().min(64)).collect();
         let (x, _) = ds.batch(&idx)?;
-        let expected = u.classifier.logits(&x.to_device(u.classifier.device()), &w)?;
+        let expected = u.classifier.logits(&x.to_device(u.classifier.device()), w)?;
         out.push(Probe { name: name.into(), x, expected });
     }
     Ok(out)
 }
 
 fn test_accuracy(
-    u: &Unlearned,
+    u: &Outcome,
     test: &dyn Dataset,
     forget: &dyn Dataset,
     batch: usize,
 ) -> anyhow::Result<TestAccuracy> {
-    let w = overrides(&u.adapters)?;
+    let w = u.overrides();
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
         Ok(Accuracy {
             before: u.classifier.accuracy(ds, batch, &Default::default())?,
-            after: u.classifier.accuracy(ds, batch, &w)?,
+            after: u.classifier.accuracy(ds, batch, w)?,
         })
     };
     let fl = data::labels(forget)?;
@@ -226,7 +297,14 @@ fn pct(x: f64) -> String {
 }
 
 fn print_summary(r: &UnlearnReport) {
-    println!("semu unlearn: {}", r.model);
+    println!("semu unlearn: {} (method {})", r.model, r.method);
+    println!(
+        "changed     {} of {} parameters = {:.3}% in {:.1}s",
+        r.changed_parameters,
+        r.total_parameters,
+        100.0 * r.changed_share,
+        r.wall_seconds
+    );
     println!(
         "layers      {} adapted, {} trainable parameters = {:.3}% of {} ({})",
         r.layers.len(),
@@ -299,4 +377,14 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The outputs asked for, for messages.
+fn outputs_text(a: &Args) -> String {
+    let all: Vec<String> = [&a.out, &a.out_weights, &a.out_patch]
+        .iter()
+        .filter_map(|p| p.as_ref())
+        .map(|p| p.display().to_string())
+        .collect();
+    all.join(", ")
 }

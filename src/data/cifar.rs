@@ -114,7 +114,7 @@ fn kind(path: &Path, len: usize) -> Result<usize> {
     } else {
         None
     };
-    let fits = |lb: usize| len > 0 && len % (lb + PIXELS) == 0;
+    let fits = |lb: usize| len > 0 && len.is_multiple_of(lb + PIXELS);
     match by_name {
         Some(lb) if fits(lb) => Ok(lb),
         Some(lb) => Err(Error::msg(format!(

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::rc::Rc;
 
 /// How to choose the samples to forget.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub enum ForgetBy {
     Indices(Vec<usize>),
     /// The training samples equal (inputs and label) to the samples of this set; each of its
     /// samples must be found.
-    Samples(Arc<dyn Dataset>),
+    Samples(Rc<dyn Dataset>),
 }
 
 /// The forget set, its complement, and what identifies the choice.
@@ -100,7 +100,7 @@ pub fn read_indices(path: &std::path::Path, n: usize) -> Result<Vec<usize>> {
 }
 
 /// Splits `train` into the forget set chosen by `by` and its complement.
-pub fn select_forget(train: Arc<dyn Dataset>, by: &ForgetBy) -> Result<ForgetSplit> {
+pub fn select_forget(train: Rc<dyn Dataset>, by: &ForgetBy) -> Result<ForgetSplit> {
     let n = train.len();
     let src = train.source();
     if n == 0 {

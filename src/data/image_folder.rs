@@ -97,7 +97,7 @@ impl ImageFolder {
         let img = if img.dimensions() == (w as u32, h as u32) {
             img
         } else if self.pre.image_size.is_some() {
-            img.resize_exact(w as u32, h as u32, FilterType::CatmullRom)
+            img.resize_exact(w as u32, h as u32, FilterType::Triangle)
         } else {
             let (iw, ih) = img.dimensions();
             return Err(bad(format!(
@@ -145,7 +145,7 @@ fn gray(img: DynamicImage) -> DynamicImage {
         let rgb = img.to_rgb8();
         return DynamicImage::ImageLuma8(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
             let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);
-            Luma([((r * 13933 + g * 46871 + b * 4732 + 0x8000) >> 16) as u8])
+            Luma([((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8])
         }));
     }
     let rgb = img.to_rgb32f();

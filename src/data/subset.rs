@@ -2,7 +2,7 @@
 //! moment), [`OwnedSubset`] shares it (forget and retain sets that outlive their selection).
 use super::Dataset;
 use crate::error::{Error, Result};
-use std::sync::Arc;
+use std::rc::Rc;
 use tch::Tensor;
 
 /// The samples of `inner` at `idx`.
@@ -13,7 +13,7 @@ pub struct Subset<'a> {
 
 /// The samples of a shared `inner` at `idx`.
 pub struct OwnedSubset {
-    pub inner: Arc<dyn Dataset>,
+    pub inner: Rc<dyn Dataset>,
     pub idx: Vec<usize>,
     /// What the selection was ("class 3", "10% at random, seed 0"), for `source`.
     pub label: String,

@@ -153,7 +153,8 @@ impl Patch {
                 Ok(Tensor::f_from_data_size(ck.bytes(e), &e.dims(), Kind::Float)?)
             };
             let (u, r, v) = (get("U")?, get("R")?, get("V")?);
-            let dtype = parse_dtype(&info.dtype).ok_or_else(|| bad(format!("{}: dtype '{}'", info.name, info.dtype)))?;
+            let dtype =
+                parse_dtype(&info.dtype).ok_or_else(|| bad(format!("{}: dtype '{}'", info.name, info.dtype)))?;
             kind_of(dtype)?;
             check_shapes(&info, &u, &r, &v).map_err(|why| bad(format!("{}: {why}", info.name)))?;
             layers.push(PatchLayer { info, dtype, u, r, v });

@@ -31,6 +31,17 @@ fn acc_row(what: &str, a: &Accuracy) -> Vec<String> {
     vec![what.into(), pct(a.before), pct(a.after), format!("{change:+.2} pp")]
 }
 
+/// A setting's value as a reader would write it: strings unquoted, no layer filter as "all".
+fn setting(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "default".into(),
+        serde_json::Value::Array(a) if a.is_empty() => "all".into(),
+        serde_json::Value::Array(a) => a.iter().map(setting).collect::<Vec<_>>().join(", "),
+        v => v.to_string(),
+    }
+}
+
 /// The Markdown summary; `figures` are linked by their file names in the same folder.
 pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
     let mut o = String::new();
@@ -52,24 +63,35 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
 
     let _ = writeln!(o, "## Settings\n");
     let mut rows = vec![
-        vec!["remaining data".into(), if r.used_retain_data { "used (α > 0 applies)" } else { "none (α = 0)" }.into()],
+        vec![
+            "remaining data".into(),
+            if r.used_retain_data { "used, its loss weighted by α" } else { "none (α = 0)" }.into(),
+        ],
         vec!["classes".into(), r.classes.to_string()],
     ];
-    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&r.settings) {
-        rows.extend(m.iter().map(|(k, v)| vec![k.clone(), cell(&v.to_string())]));
+    let baseline = r.baseline_settings.as_ref().map(serde_json::to_value);
+    for v in [Some(serde_json::to_value(&r.settings)), baseline].into_iter().flatten() {
+        if let Ok(serde_json::Value::Object(m)) = v {
+            rows.extend(m.iter().map(|(k, v)| vec![k.clone(), cell(&setting(v))]));
+        }
     }
     table(&mut o, &["setting", "value"], &rows);
 
-    let _ = writeln!(o, "## Adapted layers\n");
+    let _ = writeln!(o, "## Parameters\n");
     let _ = writeln!(
         o,
-        "{} layer(s) adapted; {} trainable parameters = {:.4}% of {}; {} weights touched when folded.\n",
-        r.layers.len(),
+        "{} trainable parameters = {:.4}% of {}; {} changed in the export ({:.4}%).\n",
         r.trainable_parameters,
         100.0 * r.trainable_share,
         r.total_parameters,
-        r.weights_touched
+        r.changed_parameters,
+        100.0 * r.changed_share
     );
+    if !r.layers.is_empty() {
+        let _ = writeln!(o, "### Adapted layers\n");
+        let _ =
+            writeln!(o, "{} layer(s) adapted; {} weights touched when folded.\n", r.layers.len(), r.weights_touched);
+    }
     let rows: Vec<Vec<String>> = r
         .layers
         .iter()
@@ -86,8 +108,10 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
             ]
         })
         .collect();
-    let head = ["layer", "kind", "shape", "k", "trainable", "share", "explained variance", "max \\|ΔW\\|"];
-    table(&mut o, &head, &rows);
+    if !rows.is_empty() {
+        let head = ["layer", "kind", "shape", "k", "trainable", "share", "explained variance", "max \\|ΔW\\|"];
+        table(&mut o, &head, &rows);
+    }
     if !r.skipped_zero_gradient.is_empty() {
         let names: Vec<String> = r.skipped_zero_gradient.iter().map(|n| code(n)).collect();
         let _ = writeln!(o, "Not adapted (zero forget gradient): {}.\n", names.join(", "));
@@ -128,7 +152,8 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
             let _ = writeln!(o, "Skipped (--no-verify): the output was not checked.\n");
         }
         Some(v) => {
-            let _ = writeln!(o, "Tolerance: {}. Result: **{}**.\n", cell(&v.tolerance.to_string()), if v.passed { "passed" } else { "FAILED" });
+            let verdict = if v.passed { "passed" } else { "FAILED" };
+            let _ = writeln!(o, "Tolerance `{}`. Result: **{verdict}**.\n", v.tolerance);
             let rows: Vec<Vec<String>> = v
                 .rows
                 .iter()
@@ -164,8 +189,8 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         ("verify", t.verify),
     ];
     let total: f64 = phases.iter().map(|p| p.1).sum();
-    let mut rows: Vec<Vec<String>> = phases.iter().map(|(n, s)| vec![n.to_string(), format!("{s:.2}")]).collect();
-    rows.push(vec!["**total**".into(), format!("**{total:.2}**")]);
+    let mut rows: Vec<Vec<String>> = phases.iter().map(|(n, s)| vec![n.to_string(), format!("{s:.3}")]).collect();
+    rows.push(vec!["**total**".into(), format!("**{total:.3}**")]);
     table(&mut o, &["phase", "seconds"], &rows);
 
     if !figures.is_empty() {
@@ -175,7 +200,8 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         }
     }
     let _ = writeln!(o, "## Files (SHA-256)\n");
-    let mut rows = vec![vec!["model".into(), code(&r.sha256.model)], vec!["forget data".into(), code(&r.sha256.forget)]];
+    let mut rows =
+        vec![vec!["model".into(), code(&r.sha256.model)], vec!["forget data".into(), code(&r.sha256.forget)]];
     if let Some(h) = &r.sha256.retain {
         rows.push(vec!["retain data".into(), code(h)]);
     }

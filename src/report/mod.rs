@@ -28,6 +28,13 @@ pub struct Hashes {
     pub forget: String,
     pub retain: Option<String>,
     pub output: Option<String>,
+    /// The `--weights` safetensors files the model's initializers came from.
+    pub weights: Vec<crate::audit::FileHash>,
+    /// The unlearning patch (`--out-patch`) and the safetensors weights (`--out-weights`).
+    pub patch: Option<String>,
+    pub out_weights: Option<String>,
+    /// Every file written (model, external data, weights, patch).
+    pub outputs: Vec<crate::audit::FileHash>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +56,14 @@ pub struct UnlearnReport {
     pub trainable_share: f64,
     /// Elements of the adapted weight tensors (every one of them may change when folded).
     pub weights_touched: i64,
+    /// Elements whose value differs in the export, and their share of all parameters.
+    pub changed_parameters: i64,
+    pub changed_share: f64,
+    /// Time of the method itself (gradient/mask, SVD, training), export and verify excluded.
+    pub wall_seconds: f64,
+    /// The baselines' own settings (mask ratio, l1, schedule); absent for SEMU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_settings: Option<crate::baselines::BaselineSettings>,
     pub epochs: Vec<EpochStats>,
     pub forget_accuracy: Accuracy,
     pub retain_accuracy: Option<Accuracy>,
@@ -57,6 +72,13 @@ pub struct UnlearnReport {
     pub verification: Option<GateReport>,
     pub verified: bool,
     pub sha256: Hashes,
+    /// The git commit semu was built from ("unknown" outside a git checkout).
+    pub git_commit: &'static str,
+    /// When the run started and ended (RFC 3339, UTC).
+    pub started_at: String,
+    pub finished_at: String,
+    /// How `--weights` filled the model's initializers: files, bindings, float conversions.
+    pub weights: Option<crate::weights::BindReport>,
 }
 
 /// Test-set accuracy, split into the forgotten class and the others for class forgetting.

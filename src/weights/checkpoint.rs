@@ -92,8 +92,8 @@ impl Checkpoint {
         // SAFETY: a read-only shared mapping, only ever read as bytes. A file truncated by
         // another process while mapped is outside what this tool guards against.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header, meta) = SafeTensors::read_metadata(&map)
-            .map_err(|e| bad(format!("not a readable safetensors file ({e:?})")))?;
+        let (header, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| bad(format!("not a readable safetensors file ({e:?})")))?;
         let base = 8 + header;
         let shard = self.shards.len();
         for (name, info) in meta.tensors() {

@@ -164,11 +164,7 @@ pub fn bind(model: &mut OnnxModel, opts: &WeightsOptions) -> Result<BindReport> 
         let (stored, dims) = (e.onnx_dtype(), e.dims());
         let file = ck.shard_of(e).to_path_buf();
         if dims != t.dims {
-            p.shape.push(format!(
-                "{name} ← {key}: {dims:?} in {}, the graph needs {:?}",
-                file.display(),
-                t.dims
-            ));
+            p.shape.push(format!("{name} ← {key}: {dims:?} in {}, the graph needs {:?}", file.display(), t.dims));
         }
         if !dtype::convertible(stored, graph) {
             p.dtype.push(format!("{name} ← {key}: {stored} in {}, the graph needs {graph}", file.display()));

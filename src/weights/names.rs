@@ -108,9 +108,9 @@ pub fn read_name_map(path: &std::path::Path) -> crate::Result<BTreeMap<String, S
     let bad = |why: String| crate::Error::msg(format!("{}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
-    let obj = v.as_object().ok_or_else(|| {
-        bad("expected a JSON object {\"ONNX initializer name\": \"safetensors key\", …}".into())
-    })?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object {\"ONNX initializer name\": \"safetensors key\", …}".into()))?;
     obj.iter()
         .map(|(k, v)| match v.as_str() {
             Some(s) => Ok((k.clone(), s.to_string())),

@@ -66,10 +66,18 @@ impl View for Lazy<'_, '_> {
 
 /// Writes `tensors` and `metadata` as a safetensors file at `path`, atomically (a temporary file
 /// in the same folder, synced, then renamed).
-pub fn write_safetensors(path: &Path, tensors: Vec<(String, OutTensor<'_>)>, metadata: BTreeMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: Vec<(String, OutTensor<'_>)>,
+    metadata: BTreeMap<String, String>,
+) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = tempfile::Builder::new().prefix(".semu-").suffix(".safetensors.part").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".semu-")
+        .suffix(".safetensors.part")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
     let err = RefCell::new(None);
     let views = tensors.into_iter().map(|(k, t)| (k, Lazy { t, err: &err }));
     let meta: HashMap<String, String> = metadata.into_iter().collect();
@@ -77,6 +85,12 @@ pub fn write_safetensors(path: &Path, tensors: Vec<(String, OutTensor<'_>)>, met
         .map_err(|e| Error::msg(format!("{}: writing safetensors: {e:?}", path.display())))?;
     if let Some(e) = err.into_inner() {
         return Err(Error::msg(format!("{}: not written: {e}", path.display())));
+    }
+    #[cfg(unix)]
+    {
+        // Temporary files are private (0600); the output is an ordinary file.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
     }
     tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -3,10 +3,10 @@
 use super::{all, err, fx};
 use semu::data::{self, indices_sha256, select_forget, Dataset, ForgetBy, NpzDataset};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::rc::Rc;
 
-fn train() -> Arc<dyn Dataset> {
-    Arc::new(NpzDataset::open(&fx("digits/train.npz")).unwrap())
+fn train() -> Rc<dyn Dataset> {
+    Rc::new(NpzDataset::open(&fx("digits/train.npz")).unwrap())
 }
 
 fn npz_index(name: &str) -> Vec<usize> {
@@ -95,14 +95,14 @@ fn by_indices_file_with_line_errors_and_hash() {
 #[test]
 fn by_explicit_forget_set_finds_its_training_samples() {
     let t = train();
-    let forget: Arc<dyn Dataset> = Arc::new(NpzDataset::open(&fx("digits/forget_random10.npz")).unwrap());
+    let forget: Rc<dyn Dataset> = Rc::new(NpzDataset::open(&fx("digits/forget_random10.npz")).unwrap());
     let s = select_forget(t.clone(), &ForgetBy::Samples(forget)).unwrap();
     assert_partition(&s, t.as_ref());
     let mut want = npz_index("digits/forget_random10.npz");
     want.sort();
     // Equal duplicates in the training set would be forgotten too; digits has none among these.
     assert_eq!(s.forget_indices, want);
-    let test: Arc<dyn Dataset> = Arc::new(NpzDataset::open(&fx("digits/test.npz")).unwrap());
+    let test: Rc<dyn Dataset> = Rc::new(NpzDataset::open(&fx("digits/test.npz")).unwrap());
     let e = err(select_forget(t, &ForgetBy::Samples(test)));
     assert!(e.contains("test.npz") && e.contains("is not in the training set"), "{e}");
 }

@@ -51,11 +51,15 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, l: &LayerDiagnostics
     let lo = positive.fold(f32::INFINITY, f32::min) as f64;
     let hi = hi_vals.iter().copied().fold(0.0f32, f32::max) as f64;
     let (lo, hi) = if lo.is_finite() && hi > 0.0 { (lo / 2.0, hi * 2.0) } else { (1e-12, 1.0) };
+    // At least two decades, so the log axis always has two labelled powers of ten.
+    let widen = (100.0 * lo / hi).max(1.0).sqrt();
+    let (lo, hi) = (lo / widen, hi * widen);
     let floor = |v: f32| (v as f64).max(lo);
     let x_hi = n as f64 + 0.5;
-    let k_note = if l.k > n { format!("k = {} (beyond the {n} shown)", l.k) } else { format!("k = {}", l.k) };
+    let k_note =
+        if l.k > n { format!("k = {} (beyond the {n} shown)", l.k) } else { format!("k = {} of {}", l.k, s.len) };
     let shown = if n < s.len { format!(", first {n} of {} shown", s.len) } else { String::new() };
-    let caption = format!("{}   {k_note}{shown}", short(&l.name, 30));
+    let caption = format!("{} · {k_note}{shown}", short(&l.name, 30));
     let mut chart = ChartBuilder::on(area)
         .caption(caption, text(15))
         .margin(10)
@@ -91,7 +95,14 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, l: &LayerDiagnostics
     if !s.min.is_empty() {
         let upper = s.max.iter().enumerate().map(|(i, v)| (xs(i), floor(*v)));
         let lower = s.min.iter().enumerate().rev().map(|(i, v)| (xs(i), floor(*v)));
-        chart.draw_series([Polygon::new(upper.chain(lower).collect::<Vec<_>>(), BLUE.mix(0.2).filled())]).map_err(err)?;
+        let band = BLUE.mix(0.2).filled();
+        if n == 1 {
+            // One value per channel (1×1 kernels): the band is a bar around the single point.
+            let (a, b) = (floor(s.min[0]), floor(s.max[0]));
+            chart.draw_series([Rectangle::new([(0.85, a), (1.15, b)], band)]).map_err(err)?;
+        } else {
+            chart.draw_series([Polygon::new(upper.chain(lower).collect::<Vec<_>>(), band)]).map_err(err)?;
+        }
     }
     let mean: Vec<(f64, f64)> = s.mean.iter().enumerate().map(|(i, v)| (xs(i), floor(*v))).collect();
     chart.draw_series(LineSeries::new(mean.clone(), BLUE.stroke_width(2))).map_err(err)?;

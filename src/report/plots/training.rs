@@ -94,11 +94,17 @@ impl Draw for Curves<'_> {
     }
 }
 
-type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A line with a dot per epoch; `under` draws it wider, for a series another may cover.
-fn series<DB: DrawingBackend>(c: &mut Chart<'_, DB>, pts: Vec<(f64, f64)>, colour: RGBColor, under: bool) -> Result<()> {
-    let (w, r) = if under { (6, 7) } else { (2, 4) };
+fn series<DB: DrawingBackend>(
+    c: &mut Chart<'_, DB>,
+    pts: Vec<(f64, f64)>,
+    colour: RGBColor,
+    under: bool,
+) -> Result<()> {
+    let (w, r) = if under { (4, 7) } else { (2, 4) };
     c.draw_series(LineSeries::new(pts.clone(), colour.stroke_width(w))).map_err(err)?;
     c.draw_series(pts.into_iter().map(|p| Circle::new(p, r, colour.filled()))).map_err(err)?;
     Ok(())
