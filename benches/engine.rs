@@ -10,7 +10,11 @@
 //! sides alternate and background load hits both alike. Each side does SEMU_BENCH_WARMUP
 //! warm-up iterations (default 1), then SEMU_BENCH_ITERS timed ones (default 5); the medians and
 //! their ratio (engine / PyTorch, target ≤ 1.05) are printed. SEMU_BENCH_THREADS sets the
-//! intra-op thread count of both (default: every available core).
+//! intra-op thread count of both (default: every available core). SEMU_BENCH_TORCH_INPLACE=0 makes
+//! PyTorch run ReLU and the residual add out of place, as the engine does (torchvision does them
+//! in place), which separates engine overhead from what in-place ops save. PyTorch always runs
+//! with glibc's default malloc settings; `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…` given to
+//! the bench therefore tune the engine side alone (a preview of calling mallopt in semu).
 use semu::classifier::cross_entropy;
 use semu::engine::{Plan, PlanOptions, Registry};
 use semu::onnx::OnnxModel;
@@ -104,12 +108,17 @@ struct Torch {
 }
 
 impl Torch {
-    fn start(root: &std::path::Path, threads: usize, batch: usize, fwd_batch: usize) -> Res<Self> {
+    fn start(root: &std::path::Path, threads: usize, batch: usize, fwd_batch: usize, inplace: bool) -> Res<Self> {
         let python = root.join(".venv/bin/python");
         let mut child = Command::new(&python)
             .arg(root.join("tools/bench_torch.py"))
             .args(["--threads", &threads.to_string(), "--batch", &batch.to_string()])
             .args(["--forward-batch", &fwd_batch.to_string()])
+            .args(if inplace { &[][..] } else { &["--no-inplace"][..] })
+            // Stock PyTorch: glibc malloc tuning given to the bench (MALLOC_*_) is for the engine only.
+            .env_remove("MALLOC_MMAP_MAX_")
+            .env_remove("MALLOC_MMAP_THRESHOLD_")
+            .env_remove("MALLOC_TRIM_THRESHOLD_")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -203,7 +212,8 @@ fn main() -> Res<()> {
     let engine = Engine::new(&path)?;
     let (folded, steps) = engine.plan.stats();
     println!("engine: {} trainable initializers, {steps} steps ({folded} folded)", engine.params.len());
-    let mut torch = Torch::start(&root, threads, batch as usize, fwd_batch as usize)?;
+    let inplace = env_usize("SEMU_BENCH_TORCH_INPLACE", 1) != 0;
+    let mut torch = Torch::start(&root, threads, batch as usize, fwd_batch as usize, inplace)?;
 
     let x = Tensor::f_randn([batch, 3, 32, 32], (Kind::Float, tch::Device::Cpu))?;
     let y = Tensor::f_randint(10, [batch], (Kind::Int64, tch::Device::Cpu))?;

@@ -13,7 +13,9 @@ gets one stdout line back:
   train   -> milliseconds of one forward + cross-entropy + backward at --batch
   forward -> milliseconds of one forward (no grad) at --forward-batch
   quit    -> exits
-Usage: python tools/bench_torch.py --threads N [--batch 128] [--forward-batch 32]
+With --no-inplace, ReLU and the residual `+=` run out of place, the op sequence the engine runs
+(torchvision does them in place), to tell engine overhead from in-place savings.
+Usage: python tools/bench_torch.py --threads N [--batch 128] [--forward-batch 32] [--no-inplace]
 """
 import argparse
 import os
@@ -43,11 +45,29 @@ def fold_batchnorms(module):
         module.downsample = nn.Sequential(fuse_conv_bn_eval(ds[0], ds[1]), nn.Identity())
 
 
+def out_of_place(model):
+    """ReLU(inplace=False) everywhere and `relu(out + identity)` in each BasicBlock."""
+    from torchvision.models.resnet import BasicBlock
+
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+        if isinstance(m, BasicBlock):
+
+            def forward(x, b=m):
+                out = b.conv2(b.relu(b.conv1(x)))  # bn1/bn2 are folded (Identity)
+                identity = b.downsample(x) if b.downsample is not None else x
+                return b.relu(out + identity)
+
+            m.forward = forward
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--forward-batch", type=int, default=32)
+    ap.add_argument("--no-inplace", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -58,6 +78,8 @@ def main():
     with torch.no_grad():
         fold_batchnorms(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "a BatchNorm was left unfolded"
+    if args.no_inplace:
+        out_of_place(model)
     params = [p.requires_grad_(True) for p in model.parameters()]
 
     x = torch.randn(args.batch, 3, 32, 32, generator=gen)
@@ -72,7 +94,8 @@ def main():
         with torch.no_grad():
             model(xf)
 
-    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()} params {len(params)}", flush=True)
+    mode = "out-of-place" if args.no_inplace else "in-place relu/add (torchvision)"
+    print(f"ready torch {torch.__version__}, {torch.get_num_threads()} threads, {len(params)} params, {mode}", flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "quit":

@@ -1,4 +1,4 @@
-//! `scatter.png`: every run's Avg. Gap against the share of parameters it changed (log scale), one
+//! `scatter.png`: every run's Avg. Gap against the share of parameters it trains (log scale), one
 //! colour per method, the best run of each method filled. Drawn by plotters into a memory bitmap
 //! with an embedded font (DejaVu Sans, through ab_glyph: no system fonts or fontconfig needed)
 //! and encoded as PNG by `image`.
@@ -53,7 +53,7 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
                 names.push(name);
                 names.len() - 1
             });
-            (s, 100.0 * r.changed_share, r.scores.gap(&res.reference.scores), best.contains(&i))
+            (s, 100.0 * r.trained_share, r.scores.gap(&res.reference.scores), best.contains(&i))
         })
         .collect();
     let floor = points.iter().map(|p| p.1).filter(|&x| x > 0.0).fold(100.0f64, f64::min);
@@ -63,7 +63,7 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
         let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Avg. Gap to retrain vs parameters changed", ("sans-serif", 24))
+            .caption("Avg. Gap to retrain vs share of parameters trained", ("sans-serif", 24))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(60)
@@ -71,7 +71,7 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("parameters changed (%, log scale)")
+            .x_desc("parameters trained (%, log scale): SEMU Σk², SalUn its mask, others all")
             .y_desc("Avg. Gap (percentage points)")
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 17))

@@ -64,11 +64,17 @@ pub struct RunResult {
     pub scores: Scores,
     /// The full evaluation (MIA per feature, sample counts…).
     pub evaluation: serde_json::Value,
+    /// Elements whose value differs in the export (SEMU's low-rank update touches every
+    /// element of an adapted weight, so this is not the paper's measure; see `trained_share`).
     pub changed_parameters: i64,
     pub total_parameters: i64,
     /// changed_parameters / total_parameters.
     pub changed_share: f64,
+    /// Parameters the method trains: Σ k² for SEMU, the mask for SalUn, every trainable weight
+    /// otherwise (the paper's "share of parameters").
     pub trainable_parameters: i64,
+    /// trainable_parameters / total_parameters.
+    pub trained_share: f64,
     pub wall_seconds: f64,
     pub epochs_run: usize,
     pub verified: bool,
@@ -86,11 +92,22 @@ pub struct Reference {
     pub scores: Scores,
 }
 
-/// What [`run_sweep`] hands back: the reference and one result per run, in grid order.
+/// A run that ended in an error (a diverged gradient ascent, say); not cached, so a restarted
+/// sweep tries it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedRun {
+    pub key: String,
+    pub config: RunConfig,
+    pub error: String,
+}
+
+/// What [`run_sweep`] hands back: the reference, one result per finished run (grid order) and
+/// the runs that failed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepResult {
     pub reference: Reference,
     pub runs: Vec<RunResult>,
+    pub failed: Vec<FailedRun>,
 }
 
 /// Progress of a sweep, one event per run start and end (the reference run has index 0).
@@ -99,6 +116,7 @@ pub enum Progress<'a> {
     Done { index: usize, total: usize, result: &'a RunResult, cached: bool },
     /// The reference is known (before the first grid run starts).
     Reference(&'a Reference),
+    Failed { index: usize, total: usize, failure: &'a FailedRun },
 }
 
 struct Inputs {
@@ -169,20 +187,29 @@ pub fn run_sweep(spec: &SweepSpec, progress: &mut dyn FnMut(Progress)) -> Result
         None => {
             let r = spec.reference_run();
             progress(Progress::Start { index: 0, total, run: &r });
-            let (res, cached) = run_cached(spec, &inputs, &r)?;
+            let (res, cached) = run_cached(spec, &inputs, &r)
+                .map_err(|e| Error::msg(format!("the reference run ({}) failed: {e}", r.label())))?;
             progress(Progress::Done { index: 0, total, result: &res, cached });
             Reference { source: format!("retrain run {}", res.key), scores: res.scores }
         }
     };
     progress(Progress::Reference(&reference));
-    let mut results = Vec::with_capacity(total);
+    let (mut results, mut failed) = (Vec::with_capacity(total), Vec::new());
     for (i, r) in runs.iter().enumerate() {
         progress(Progress::Start { index: i + 1, total, run: r });
-        let (res, cached) = run_cached(spec, &inputs, r)?;
-        progress(Progress::Done { index: i + 1, total, result: &res, cached });
-        results.push(res);
+        match run_cached(spec, &inputs, r) {
+            Ok((res, cached)) => {
+                progress(Progress::Done { index: i + 1, total, result: &res, cached });
+                results.push(res);
+            }
+            Err(e) => {
+                let failure = FailedRun { key: inputs.key(r), config: r.clone(), error: e.to_string() };
+                progress(Progress::Failed { index: i + 1, total, failure: &failure });
+                failed.push(failure);
+            }
+        }
     }
-    Ok(SweepResult { reference, runs: results })
+    Ok(SweepResult { reference, runs: results, failed })
 }
 
 /// The cached result of `run` when there is one, else runs it and caches it.
@@ -248,6 +275,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         total_parameters: total,
         changed_share: changed as f64 / total.max(1) as f64,
         trainable_parameters: o.trainable,
+        trained_share: o.trainable as f64 / total.max(1) as f64,
         wall_seconds: o.wall_seconds,
         epochs_run: o.epochs.len(),
         verified: report.passed,

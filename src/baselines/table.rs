@@ -1,7 +1,7 @@
 //! The sweep's paper-style outputs: `table.md` (every run, then the best run of each method by
 //! Avg. Gap), `sweep.json` (the same, with every run's full record) and `scatter.png`.
 use super::spec::RunConfig;
-use super::sweep::{write_atomic, Reference, RunResult, SweepResult};
+use super::sweep::{write_atomic, FailedRun, Reference, RunResult, SweepResult};
 use super::Method;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -42,6 +42,7 @@ struct Json<'a> {
     runs: Vec<RunRow<'a>>,
     /// Index into `runs` of the best run (lowest Avg. Gap) of each method.
     best: Vec<usize>,
+    failed: &'a [FailedRun],
 }
 
 /// Index of the best run (lowest Avg. Gap; verified runs first) of each method and data mode,
@@ -64,8 +65,8 @@ pub fn best_per_method(res: &SweepResult) -> Vec<usize> {
 fn header(class_col: bool) -> String {
     let extra = if class_col { " TA forgot. class |" } else { "" };
     format!(
-        "| method | γ | lr | epochs | UA | RA | TA | MIA | Avg. Gap |{extra} changed % | time (s) | verified | key |\n\
-         |---|---|---|---|---|---|---|---|---|{}---|---|---|---|\n",
+        "| method | γ | lr | epochs | UA | RA | TA | MIA | Avg. Gap |{extra} trained % | changed % | time (s) | verified | key |\n\
+         |---|---|---|---|---|---|---|---|---|{}---|---|---|---|---|\n",
         if class_col { "---|" } else { "" }
     )
 }
@@ -81,13 +82,14 @@ fn row(r: &RunResult, gap: Option<f64>, class_col: bool, name: &str) -> String {
         _ => String::new(),
     };
     format!(
-        "| {name} | {gamma} | {:e} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {gap} |{class} {:.3} | {:.1} | {} | `{}` |\n",
+        "| {name} | {gamma} | {:e} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {gap} |{class} {:.3} | {:.3} | {:.1} | {} | `{}` |\n",
         c.semu.lr,
         r.epochs_run,
         s.ua,
         s.ra,
         s.ta,
         s.mia,
+        100.0 * r.trained_share,
         100.0 * r.changed_share,
         r.wall_seconds,
         if r.verified { "yes" } else { "FAILED" },
@@ -103,8 +105,10 @@ pub fn markdown(res: &SweepResult) -> String {
     let _ = writeln!(
         md,
         "Reference ({}): UA {:.2}, RA {:.2}, TA {:.2}, MIA {:.2}{}. All numbers in percent; \
-         Avg. Gap = mean |Δ| to the reference over UA, RA, TA, MIA; changed % = share of all \
-         parameters whose value differs in the exported model.\n",
+         Avg. Gap = mean |Δ| to the reference over UA, RA, TA, MIA; trained % = share of all \
+         parameters the method trains (SEMU: Σk² of its R matrices; SalUn: its mask), the paper's \
+         measure; changed % = share whose value differs in the exported model (SEMU's low-rank \
+         update is dense in each adapted weight); time = the method's wall time.\n",
         res.reference.source,
         rs.ua,
         rs.ra,
@@ -123,6 +127,13 @@ pub fn markdown(res: &SweepResult) -> String {
     md.push_str(&header(class_col));
     for r in &res.runs {
         md.push_str(&row(r, Some(gap(r)), class_col, &display_name(&r.config)));
+    }
+    if !res.failed.is_empty() {
+        md.push_str("\n## Failed runs (not cached: a restart tries them again)\n\n| run | error | key |\n|---|---|---|\n");
+        for f in &res.failed {
+            let error = f.error.replace('|', "\\|").replace('\n', " ");
+            let _ = writeln!(md, "| {} | {error} | `{}` |", f.config.label(), f.key);
+        }
     }
     md
 }
@@ -148,6 +159,7 @@ pub fn write_all(out: &Path, res: &SweepResult) -> Result<Written> {
             .map(|r| RunRow { name: display_name(&r.config), avg_gap: r.scores.gap(&res.reference.scores), run: r })
             .collect(),
         best: best_per_method(res),
+        failed: &res.failed,
     };
     let text = serde_json::to_string_pretty(&json).map_err(|e| Error::msg(e.to_string()))?;
     write_atomic(&w.json, text.as_bytes())?;

@@ -25,7 +25,8 @@ impl Weights {
         let mut w = Weights { names: vec![], leaves: vec![], kinds: vec![] };
         for (name, v, kind) in values {
             let master = if kind == Kind::Double { Kind::Double } else { Kind::Float };
-            w.leaves.push(v.f_detach()?.f_to_kind(master)?.f_set_requires_grad(true)?);
+            // A copy: the leaves are updated in place and must not alias the plan's originals.
+            w.leaves.push(v.f_detach_copy()?.f_to_kind(master)?.f_set_requires_grad(true)?);
             w.names.push(name);
             w.kinds.push(kind);
         }

@@ -175,6 +175,9 @@ pub fn run(a: Args) -> CmdResult {
     let mut reference: Option<Scores> = None;
     let mut on_progress = |p: Progress| match p {
         Progress::Start { .. } => {}
+        Progress::Failed { index, total, failure: f } => {
+            tracing::warn!("[{index}/{total}] {:<28} FAILED: {}", f.config.label(), f.error);
+        }
         Progress::Reference(r) => {
             tracing::info!("reference: {} — {}", r.source, scores_line(&r.scores));
             reference = Some(r.scores.clone());
@@ -183,10 +186,10 @@ pub fn run(a: Args) -> CmdResult {
             let gap = reference.as_ref().map(|s| format!("  gap {:5.2}", r.scores.gap(s))).unwrap_or_default();
             let at = if index == 0 { "[ref]".to_string() } else { format!("[{index}/{total}]") };
             tracing::info!(
-                "{at} {:<28} {}{gap}  changed {:7.3}%  {:6.1}s{}{}",
+                "{at} {:<28} {}{gap}  trained {:7.3}%  {:6.1}s{}{}",
                 r.config.label(),
                 scores_line(&r.scores),
-                100.0 * r.changed_share,
+                100.0 * r.trained_share,
                 r.wall_seconds,
                 if cached { "  (cached)" } else { "" },
                 if r.verified { "" } else { "  VERIFICATION FAILED" }
@@ -197,20 +200,21 @@ pub fn run(a: Args) -> CmdResult {
     let written = table::write_all(&spec.out, &res)?;
     println!("semu sweep: {} runs, reference {}", res.runs.len(), res.reference.source);
     println!(
-        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>8}",
-        "best per method", "UA", "RA", "TA", "MIA", "Avg. Gap", "changed %", "time s"
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>8}",
+        "best per method", "UA", "RA", "TA", "MIA", "Avg. Gap", "trained %", "changed %", "time s"
     );
     for i in best_per_method(&res) {
         let r = &res.runs[i];
         let s = &r.scores;
         println!(
-            "{:<16} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>9.2} {:>10.3} {:>8.1}   {}",
+            "{:<16} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>9.2} {:>10.3} {:>10.3} {:>8.1}   {}",
             display_name(&r.config),
             s.ua,
             s.ra,
             s.ta,
             s.mia,
             s.gap(&res.reference.scores),
+            100.0 * r.trained_share,
             100.0 * r.changed_share,
             r.wall_seconds,
             r.config.label()
@@ -219,9 +223,13 @@ pub fn run(a: Args) -> CmdResult {
     println!("table       {}", written.markdown.display());
     println!("json        {}", written.json.display());
     println!("scatter     {}", written.scatter.display());
-    let failed: Vec<String> = res.runs.iter().filter(|r| !r.verified).map(|r| r.config.label()).collect();
-    if !failed.is_empty() {
-        return Err(Exit { code: 3, err: anyhow!("verification failed for: {}", failed.join("; ")) });
+    if !res.failed.is_empty() {
+        let which: Vec<String> = res.failed.iter().map(|f| f.config.label()).collect();
+        tracing::warn!("{} run(s) failed (listed in the table; a restart retries them): {}", which.len(), which.join("; "));
+    }
+    let unverified: Vec<String> = res.runs.iter().filter(|r| !r.verified).map(|r| r.config.label()).collect();
+    if !unverified.is_empty() {
+        return Err(Exit { code: 3, err: anyhow!("verification failed for: {}", unverified.join("; ")) });
     }
     Ok(())
 }

@@ -43,6 +43,15 @@ impl ImageFolder {
                 "{shown}: not a data set: no class folders (an ImageFolder is root/<class>/<image>)"
             )));
         }
+        // A folder of splits read as classes would train on "train vs test": refuse it.
+        let splits = ["train", "test", "val", "valid", "validation"];
+        if classes.iter().all(|c| splits.contains(&c.to_ascii_lowercase().as_str())) {
+            return Err(Error::msg(format!(
+                "{shown}: holds the splits [{}], not classes: give one split, e.g. {}",
+                classes.join(", "),
+                root.join(&classes[0]).display()
+            )));
+        }
         let mut samples = Vec::new();
         for (c, name) in classes.iter().enumerate() {
             let dir = root.join(name);

@@ -53,6 +53,13 @@ impl Preprocess {
         Ok(p)
     }
 
+    /// What data fed to `model` gets: `flags` over the model's metadata props, the rest from the
+    /// declared shape of its input `input` (or its only input); see [`Self::with_input_defaults`].
+    pub fn for_model(flags: &Preprocess, model: &OnnxModel, input: Option<&str>) -> Result<Preprocess> {
+        let (_, dims) = super::model_input(model, input)?;
+        Ok(flags.over(&Self::from_model(model)?).with_input_defaults(&dims))
+    }
+
     /// Fills what is unset from the model's declared input [N, C, H, W] (`None`: a symbolic
     /// dim): one channel means grayscale, fixed H and W mean that size.
     pub fn with_input_defaults(&self, dims: &[Option<i64>]) -> Preprocess {

@@ -94,11 +94,18 @@ fn run(model: &OnnxModel, patch: &Patch, force: bool, sign: f64) -> Result<Appli
         if !input_matches {
             wrong.push(l.info.name.clone());
         }
-        let t = to_tensor(&w)?;
+        // Big weights: free each copy as soon as the next exists (bytes → tensor → sum → bytes),
+        // and add in place on our own f32 copy (same elementwise result as `Adapter::weight`).
+        let mut f = to_tensor(&w)?.f_to_kind(Kind::Float)?;
+        drop(w);
         let d = delta(l)?;
-        let f = t.f_to_kind(Kind::Float)?;
-        let out = if forward { f.f_add(&d)? } else { f.f_sub(&d)? };
-        let data = from_tensor(&out.f_to_kind(kind_of(l.dtype)?)?, l.dtype)?;
+        if forward {
+            let _ = f.f_add_(&d)?;
+        } else {
+            let _ = f.f_sub_(&d)?;
+        }
+        drop(d);
+        let data = from_tensor(&f.f_to_kind(kind_of(l.dtype)?)?, l.dtype)?;
         layers.push(LayerOutcome {
             name: l.info.name.clone(),
             input_matches,

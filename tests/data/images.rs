@@ -113,6 +113,8 @@ fn matches_torchvision_imagefolder() {
 fn png_digits_match_train_npz_and_forget_class3() {
     let png = fx("digits_png/train");
     let pre = Preprocess { grayscale: Some(true), ..Default::default() };
+    let e = err(ImageFolder::open(&fx("digits_png"), &pre));
+    assert!(e.contains("holds the splits [test, train], not classes"), "{e}");
     let ds = ImageFolder::open(&png, &pre).unwrap();
     let npz = NpzDataset::open(&fx("digits/train.npz")).unwrap();
     assert_eq!(ds.len(), npz.len());
@@ -177,6 +179,7 @@ fn shape_check_and_model_metadata() {
     // No props: nothing set; the input's declared shape fills in one channel and 8×8.
     let pre = Preprocess::from_model(&model).unwrap().with_input_defaults(&dims);
     assert_eq!((pre.grayscale, pre.image_size), (Some(true), Some([8, 8])));
+    assert_eq!(Preprocess::for_model(&Preprocess::default(), &model, None).unwrap(), pre);
     let gray = data::open_with(dir.path(), &DataSpec { preprocess: pre, ..Default::default() }).unwrap();
     data::check_input_shape(gray.as_ref(), &model, None).unwrap();
     assert!(err(data::check_input_shape(gray.as_ref(), &model, Some("nope"))).contains("no graph input 'nope'"));
@@ -186,8 +189,10 @@ fn shape_check_and_model_metadata() {
     model.proto.metadata_props.push(entry("semu.mean", "0.5"));
     model.proto.metadata_props.push(entry("semu.image_size", "4,4"));
     let flags = Preprocess { image_size: Some([6, 6]), ..Default::default() };
-    let eff = flags.over(&Preprocess::from_model(&model).unwrap());
-    assert_eq!((eff.mean, eff.image_size), (Some(vec![0.5]), Some([6, 6])));
+    let eff = Preprocess::for_model(&flags, &model, None).unwrap();
+    assert_eq!((eff.mean, eff.image_size, eff.grayscale), (Some(vec![0.5]), Some([6, 6]), Some(true)));
+    let eff = Preprocess::for_model(&Preprocess::default(), &model, None).unwrap();
+    assert_eq!(eff.image_size, Some([4, 4]), "metadata over the declared shape");
     model.proto.metadata_props.push(entry("semu.std", "zero"));
     let e = err(Preprocess::from_model(&model));
     assert!(e.contains("model.onnx") && e.contains("semu.std"), "{e}");
