@@ -324,8 +324,11 @@ fn cli_run_and_inspect_on_a_skeleton_with_weights() {
     assert!(text(&o).contains("onnx::Conv_41") && text(&o).contains("--name-map"), "{}", text(&o));
 }
 
+/// Key → (type, shape), and the `__metadata__`.
+type Header = (BTreeMap<String, (Dtype, Vec<usize>)>, BTreeMap<String, String>);
+
 /// Keys, types and `__metadata__` of a safetensors file.
-fn header(p: &Path) -> (BTreeMap<String, (Dtype, Vec<usize>)>, BTreeMap<String, String>) {
+fn header(p: &Path) -> Header {
     let bytes = std::fs::read(p).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let keys = meta.tensors().into_iter().map(|(k, i)| (k, (i.dtype, i.shape.clone()))).collect();

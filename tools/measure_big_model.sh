@@ -35,3 +35,5 @@ peak "semu inspect skeleton.onnx --weights (bound inline)" \
   "$SEMU" inspect "$BIG/skeleton.onnx" --weights "$BIG/weights.safetensors"
 peak "semu run skeleton.onnx --weights (inline + libtorch)" \
   "$SEMU" run "$BIG/skeleton.onnx" --weights "$BIG/weights.safetensors" --input "input=$OUT/x.npy" --output-dir "$OUT" --device cpu
+peak "patch apply skeleton.onnx --weights (inline save)" \
+  "$SEMU" patch apply "$BIG/skeleton.onnx" "$BIG/head.patch.safetensors" --weights "$BIG/weights.safetensors" --out "$OUT/c/model.onnx"

@@ -86,7 +86,7 @@ pub fn run(mut a: Args) -> CmdResult {
     if let Some(b) = &bound {
         let files: Vec<String> = b.files.iter().map(|f| f.display().to_string()).collect();
         writeln!(out, "weights    {} initializers from {}", b.bound.len(), files.join(", "))?;
-        for c in b.conversions() {
+        for c in b.conversion_summary() {
             writeln!(out, "    {c}")?;
         }
     }

@@ -68,7 +68,7 @@ impl WeightsArgs {
             count(MatchKind::StateDict),
             count(MatchKind::NameMap)
         );
-        for c in report.conversions() {
+        for c in report.conversion_summary() {
             tracing::info!("weights: converted {c}");
         }
         for w in report.warnings() {

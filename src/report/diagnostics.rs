@@ -35,12 +35,19 @@ pub struct Spectrum {
     pub cumulative: Vec<f32>,
 }
 
-/// Histogram of |ΔW| over `[0, max]` in equal bins (the last bin includes `max`).
+/// Histogram of the finite |ΔW| over `[0, max]` in equal bins (the last bin includes `max`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Histogram {
     pub max: f64,
     pub mean: f64,
     pub counts: Vec<u64>,
+    /// NaN/Inf values (a diverged run), left out of the bins.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub non_finite: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Spectrum {
@@ -80,16 +87,16 @@ impl Histogram {
     /// Bins `|values|` of a tensor (on its own device).
     pub fn of_abs(t: &tch::Tensor, bins: usize) -> Result<Self> {
         let _g = tch::no_grad_guard();
-        let a = t.f_detach()?.f_to_kind(Kind::Float)?.f_abs()?.f_flatten(0, -1)?;
+        let all = t.f_detach()?.f_to_kind(Kind::Float)?.f_abs()?.f_flatten(0, -1)?;
+        // A diverged run still gets its report: non-finite values are counted apart.
+        let a = all.f_masked_select(&all.f_isfinite()?)?;
         let n = a.numel() as u64;
+        let non_finite = all.numel() as u64 - n;
         if n == 0 {
-            return Ok(Histogram { max: 0.0, mean: 0.0, counts: vec![0; bins] });
+            return Ok(Histogram { max: 0.0, mean: 0.0, counts: vec![0; bins], non_finite });
         }
         let max = a.f_max()?.f_double_value(&[])?;
         let mean = a.f_mean(Kind::Double)?.f_double_value(&[])?;
-        if !max.is_finite() {
-            return Err(Error::msg(format!("|ΔW| is not finite (max {max})")));
-        }
         let counts = if max > 0.0 {
             let idx = a.f_mul_scalar(bins as f64 / max)?.f_floor()?.f_clamp(0.0, (bins - 1) as f64)?;
             let c = idx.f_to_kind(Kind::Int64)?.f_bincount::<tch::Tensor>(None, bins as i64)?;
@@ -99,7 +106,7 @@ impl Histogram {
             c[0] = n;
             c
         };
-        Ok(Histogram { max, mean, counts })
+        Ok(Histogram { max, mean, counts, non_finite })
     }
 }
 
@@ -155,5 +162,7 @@ mod tests {
         assert!((h.mean - 2.85 / 6.0).abs() < 1e-6);
         let z = Histogram::of_abs(&Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)), 5).unwrap();
         assert_eq!(z.counts, vec![6, 0, 0, 0, 0]);
+        let bad = Histogram::of_abs(&Tensor::from_slice(&[f32::NAN, 2.0, f32::INFINITY]), 2).unwrap();
+        assert_eq!((bad.counts.clone(), bad.non_finite, bad.max), (vec![0, 1], 2, 2.0));
     }
 }

@@ -45,7 +45,7 @@ fn setting(v: &serde_json::Value) -> String {
 /// The Markdown summary; `figures` are linked by their file names in the same folder.
 pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# SEMU unlearning report\n");
+    let _ = writeln!(o, "# Unlearning report: {}\n", if r.method == "semu" { "SEMU" } else { r.method });
     let verdict = match &r.verification {
         None => "not verified (--no-verify)",
         Some(v) if v.passed => "verified by ONNX Runtime",

@@ -79,6 +79,24 @@ impl BindReport {
             .collect()
     }
 
+    /// The conversions grouped by type pair, e.g. `10 tensors f16 → f32: a, b, … and 2 more`.
+    pub fn conversion_summary(&self) -> Vec<String> {
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for b in self.bound.iter().filter(|b| b.converted()) {
+            groups.entry((b.stored.to_string(), b.graph.to_string())).or_default().push(b.initializer.clone());
+        }
+        groups
+            .into_iter()
+            .map(|((from, to), names)| {
+                format!(
+                    "{} tensor(s) {from} in the weights → {to} in the graph: {}",
+                    names.len(),
+                    problems::short_list(&names)
+                )
+            })
+            .collect()
+    }
+
     /// Warnings for what `allow_partial` let through.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();

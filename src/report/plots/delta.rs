@@ -33,7 +33,10 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, l: &LayerDiagnostics
     let bins = h.counts.len().max(1);
     let x_hi = if h.max > 0.0 { h.max } else { 1.0 };
     let top = h.counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let caption = format!("{} · max {}", short(&l.name, 30), sci(h.max));
+    let mut caption = format!("{} · max {}", short(&l.name, 30), sci(h.max));
+    if h.non_finite > 0 {
+        caption += &format!(" · {} NaN/Inf", h.non_finite);
+    }
     let mut chart = ChartBuilder::on(area)
         .caption(caption, text(15))
         .margin(10)

@@ -21,11 +21,13 @@ impl Draw for Curves<'_> {
             keys.push((Key::Line(GREEN), "retain accuracy"));
         }
         let s = &r.settings;
+        let semu = r.method == "semu";
+        let gamma = if semu { format!(", γ {}", s.gamma) } else { String::new() };
         let subtitle = format!(
-            "lr {}, α {}, γ {}, batch {}, {} epoch(s) run; epoch 0 = the model before unlearning",
+            "method {}: lr {}, α {}{gamma}, batch {}, {} epoch(s) run; epoch 0 = the model before unlearning",
+            r.method,
             s.lr,
             s.alpha,
-            s.gamma,
             s.batch_size,
             r.epochs.len()
         );
@@ -35,13 +37,16 @@ impl Draw for Curves<'_> {
         let xr = -0.25..last + 0.25;
         let ticks = (last as usize + 1).min(11);
 
-        let loss: Vec<(f64, f64)> = r.epochs.iter().map(|e| (e.epoch as f64, e.loss)).collect();
-        let (lo, hi) = loss.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let loss: Vec<(f64, f64)> =
+            r.epochs.iter().map(|e| (e.epoch as f64, e.loss)).filter(|p| p.1.is_finite()).collect();
+        let finite = loss.iter().map(|p| p.1).filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(1e-6);
         // Enough decimals to tell about five ticks apart, no more.
         let decimals = (-((hi - lo + 2.0 * pad) / 5.0).log10().floor()).max(0.0) as usize;
         let mut c = ChartBuilder::on(&left)
-            .caption("Loss (random-label CE on forget + α × retain CE)", text(16))
+            .caption(if semu { "Loss (random-label CE on forget + α × retain CE)" } else { "Training loss" }, text(16))
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(64)
