@@ -16,7 +16,10 @@ pub fn folded_weights(model: &OnnxModel, adapters: &[Adapter]) -> Result<HashMap
 /// Final weight tensors (any device, any float kind) as replacements for the model's
 /// initializers of the same names, each converted to its initializer's dtype; the shape must
 /// match the initializer's.
-pub fn weight_replacements(model: &OnnxModel, weights: &HashMap<String, tch::Tensor>) -> Result<HashMap<String, TensorData>> {
+pub fn weight_replacements(
+    model: &OnnxModel,
+    weights: &HashMap<String, tch::Tensor>,
+) -> Result<HashMap<String, TensorData>> {
     let _g = tch::no_grad_guard();
     weights
         .iter()

@@ -174,7 +174,8 @@ fn sweep_writes_the_tables_and_reuses_its_cache() {
         assert!(r.verified);
         assert!(dir.path().join(r.model.as_ref().unwrap()).is_file());
     }
-    let stamp = |k: &str| std::fs::metadata(dir.path().join("runs").join(k).join("result.json")).unwrap().modified().unwrap();
+    let stamp =
+        |k: &str| std::fs::metadata(dir.path().join("runs").join(k).join("result.json")).unwrap().modified().unwrap();
     let stamps: Vec<_> = log.iter().map(|(_, k, _)| stamp(k)).collect();
 
     // Restarted: every run (the reference included) comes from the cache, untouched.
@@ -189,4 +190,45 @@ fn sweep_writes_the_tables_and_reuses_its_cache() {
     assert!(again.iter().all(|(_, cached)| *cached), "{again:?}");
     assert_eq!(log.iter().map(|(_, k, _)| stamp(k)).collect::<Vec<_>>(), stamps);
     assert_eq!(res2.runs[0].scores.ua, res.runs[0].scores.ua);
+}
+
+#[test]
+fn cli_unlearn_dispatches_on_method_and_reports_the_changed_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("salun.onnx"), dir.path().join("salun.json"));
+    let semu = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_semu"))
+            .args(["unlearn", "--device", "cpu", "--model"])
+            .arg(fx("model.onnx"))
+            .arg("--forget")
+            .arg(fx("forget_class3.npz"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ft = semu(&["--method", "ft", "--out", out.to_str().unwrap()]);
+    assert_eq!(ft.status.code(), Some(2), "ft without --retain is a usage error");
+    assert!(String::from_utf8_lossy(&ft.stderr).contains("--retain"));
+    assert!(!out.exists());
+    let s = semu(&[
+        "--method",
+        "salun",
+        "--mask-ratio",
+        "0.3",
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["method"], "salun");
+    assert_eq!(r["verified"], true);
+    let (changed, mask) = (r["changed_parameters"].as_i64().unwrap(), r["trainable_parameters"].as_i64().unwrap());
+    assert!(changed > 0 && changed <= mask, "changed {changed}, mask {mask}");
+    assert!((r["changed_share"].as_f64().unwrap() - changed as f64 / 89546.0).abs() < 1e-12);
+    assert_eq!(r["baseline_settings"]["mask_ratio"], 0.3);
+    assert!(out.is_file());
 }

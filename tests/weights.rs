@@ -396,3 +396,30 @@ fn out_weights_keep_keys_types_and_metadata() {
     assert_eq!(keys.keys().cloned().collect::<Vec<_>>(), values(&digits()).keys().cloned().collect::<Vec<_>>());
     assert_eq!(keys["onnx::Conv_41"], (Dtype::F32, vec![16, 1, 3, 3]));
 }
+
+#[test]
+fn out_weights_keep_changes_to_weights_the_checkpoint_lacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = values(&digits());
+    let classifier: Vec<(String, TensorData)> =
+        v.iter().filter(|(n, _)| n.starts_with("classifier")).map(|(n, d)| (format!("model.{n}"), to_f16(d))).collect();
+    let st = dir.path().join("w.safetensors");
+    write_st(&st, &classifier, &[("format", "pt")]);
+    let mut m = digits();
+    let r = bind(&mut m, &opts(&[&st], None, true)).unwrap();
+    let changed = HashMap::from([
+        ("classifier.3.bias".to_string(), scaled(&v["classifier.3.bias"], 3.0)),
+        ("onnx::Conv_42".to_string(), scaled(&v["onnx::Conv_42"], 3.0)),
+    ]);
+    let prov = BTreeMap::from([("semu.method".to_string(), "test".to_string())]);
+    let out = dir.path().join("out.safetensors");
+    let w = semu::weights::write_weights(&out, &m, Some(&r), &changed, &prov).unwrap();
+    assert_eq!((w.tensors, w.changed, w.added.clone()), (5, 2, vec!["onnx::Conv_42".to_string()]));
+    let (keys, meta) = header(&out);
+    assert_eq!(keys["model.classifier.3.bias"].0, Dtype::F16, "the stored type is kept");
+    assert_eq!(keys["onnx::Conv_42"].0, Dtype::F32);
+    assert_eq!((meta["format"].as_str(), meta["semu.method"].as_str()), ("pt", "test"));
+    assert!(st_bytes(&out, "model.classifier.3.bias") == to_f16(&changed["classifier.3.bias"]).bytes);
+    assert!(st_bytes(&out, "model.classifier.1.weight") == st_bytes(&st, "model.classifier.1.weight"));
+    assert!(st_bytes(&out, "onnx::Conv_42") == changed["onnx::Conv_42"].bytes);
+}

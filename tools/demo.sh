@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the shipped default: make the digits CNN forget class 3 with no remaining data.
+# The main job on the shipped default: make the digits CNN forget class 3 with no remaining data,
+# reading the training images as users keep them (an ImageFolder of PNGs), then check the result.
 set -euo pipefail
 SEMU=${1:-target/release/semu}
 OUT=${DEMO_OUT:-target/demo}
@@ -7,7 +8,13 @@ mkdir -p "$OUT"
 echo "== semu inspect fixtures/digits/model.onnx"
 "$SEMU" inspect fixtures/digits/model.onnx
 echo
-echo "== semu unlearn: forget class 3, no remaining data"
-"$SEMU" unlearn --model fixtures/digits/model.onnx --forget fixtures/digits/forget_class3.npz \
-  --test fixtures/digits/test.npz --gamma 0.6 --lr 0.001 --device auto \
-  --out "$OUT/digits-forgot3.onnx" --report "$OUT/report.json"
+echo "== semu unlearn: forget class 3 of the ImageFolder training set, no remaining data"
+"$SEMU" unlearn --model fixtures/digits/model.onnx \
+  --train fixtures/digits_png/train --forget-class 3 --test fixtures/digits_png/test \
+  --gamma 0.6 --lr 0.001 --device auto \
+  --out "$OUT/digits-forgot3.onnx" --report-dir "$OUT/report"
+echo
+echo "== semu verify: the unlearned model against the original, on the test images"
+"$SEMU" verify fixtures/digits/model.onnx "$OUT/digits-forgot3.onnx" --data fixtures/digits_png/test
+echo
+echo "report: $OUT/report/report.md (plots beside it)"

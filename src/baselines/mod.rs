@@ -219,7 +219,8 @@ pub fn run(
         let names: Vec<String> = trained.iter().map(|p| p.name.clone()).collect();
         let total = forget.len();
         let grads = forget_gradient(&mut clf, &names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
-        let mask = saliency_mask(&names.iter().map(|n| grads[n].shallow_clone()).collect::<Vec<_>>(), extra.mask_ratio)?;
+        let mask =
+            saliency_mask(&names.iter().map(|n| grads[n].shallow_clone()).collect::<Vec<_>>(), extra.mask_ratio)?;
         timings.gradient = t.elapsed().as_secs_f64();
         Some(mask)
     } else {

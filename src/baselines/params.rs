@@ -18,9 +18,13 @@ use tch::{Device, Kind, Tensor};
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// kaiming_uniform(a = √5): U(±1/√fan_in).
-    Weight { fan_in: i64 },
+    Weight {
+        fan_in: i64,
+    },
     /// U(±1/√fan_in) with the fan-in of the layer's weight.
-    Bias { fan_in: i64 },
+    Bias {
+        fan_in: i64,
+    },
     BnScale,
     BnBias,
     BnMean,
@@ -198,19 +202,19 @@ mod tests {
     use crate::onnx::proto::AttributeProto;
 
     fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.into()),
-            r#type: Some(7),
-            ints: v.to_vec(),
-            ..Default::default()
-        }
+        AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
     }
 
     /// Conv(+bias) → BatchNorm → Flatten → Gemm(transB=1, bias) → MatMul(Transpose(W2)) → Add(b2).
     fn model() -> (tempfile::TempDir, OnnxModel) {
         let z = |n: usize| vec![0.5f32; n];
         let mut gemm = node("Gemm", &["f", "G", "g"], &["h"]);
-        gemm.attribute.push(AttributeProto { name: Some("transB".into()), r#type: Some(2), i: Some(1), ..Default::default() });
+        gemm.attribute.push(AttributeProto {
+            name: Some("transB".into()),
+            r#type: Some(2),
+            i: Some(1),
+            ..Default::default()
+        });
         let mut tr = node("Transpose", &["W2"], &["W2t"]);
         tr.attribute.push(ints("perm", &[1, 0]));
         let (dir, path) = write(

@@ -112,11 +112,24 @@ pub struct SweepResult {
 
 /// Progress of a sweep, one event per run start and end (the reference run has index 0).
 pub enum Progress<'a> {
-    Start { index: usize, total: usize, run: &'a RunConfig },
-    Done { index: usize, total: usize, result: &'a RunResult, cached: bool },
+    Start {
+        index: usize,
+        total: usize,
+        run: &'a RunConfig,
+    },
+    Done {
+        index: usize,
+        total: usize,
+        result: &'a RunResult,
+        cached: bool,
+    },
     /// The reference is known (before the first grid run starts).
     Reference(&'a Reference),
-    Failed { index: usize, total: usize, failure: &'a FailedRun },
+    Failed {
+        index: usize,
+        total: usize,
+        failure: &'a FailedRun,
+    },
 }
 
 struct Inputs {

@@ -75,7 +75,7 @@ fn row(r: &RunResult, gap: Option<f64>, class_col: bool, name: &str) -> String {
     let c = &r.config;
     let s = &r.scores;
     let gamma = if c.method == Method::Semu { format!("{:.2}", c.semu.gamma) } else { "–".into() };
-    let gap = gap.map_or_else(|| "–".into(), |g| format!("**{g:.2}**"));
+    let gap = gap.map_or_else(|| "–".into(), |g| format!("{g:.2}"));
     let class = match (class_col, s.forget_class_test_accuracy) {
         (true, Some(a)) => format!(" {a:.2} |"),
         (true, None) => " – |".into(),
@@ -129,7 +129,9 @@ pub fn markdown(res: &SweepResult) -> String {
         md.push_str(&row(r, Some(gap(r)), class_col, &display_name(&r.config)));
     }
     if !res.failed.is_empty() {
-        md.push_str("\n## Failed runs (not cached: a restart tries them again)\n\n| run | error | key |\n|---|---|---|\n");
+        md.push_str(
+            "\n## Failed runs (not cached: a restart tries them again)\n\n| run | error | key |\n|---|---|---|\n",
+        );
         for f in &res.failed {
             let error = f.error.replace('|', "\\|").replace('\n', " ");
             let _ = writeln!(md, "| {} | {error} | `{}` |", f.config.label(), f.key);

@@ -74,7 +74,15 @@ pub fn lr_at(base: f64, schedule: Schedule, e: usize, epochs: usize) -> f64 {
     match schedule {
         Schedule::Constant => base,
         Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-        Schedule::Step => base * if t >= 0.75 { 0.01 } else if t >= 0.5 { 0.1 } else { 1.0 },
+        Schedule::Step => {
+            base * if t >= 0.75 {
+                0.01
+            } else if t >= 0.5 {
+                0.1
+            } else {
+                1.0
+            }
+        }
     }
 }
 
@@ -131,8 +139,7 @@ pub fn train(
         opt.set_lr(lr_at(s.lr, s.schedule, epoch, s.epochs));
         // l1-sparse unlearning: the penalty decays linearly to 0 over the run.
         let l1 = s.l1 * (1.0 - epoch as f64 / s.epochs as f64);
-        let random: Vec<i64> =
-            forget_labels.iter().map(|&y| random_other_label(&mut rng, y, s.classes)).collect();
+        let random: Vec<i64> = forget_labels.iter().map(|&y| random_other_label(&mut rng, y, s.classes)).collect();
         let mut order: Vec<usize> = (0..driver.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut steps) = (0.0, 0);

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod config;
+mod data_args;
 mod eval;
 mod fetch;
 mod inspect;

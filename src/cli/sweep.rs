@@ -225,7 +225,11 @@ pub fn run(a: Args) -> CmdResult {
     println!("scatter     {}", written.scatter.display());
     if !res.failed.is_empty() {
         let which: Vec<String> = res.failed.iter().map(|f| f.config.label()).collect();
-        tracing::warn!("{} run(s) failed (listed in the table; a restart retries them): {}", which.len(), which.join("; "));
+        tracing::warn!(
+            "{} run(s) failed (listed in the table; a restart retries them): {}",
+            which.len(),
+            which.join("; ")
+        );
     }
     let unverified: Vec<String> = res.runs.iter().filter(|r| !r.verified).map(|r| r.config.label()).collect();
     if !unverified.is_empty() {

@@ -2,9 +2,9 @@
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::audit::FileHash;
+use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
 use semu::data::{self, Dataset, Subset};
 use semu::engine::{device_name, parse_device};
-use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
 use semu::export::{changed_elements, weight_replacements};
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
@@ -23,9 +23,12 @@ pub struct Args {
     /// The deployed ONNX model.
     #[arg(long)]
     model: PathBuf,
-    /// The data to forget.
+    /// The data to forget (or choose it from --train with --forget-class / --forget-fraction /
+    /// --forget-indices).
     #[arg(long)]
-    forget: PathBuf,
+    forget: Option<PathBuf>,
+    #[command(flatten)]
+    data: super::data_args::DataArgs,
     /// Where to write the unlearned model (external data, if any, is written beside it).
     #[arg(long, required_unless_present_any = ["out_weights", "out_patch"])]
     out: Option<PathBuf>,
@@ -83,26 +86,31 @@ pub struct Args {
 
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let started_at = semu::audit::now_rfc3339();
-    let (cfg, device) = a.hp.resolve(a.retain.is_some()).map_err(|e| Exit { code: 2, err: e })?;
+    let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(|e| Exit { code: 2, err: e })?;
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
+    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(|e| Exit { code: 2, err: e })?;
     let device = parse_device(&device)?;
     tch::manual_seed(cfg.seed as i64);
     let model_arg = a.model.display().to_string();
     a.model = a.remote.model(&a.model)?;
-    a.forget = a.remote.file(&a.forget)?;
+    a.forget = a.forget.as_deref().map(|p| a.remote.file(p)).transpose()?;
+    a.data.train = a.data.train.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
-    let forget = data::open(&a.forget)?;
-    let retain = a.retain.as_deref().map(data::open).transpose()?;
-    let test = a.test.as_deref().map(data::open).transpose()?;
+    let spec = a.data.spec(&model, a.input_name.as_deref())?;
+    let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
+    let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
     let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
     if a.method != Method::Semu && a.out_patch.is_some() {
         return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
     }
-    if a.method.retain_modes() == [true] && a.retain.is_none() {
-        return Err(Exit { code: 2, err: anyhow!("--method {} trains on the remaining data: give --retain", a.method.name()) });
+    if a.method.retain_modes() == [true] && retain.is_none() {
+        return Err(Exit {
+            code: 2,
+            err: anyhow!("--method {} trains on the remaining data: give --retain", a.method.name()),
+        });
     }
     let u = baselines::run(
         &model,
@@ -147,13 +155,16 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let verified = verification.as_ref().is_some_and(|v| v.passed);
     let ok = a.no_verify || verified;
     let saved = if ok && a.out.is_some() { Some(staged.commit()?) } else { None };
-    let (model_sha, forget_sha) = (sha256_file(&a.model)?, sha256_file(&a.forget)?);
+    let (model_sha, forget_sha) = (sha256_file(&a.model)?, loaded.forget_sha256.clone());
     let mut outputs: Vec<PathBuf> = saved.iter().flat_map(|s| s.files.clone()).collect();
     let provenance = semu::audit::provenance("semu", &model_sha, &forget_sha);
     if let Some(p) = a.out_weights.as_deref().filter(|_| ok) {
         let w = semu::weights::write_weights(p, &model, bound.as_ref(), &weights, &provenance)?;
         if !w.skipped.is_empty() {
             tracing::warn!("{}: left out (no safetensors type): {}", p.display(), w.skipped.join(", "));
+        }
+        if !w.added.is_empty() {
+            tracing::warn!("{}: changed weights not in --weights, added as: {}", p.display(), w.added.join(", "));
         }
         outputs.push(p.to_path_buf());
     }
@@ -170,6 +181,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         method: a.method.name(),
         model: model_arg,
         output: saved.as_ref().map(|s| s.model.display().to_string()),
+        forget_selection: loaded.selection.clone(),
         device: device_name(device),
         settings: cfg.clone(),
         used_retain_data: u.used_retain_data,
@@ -262,12 +274,7 @@ fn probes(u: &Outcome, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> any
     Ok(out)
 }
 
-fn test_accuracy(
-    u: &Outcome,
-    test: &dyn Dataset,
-    forget: &dyn Dataset,
-    batch: usize,
-) -> anyhow::Result<TestAccuracy> {
+fn test_accuracy(u: &Outcome, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
     let w = u.overrides();
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
         Ok(Accuracy {

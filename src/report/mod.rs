@@ -46,6 +46,8 @@ pub struct UnlearnReport {
     pub device: String,
     pub settings: SemuConfig,
     pub used_retain_data: bool,
+    /// How the forget set was chosen from a training set (`--train`), with its exact indices.
+    pub forget_selection: Option<crate::data::forget::ForgetRecord>,
     pub classes: i64,
     pub layers: Vec<LayerReport>,
     pub skipped_zero_gradient: Vec<String>,

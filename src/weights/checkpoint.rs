@@ -137,7 +137,8 @@ impl Checkpoint {
     /// Drops the resident pages of `e`'s range (a hint; failures are harmless).
     pub fn release(&self, e: &Entry) {
         let map = &self.shards[e.shard].map;
-        // madvise needs a page-aligned start; shrink the range inwards to whole pages.
+        // madvise needs a page-aligned start; shrink the range inwards to whole 4 KiB pages (on
+        // larger pages the call fails with EINVAL, which only means the hint is not taken).
         let page = 4096;
         let start = e.start.div_ceil(page) * page;
         let end = e.end / page * page;

@@ -8,7 +8,7 @@ use crate::onnx::{DType, OnnxModel, TensorData};
 use safetensors::tensor::{Dtype, View};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where one output tensor's bytes come from; read when the writer reaches it.
@@ -106,6 +106,9 @@ pub struct WrittenWeights {
     pub changed: usize,
     /// Initializers safetensors has no type for (strings, complex, float8), left out.
     pub skipped: Vec<String>,
+    /// Changed initializers the input checkpoint had no key for (kept from the model under
+    /// `--allow-partial`): written under their initializer names so no change is lost.
+    pub added: Vec<String>,
 }
 
 /// The model's weights after `changed` (initializer → new data in the graph's dtype) as
@@ -140,7 +143,9 @@ pub fn write_weights(
         }
         let n = tensors.len();
         write_safetensors(out, tensors, provenance.clone())?;
-        return Ok(WrittenWeights { path: out.to_path_buf(), tensors: n, changed: changed.len(), skipped });
+        let written =
+            WrittenWeights { path: out.to_path_buf(), tensors: n, changed: changed.len(), skipped, added: vec![] };
+        return Ok(written);
     };
     let ck = Checkpoint::open(&report.files)?;
     // Checkpoint key → the new value of an initializer bound to it (tied weights must agree).
@@ -167,9 +172,24 @@ pub fn write_weights(
         };
         tensors.push((key.clone(), OutTensor { dtype: e.dtype, shape: e.shape.clone(), len, source }));
     }
+    let bound_names: HashSet<&str> = report.bound.iter().map(|b| b.initializer.as_str()).collect();
+    let mut added: Vec<String> = changed.keys().filter(|n| !bound_names.contains(n.as_str())).cloned().collect();
+    added.sort();
+    for name in &added {
+        let d = &changed[name];
+        let st = safetensors_dtype(d.dtype)
+            .ok_or_else(|| tensor_err(name, format!("{} has no safetensors type", d.dtype)))?;
+        if ck.entries.contains_key(name) {
+            return Err(tensor_err(name, "changed, not bound, and its name is another tensor's key".into()));
+        }
+        let shape = d.dims.iter().map(|&x| x.max(0) as usize).collect();
+        let out = OutTensor { dtype: st, shape, len: d.bytes.len(), source: Source::Bytes(Cow::Borrowed(&d.bytes)) };
+        tensors.push((name.clone(), out));
+    }
     let mut meta = report.metadata.clone();
     meta.extend(provenance.iter().map(|(k, v)| (k.clone(), v.clone())));
     let n = tensors.len();
     write_safetensors(out, tensors, meta)?;
-    Ok(WrittenWeights { path: out.to_path_buf(), tensors: n, changed: new_value.len(), skipped: Vec::new() })
+    let changed = new_value.len() + added.len();
+    Ok(WrittenWeights { path: out.to_path_buf(), tensors: n, changed, skipped: Vec::new(), added })
 }

@@ -42,21 +42,24 @@ impl Draw for Curves<'_> {
         let finite = loss.iter().map(|p| p.1).filter(|v| v.is_finite());
         let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-        let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(1e-6);
-        // Enough decimals to tell about five ticks apart, no more.
-        let decimals = (-((hi - lo + 2.0 * pad) / 5.0).log10().floor()).max(0.0) as usize;
+        let pad = ((hi - lo) * 0.1).max(hi.abs().max(lo.abs()) * 0.05).max(1e-12);
+        // A loss that cannot be negative keeps 0 as its floor; gradient ascent's can go below.
+        let bottom = if lo >= 0.0 { (lo - pad).max(0.0) } else { lo - pad };
+        // Enough decimals to tell about five ticks apart; scientific notation past three.
+        let decimals = (-((hi - bottom + pad) / 5.0).log10().floor()).max(0.0) as usize;
+        let fmt = move |v: &f64| if decimals > 3 { format!("{v:.2e}") } else { format!("{v:.decimals$}") };
         let mut c = ChartBuilder::on(&left)
             .caption(if semu { "Loss (random-label CE on forget + α × retain CE)" } else { "Training loss" }, text(16))
             .margin(14)
             .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(xr.clone(), (lo - pad).max(0.0)..hi + pad)
+            .y_label_area_size(84)
+            .build_cartesian_2d(xr.clone(), bottom..hi + pad)
             .map_err(err)?;
         c.configure_mesh()
             .light_line_style(WHITE)
             .x_labels(ticks)
             .x_label_formatter(&integer)
-            .y_label_formatter(&|v| format!("{v:.decimals$}"))
+            .y_label_formatter(&fmt)
             .x_desc("epoch")
             .y_desc("mean loss over batches")
             .label_style(text(13))

@@ -1,0 +1,150 @@
+//! Data flags shared by commands that read data: how to decode (image preprocessing, CSV label
+//! column) and, for `unlearn`, how to choose the forget set from one training set.
+use anyhow::{anyhow, bail};
+use semu::data::forget::{select_forget, ForgetBy, ForgetRecord};
+use semu::data::preprocess::{parse_floats, parse_size, Preprocess};
+use semu::data::{self, DataSpec, Dataset};
+use semu::onnx::OnnxModel;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct DataArgs {
+    /// The training set to choose the forget set from (with --forget-class, --forget-fraction or
+    /// --forget-indices, or --forget as an explicit subset of it).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// With --train: forget every sample of these classes (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "C[,C…]")]
+    pub forget_class: Vec<i64>,
+    /// With --train: forget this share of the samples, drawn at random with --seed.
+    #[arg(long)]
+    pub forget_fraction: Option<f64>,
+    /// With --train: forget the samples at these indices (one per line).
+    #[arg(long)]
+    pub forget_indices: Option<PathBuf>,
+    /// With --train: use the rest of the training set as remaining data.
+    #[arg(long)]
+    pub use_retain: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
+
+/// How to decode data files: image preprocessing and the CSV label column.
+#[derive(clap::Args, Debug, Default)]
+pub struct DecodeArgs {
+    /// Images: resize to H,W (ImageFolder and CIFAR input).
+    #[arg(long, alias = "image-size", value_name = "H,W", value_parser = parse_size)]
+    pub resize: Option<[u32; 2]>,
+    /// Images: per-channel mean subtracted after scaling pixels to [0, 1].
+    #[arg(long, value_parser = parse_floats, value_name = "M[,M,M]")]
+    pub mean: Option<Vec<f32>>,
+    /// Images: per-channel standard deviation.
+    #[arg(long, value_parser = parse_floats, value_name = "S[,S,S]")]
+    pub std: Option<Vec<f32>>,
+    /// Images: read as one grey channel.
+    #[arg(long)]
+    pub grayscale: bool,
+    /// CSV: the label column (name or 1-based number).
+    #[arg(long)]
+    pub label_column: Option<String>,
+}
+
+/// The data of one unlearning run.
+pub struct Loaded {
+    pub forget: Rc<dyn Dataset>,
+    pub retain: Option<Rc<dyn Dataset>>,
+    pub test: Option<Rc<dyn Dataset>>,
+    /// SHA-256 of the forget file, or of the chosen indices when selected from --train.
+    pub forget_sha256: String,
+    pub selection: Option<ForgetRecord>,
+}
+
+impl DecodeArgs {
+    /// Decoding options: these flags over the model's `semu.*` metadata over its input shape.
+    pub fn spec(&self, model: &OnnxModel, input: Option<&str>) -> anyhow::Result<DataSpec> {
+        let flags = Preprocess {
+            image_size: self.resize,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            grayscale: self.grayscale.then_some(true),
+        };
+        let mut spec = DataSpec { preprocess: Preprocess::for_model(&flags, model, input)?, ..Default::default() };
+        spec.csv.label_column = self.label_column.clone();
+        Ok(spec)
+    }
+}
+
+impl DataArgs {
+    pub fn spec(&self, model: &OnnxModel, input: Option<&str>) -> anyhow::Result<DataSpec> {
+        self.decode.spec(model, input)
+    }
+
+    pub fn has_retain(&self, retain: Option<&Path>) -> bool {
+        retain.is_some() || (self.train.is_some() && self.use_retain)
+    }
+
+    /// Flag combinations that cannot work (a usage error, exit 2).
+    pub fn check_usage(&self, forget: Option<&Path>, retain: Option<&Path>) -> anyhow::Result<()> {
+        let selectors = [!self.forget_class.is_empty(), self.forget_fraction.is_some(), self.forget_indices.is_some()];
+        let chosen = selectors.iter().filter(|b| **b).count();
+        match &self.train {
+            None if chosen > 0 => {
+                bail!("--forget-class, --forget-fraction and --forget-indices choose from --train: give --train")
+            }
+            None if forget.is_none() => bail!("give the data to forget: --forget FILE, or --train with a selection"),
+            None if self.use_retain => bail!("--use-retain takes the rest of --train: give --train"),
+            Some(_) if chosen + usize::from(forget.is_some()) != 1 => {
+                bail!("with --train give exactly one of --forget-class, --forget-fraction, --forget-indices, --forget")
+            }
+            Some(_) if retain.is_some() => {
+                bail!("with --train the remaining data is the rest of it: use --use-retain instead of --retain")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the forget/retain/test sets, selecting the forget set from --train when asked
+    /// (flags already checked by [`Self::check_usage`]).
+    pub fn load(
+        &self,
+        spec: &DataSpec,
+        forget: Option<&Path>,
+        retain: Option<&Path>,
+        test: Option<&Path>,
+        seed: u64,
+    ) -> anyhow::Result<Loaded> {
+        let open = |p: &Path| -> anyhow::Result<Rc<dyn Dataset>> { Ok(Rc::from(data::open_with(p, spec)?)) };
+        let test = test.map(open).transpose()?;
+        let Some(train) = &self.train else {
+            let f =
+                forget.ok_or_else(|| anyhow!("give the data to forget: --forget FILE, or --train with a selection"))?;
+            return Ok(Loaded {
+                forget: open(f)?,
+                retain: retain.map(open).transpose()?,
+                test,
+                forget_sha256: semu::report::sha256_file(f)?,
+                selection: None,
+            });
+        };
+        let by = match (self.forget_class.is_empty(), self.forget_fraction, &self.forget_indices, forget) {
+            (false, None, None, None) => ForgetBy::Classes(self.forget_class.clone()),
+            (true, Some(fraction), None, None) => ForgetBy::Fraction { fraction, seed },
+            (true, None, Some(p), None) => ForgetBy::IndicesFile(p.clone()),
+            (true, None, None, Some(f)) => ForgetBy::Samples(open(f)?),
+            _ => {
+                bail!("with --train give exactly one of --forget-class, --forget-fraction, --forget-indices, --forget")
+            }
+        };
+        let split = select_forget(open(train)?, &by)?;
+        tracing::info!("forget set: {} ({} samples)", split.description, split.count);
+        let record = split.record();
+        Ok(Loaded {
+            forget: Rc::new(split.forget),
+            retain: self.use_retain.then(|| Rc::new(split.retain) as Rc<dyn Dataset>),
+            test,
+            forget_sha256: record.sha256.clone(),
+            selection: Some(record),
+        })
+    }
+}
