@@ -180,7 +180,7 @@ pub fn run(
         });
     }
     cfg.validate()?;
-    if !(extra.mask_ratio > 0.0 && extra.mask_ratio <= 1.0) || !(extra.l1 >= 0.0 && extra.l1.is_finite()) {
+    if !(extra.mask_ratio > 0.0 && extra.mask_ratio <= 1.0 && extra.l1 >= 0.0 && extra.l1.is_finite()) {
         return Err(Error::msg(format!(
             "mask ratio must be in (0, 1] and l1 ≥ 0 (mask ratio {}, l1 {})",
             extra.mask_ratio, extra.l1

@@ -181,7 +181,7 @@ pub fn train(
                 let _g = tch::no_grad_guard();
                 for ((l, m), o) in w.leaves.iter_mut().zip(mask).zip(&originals) {
                     let kept = l.f_where_self(&m.f_to_kind(Kind::Bool)?, o)?;
-                    let _ = l.f_copy_(&kept)?;
+                    l.f_copy_(&kept)?;
                 }
             }
             loss_sum += loss.f_double_value(&[])?;

@@ -65,7 +65,7 @@ fn init_logging(cli: &Cli) {
 enum Cmd {
     Inspect(inspect::Args),
     Run(run::Args),
-    Unlearn(unlearn::Args),
+    Unlearn(Box<unlearn::Args>),
     Eval(eval::Args),
     Fetch(fetch::Args),
     Verify(verify::Args),
@@ -95,7 +95,7 @@ pub fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
-        Cmd::Unlearn(a) => unlearn::run(a, quiet),
+        Cmd::Unlearn(a) => unlearn::run(*a, quiet),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Fetch(a) => fetch::run(a),
         Cmd::Verify(a) => verify::run(a),
