@@ -1,12 +1,12 @@
 //! `scatter.png`: every run's Avg. Gap against the share of parameters it trains (log scale), one
 //! colour per method, the best run of each method filled. Drawn by plotters into a memory bitmap
-//! with an embedded font (DejaVu Sans, through ab_glyph: no system fonts or fontconfig needed)
-//! and encoded as PNG by `image`.
+//! with the embedded font of `report::font` (DejaVu Sans through ab_glyph: no system fonts or
+//! fontconfig needed) and encoded as PNG by `image`.
 use super::sweep::SweepResult;
 use super::table::{best_per_method, display_name};
 use crate::error::{Error, Result};
+use crate::report::font::FAMILY;
 use plotters::prelude::*;
-use std::sync::OnceLock;
 
 const SIZE: (u32, u32) = (960, 600);
 
@@ -23,21 +23,13 @@ const COLOURS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn register_font() -> Result<()> {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    let ok = *LOADED.get_or_init(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
-    });
-    ok.then_some(()).ok_or_else(|| Error::msg("the embedded DejaVu Sans font could not be loaded"))
-}
-
 fn err(e: impl std::fmt::Display) -> Error {
     Error::msg(format!("drawing the scatter plot: {e}"))
 }
 
 /// The scatter plot as PNG bytes.
 pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
-    register_font()?;
+    crate::report::font::register()?;
     let (w, h) = SIZE;
     let mut buf = vec![0u8; (w * h * 3) as usize];
     let best = best_per_method(res);
@@ -63,7 +55,7 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
         let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Avg. Gap to retrain vs share of parameters trained", ("sans-serif", 24))
+            .caption("Avg. Gap to retrain vs share of parameters trained", (FAMILY, 24))
             .margin(16)
             .x_label_area_size(48)
             .y_label_area_size(60)
@@ -73,8 +65,8 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
             .configure_mesh()
             .x_desc("parameters trained (%, log scale): SEMU Σk², SalUn its mask, others all")
             .y_desc("Avg. Gap (percentage points)")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
+            .label_style((FAMILY, 15))
+            .axis_desc_style((FAMILY, 17))
             .draw()
             .map_err(err)?;
         for (s, name) in names.iter().enumerate() {
@@ -91,7 +83,7 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
         }
         chart
             .configure_series_labels()
-            .label_font(("sans-serif", 15))
+            .label_font((FAMILY, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperLeft)
