@@ -198,12 +198,8 @@ pub fn init_rng(seed: u64) -> StdRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::build::{f32_init, node, value, write};
+    use crate::onnx::build::{attr_ints as ints, f32_init, node, value, write};
     use crate::onnx::proto::AttributeProto;
-
-    fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
-    }
 
     /// Conv(+bias) → BatchNorm → Flatten → Gemm(transB=1, bias) → MatMul(Transpose(W2)) → Add(b2).
     fn model() -> (tempfile::TempDir, OnnxModel) {

@@ -1,8 +1,8 @@
 //! Tiny ONNX models built in code with the prost types (tests, examples, bug reports).
 use crate::onnx::proto::{
     tensor_shape_proto::{dimension, Dimension},
-    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
 };
 use crate::onnx::{DType, TensorData};
 use prost::Message;
@@ -33,6 +33,21 @@ pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
         output: outputs.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     }
+}
+
+/// An int attribute (type INT).
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
+}
+
+/// An ints attribute (type INTS).
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
+}
+
+/// A string attribute (type STRING).
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(3), s: Some(v.into()), ..Default::default() }
 }
 
 pub fn f32_init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {

@@ -321,15 +321,7 @@ mod grad_tests {
     use crate::onnx::proto::{AttributeProto, NodeProto};
     use tch::{Device, Kind, Tensor};
 
-    fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(7), ints: v.to_vec(), ..Default::default() }
-    }
-    fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(2), i: Some(v), ..Default::default() }
-    }
-    fn string(name: &str, v: &str) -> AttributeProto {
-        AttributeProto { name: Some(name.into()), r#type: Some(3), s: Some(v.into()), ..Default::default() }
-    }
+    use crate::onnx::build::{attr_int as int, attr_ints as ints, attr_string as string};
 
     /// Runs `op` on a float input of `shape` plus int64 inputs. The gradient of sum(y) counts how
     /// often y reads each element, so its total must equal sum(op(ones)).
