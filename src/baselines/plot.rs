@@ -91,14 +91,5 @@ pub fn scatter_png(res: &SweepResult) -> Result<Vec<u8>> {
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut png),
-        &buf,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(err)?;
-    Ok(png)
+    crate::report::plots::encode_png(&buf, w, h).map_err(err)
 }

@@ -48,6 +48,19 @@ pub fn figures(r: &UnlearnReport) -> Result<Vec<Figure>> {
     Ok(out)
 }
 
+/// An RGB8 bitmap (plotters' buffer) as PNG bytes.
+pub fn encode_png(buf: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, image::ImageError> {
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        buf,
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(png)
+}
+
 fn render(stem: &'static str, title: String, d: &impl Draw) -> Result<Figure> {
     let (w, h) = d.size();
     let mut buf = vec![0u8; (w as usize) * (h as usize) * 3];
@@ -57,15 +70,7 @@ fn render(stem: &'static str, title: String, d: &impl Draw) -> Result<Figure> {
         d.draw(&root)?;
         root.present().map_err(err)?;
     }
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut png),
-        &buf,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(|e| Error::msg(format!("encoding {stem}.png: {e}")))?;
+    let png = encode_png(&buf, w, h).map_err(|e| Error::msg(format!("encoding {stem}.png: {e}")))?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
