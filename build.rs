@@ -19,8 +19,10 @@ fn ask_python(code: &str) -> Option<String> {
 fn main() {
     // ONNX protobuf types, generated from the schema shipped with onnx 1.22 (proto/onnx.proto),
     // by protox (pure Rust), so no protoc is needed and every field of IR v11 round-trips.
+    // onnx-data.proto adds SequenceProto/OptionalProto (test data for sequence-valued graphs).
     println!("cargo:rerun-if-changed=proto/onnx.proto");
-    let fds = protox::compile(["proto/onnx.proto"], ["proto"]).expect("proto/onnx.proto compiles");
+    println!("cargo:rerun-if-changed=proto/onnx-data.proto");
+    let fds = protox::compile(["proto/onnx.proto", "proto/onnx-data.proto"], ["proto"]).expect("proto/*.proto compile");
     prost_build::Config::new().compile_fds(fds).expect("prost generates the ONNX types");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");

@@ -1,8 +1,8 @@
 //! The ONNX backend test data (shipped in the onnx wheel) run through the engine: one case is a
 //! folder with `model.onnx` and `test_data_set_*/{input,output}_N.pb`. Used by
 //! `tests/conformance.rs` and `make conformance`.
-use crate::engine::convert::{from_tensor, to_tensor};
-use crate::engine::{Plan, PlanOptions, Registry};
+use crate::engine::convert::{dtype_of, from_tensor};
+use crate::engine::{Plan, PlanOptions, Registry, Value};
 use crate::error::{Error, Result};
 use crate::onnx::proto::TensorProto;
 use crate::onnx::{DType, OnnxModel, TensorData};
@@ -131,9 +131,9 @@ pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     sets.sort();
-    let inputs: Vec<String> = {
+    let inputs: Vec<crate::onnx::proto::ValueInfoProto> = {
         let inits: std::collections::HashSet<&str> = model.graph().initializer.iter().map(|t| t.name()).collect();
-        model.graph().input.iter().map(|v| v.name().to_string()).filter(|n| !inits.contains(n.as_str())).collect()
+        model.graph().input.iter().filter(|v| !inits.contains(v.name())).cloned().collect()
     };
     let plan = match Plan::new(&model, reg, &PlanOptions::default()) {
         Ok(p) => p,
@@ -143,10 +143,9 @@ pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
     for set in sets {
         let outcome = (|| -> std::result::Result<(), Outcome> {
             let mut feeds = HashMap::new();
-            for (i, name) in inputs.iter().enumerate() {
-                let p = set.join(format!("input_{i}.pb"));
-                let d = read_tensor_pb(&p).map_err(|e| Outcome::Error(e.to_string()))?;
-                feeds.insert(name.clone(), to_tensor(&d).map_err(|e| Outcome::Error(e.to_string()))?);
+            for (i, vi) in inputs.iter().enumerate() {
+                let v = read_value_pb(&set.join(format!("input_{i}.pb")), vi).map_err(|e| Outcome::Error(e.to_string()))?;
+                feeds.insert(vi.name().to_string(), v);
             }
             compare_outputs(&plan, &feeds, &set, &model)
         })();
@@ -157,25 +156,67 @@ pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
     Outcome::Pass
 }
 
+/// Reads a test-data file holding a value of `vi`'s type (tensor, sequence or optional).
+pub fn read_value_pb(path: &Path, vi: &crate::onnx::proto::ValueInfoProto) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Value::decode(&bytes, vi.r#type.as_ref(), base).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+}
+
 fn compare_outputs(
     plan: &Plan,
-    feeds: &HashMap<String, tch::Tensor>,
+    feeds: &HashMap<String, Value>,
     set: &Path,
     model: &OnnxModel,
 ) -> std::result::Result<(), Outcome> {
-    let outs = plan.run(feeds).map_err(|e| Outcome::Error(e.to_string()))?;
+    let outs = plan.run_values(feeds).map_err(|e| Outcome::Error(e.to_string()))?;
     for (i, (got, vi)) in outs.iter().zip(&model.graph().output).enumerate() {
-        let p = set.join(format!("output_{i}.pb"));
-        let want = read_tensor_pb(&p).map_err(|e| Outcome::Error(e.to_string()))?;
-        let have = crate::engine::convert::dtype_of(got.kind()).map_err(|e| Outcome::Fail(e.to_string()))?;
-        let widened = matches!((want.dtype, have), (DType::U16, DType::I32) | (DType::U32 | DType::U64, DType::I64));
-        if have != want.dtype && !widened {
-            return Err(Outcome::Fail(format!("output '{}': dtype {have}, expected {}", vi.name(), want.dtype)));
+        let path = set.join(format!("output_{i}.pb"));
+        let fail = |m: String| Outcome::Fail(format!("output '{}': {m}", vi.name()));
+        // Plain numeric tensors compare against the file's own dtype (u16 results wrap as in ONNX).
+        match (got, read_tensor_pb(&path)) {
+            (Value::Tensor(g), Ok(want)) => compare_tensor(g, &want).map_err(fail)?,
+            _ => {
+                let want = read_value_pb(&path, vi).map_err(|e| Outcome::Error(e.to_string()))?;
+                compare_value(got, &want).map_err(fail)?
+            }
         }
-        let got = from_tensor(got, want.dtype).map_err(|e| Outcome::Fail(format!("output '{}': {e}", vi.name())))?;
-        compare(&got, &want).map_err(|m| Outcome::Fail(format!("output '{}': {m}", vi.name())))?;
     }
     Ok(())
+}
+
+/// Compares values of any kind: tensors by dtype and tolerance, strings exactly, sequences and
+/// optionals element by element.
+pub fn compare_value(got: &Value, want: &Value) -> std::result::Result<(), String> {
+    match (got, want) {
+        (Value::Tensor(g), Value::Tensor(w)) => {
+            let w = crate::engine::convert::from_tensor(w, dtype_of(w.kind()).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            compare_tensor(g, &w)
+        }
+        (Value::Str(g), Value::Str(w)) if g == w => Ok(()),
+        (Value::Str(g), Value::Str(w)) => Err(format!("strings {:?} {:?}, expected {:?} {:?}", g.dims, g.data, w.dims, w.data)),
+        (Value::Seq(g), Value::Seq(w)) => {
+            if g.len() != w.len() {
+                return Err(format!("sequence of {} values, expected {}", g.len(), w.len()));
+            }
+            g.iter().zip(w).enumerate().try_for_each(|(i, (a, b))| compare_value(a, b).map_err(|m| format!("item {i}: {m}")))
+        }
+        (Value::Opt(None), Value::Opt(None)) => Ok(()),
+        (Value::Opt(Some(g)), Value::Opt(Some(w))) => compare_value(g, w),
+        (g, w) => Err(format!("got {}, expected {}", g.describe(), w.describe())),
+    }
+}
+
+/// A tensor against expected data; unsigned dtypes libtorch widens compare by value.
+fn compare_tensor(got: &tch::Tensor, want: &TensorData) -> std::result::Result<(), String> {
+    let have = dtype_of(got.kind()).map_err(|e| e.to_string())?;
+    let widened = matches!((want.dtype, have), (DType::U16, DType::I32) | (DType::U32 | DType::U64, DType::I64));
+    if have != want.dtype && !widened {
+        return Err(format!("dtype {have}, expected {}", want.dtype));
+    }
+    let got = from_tensor(got, want.dtype).map_err(|e| e.to_string())?;
+    compare(&got, want)
 }
 
 /// `light` models ship only their expected output: the input is ONNX's deterministic dummy data,

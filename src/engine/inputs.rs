@@ -2,6 +2,7 @@
 use crate::error::{Error, Result};
 use crate::onnx::proto::NodeProto;
 use crate::onnx::NodeExt;
+use super::Value;
 use tch::{Kind, Tensor};
 
 pub struct Inputs<'a> {
@@ -46,4 +47,40 @@ impl<'a> Inputs<'a> {
 pub fn to_ints(t: &Tensor) -> Result<Vec<i64>> {
     let flat = t.f_to_kind(Kind::Int64)?.f_reshape([-1])?.f_to_device(tch::Device::Cpu)?;
     Ok(Vec::<i64>::try_from(&flat)?)
+}
+
+/// The inputs of an op that handles non-tensor values (sequences, optionals, strings,
+/// subgraphs). After the node's own inputs come the outer values its subgraphs read
+/// (`OpCtx::implicit`, in that order).
+pub struct ValueInputs<'a> {
+    pub node: &'a NodeProto,
+    pub vals: Vec<Option<&'a Value>>,
+}
+
+impl<'a> ValueInputs<'a> {
+    pub fn get(&self, i: usize) -> Option<&'a Value> {
+        self.vals.get(i).copied().flatten()
+    }
+    pub fn req(&self, i: usize) -> Result<&'a Value> {
+        self.get(i).ok_or_else(|| self.err(format!("input {i} is required")))
+    }
+    /// Optional input `i`, which must be a tensor when present.
+    pub fn tensor(&self, i: usize) -> Result<Option<&'a Tensor>> {
+        match self.get(i) {
+            None => Ok(None),
+            Some(Value::Tensor(t)) => Ok(Some(t)),
+            Some(v) => Err(self.err(format!("input {i} must be a tensor, found {}", v.describe()))),
+        }
+    }
+    pub fn req_tensor(&self, i: usize) -> Result<&'a Tensor> {
+        self.tensor(i)?.ok_or_else(|| self.err(format!("input {i} is required")))
+    }
+    /// Views these inputs as tensors, for ops that only take tensors.
+    pub fn as_tensors(&self) -> Result<Inputs<'a>> {
+        let vals = (0..self.vals.len()).map(|i| self.tensor(i)).collect::<Result<_>>()?;
+        Ok(Inputs { node: self.node, vals })
+    }
+    pub fn err(&self, reason: impl Into<String>) -> Error {
+        self.node.node_err(reason)
+    }
 }

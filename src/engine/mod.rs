@@ -6,8 +6,10 @@ pub mod inputs;
 pub mod ops;
 pub mod plan;
 pub mod registry;
+pub mod value;
 
 pub use device::{device_name, parse_device};
-pub use inputs::{to_ints, Inputs};
+pub use inputs::{to_ints, Inputs, ValueInputs};
 pub use plan::{unsupported_ops, InputSpec, Plan, PlanOptions};
-pub use registry::{op, BoxOp, Op, OpCtx, Registry};
+pub use registry::{op, vop, BoxOp, Op, OpCtx, Registry, Scope};
+pub use value::{Strings, Value};

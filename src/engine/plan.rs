@@ -1,17 +1,23 @@
 //! Planning: order the graph once, fold what does not depend on runtime values, give every
 //! remaining value a slot and free each slot right after its last consumer.
-use super::convert::to_tensor;
-use super::registry::{norm_domain, BoxOp, OpCtx, Registry};
-use super::Inputs;
+use super::registry::{norm_domain, BoxOp, OpCtx, Registry, Scope};
+use super::{Value, ValueInputs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, NodeProto};
 use crate::onnx::{NodeExt, OnnxModel};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tch::{Device, Tensor};
 
 /// Ops whose output must not be computed once and reused.
 const NONDETERMINISTIC: &[&str] =
     &["RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"];
+
+/// The preview-training op that differentiates a graph value with respect to others.
+const GRADIENT: (&str, &str) = ("ai.onnx.preview.training", "Gradient");
+
+fn is_gradient(n: &NodeProto) -> bool {
+    n.domain() == GRADIENT.0 && n.op_type() == GRADIENT.1
+}
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -31,6 +37,7 @@ impl Default for PlanOptions {
 struct Step {
     node: usize,
     op: BoxOp,
+    /// The node's inputs, then the outer values its subgraphs read.
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
     free: Vec<usize>,
@@ -47,26 +54,74 @@ pub struct Plan {
     nodes: Vec<NodeProto>,
     steps: Vec<Step>,
     n_slots: usize,
-    consts: Vec<(usize, Tensor)>,
+    consts: Vec<(usize, Value)>,
     params: BTreeMap<String, (usize, Tensor)>,
     inputs: Vec<InputSpec>,
     outputs: Vec<(String, usize)>,
     device: Device,
     folded: usize,
     peak_live: usize,
+    /// Slots that must require grad when set (the `xs` of Gradient nodes).
+    grad_roots: HashSet<usize>,
 }
 
 /// Every node whose op the registry lacks, as one message: `op_type (domain, opset N): first node`.
+/// Subgraphs (If branches, Loop/Scan bodies) are searched too.
 pub fn unsupported_ops(model: &OnnxModel, reg: &Registry) -> Vec<String> {
-    let mut seen = BTreeMap::new();
-    for n in &model.graph().node {
-        let opset = model.opset(n.domain()).unwrap_or(0);
-        if reg.find(n.domain(), n.op_type(), opset).is_none() {
-            let dom = if norm_domain(n.domain()).is_empty() { "ai.onnx" } else { n.domain() };
-            seen.entry(format!("{} (domain {dom}, opset {opset})", n.op_type())).or_insert_with(|| n.label());
+    fn walk(g: &GraphProto, model: &OnnxModel, reg: &Registry, seen: &mut BTreeMap<String, String>) {
+        for n in &g.node {
+            let opset = model.opset(n.domain()).unwrap_or(0);
+            if reg.find(n.domain(), n.op_type(), opset).is_none() {
+                let dom = if norm_domain(n.domain()).is_empty() { "ai.onnx" } else { n.domain() };
+                seen.entry(format!("{} (domain {dom}, opset {opset})", n.op_type())).or_insert_with(|| n.label());
+            }
+            for sub in subgraphs(n) {
+                walk(sub, model, reg, seen);
+            }
         }
     }
+    let mut seen = BTreeMap::new();
+    walk(model.graph(), model, reg, &mut seen);
     seen.into_iter().map(|(op, node)| format!("{op}: first at node '{node}'")).collect()
+}
+
+/// The graphs held in a node's attributes.
+pub fn subgraphs(n: &NodeProto) -> impl Iterator<Item = &GraphProto> {
+    n.attribute.iter().flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+}
+
+/// Names a graph reads from its enclosing scope: used by its nodes (or their subgraphs) or
+/// returned as outputs, and defined by none of its inputs, initializers or nodes. Sorted.
+pub fn free_values(g: &GraphProto) -> Vec<String> {
+    let mut defined: HashSet<&str> = g.input.iter().map(|v| v.name()).collect();
+    defined.extend(g.initializer.iter().map(|t| t.name()));
+    defined.extend(g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    let mut free = BTreeSet::new();
+    for n in &g.node {
+        for name in n.input.iter().cloned().chain(implicit_inputs(n)) {
+            if !name.is_empty() && !defined.contains(name.as_str()) {
+                free.insert(name);
+            }
+        }
+    }
+    for o in &g.output {
+        if !defined.contains(o.name()) {
+            free.insert(o.name().to_string());
+        }
+    }
+    free.into_iter().collect()
+}
+
+/// Values a node reads besides its inputs: what its subgraphs take from the enclosing scope, and
+/// for `Gradient` the differentiated value `y`. Sorted, without duplicates.
+pub fn implicit_inputs(n: &NodeProto) -> Vec<String> {
+    let mut v: BTreeSet<String> = subgraphs(n).flat_map(free_values).collect();
+    if is_gradient(n) {
+        if let Ok(Some(y)) = n.get_s("y") {
+            v.insert(y);
+        }
+    }
+    v.into_iter().collect()
 }
 
 /// Kahn's order over the nodes; errors name an input nothing produces.
@@ -80,7 +135,8 @@ fn topo_order(g: &GraphProto, known: &HashSet<&str>) -> Result<Vec<usize>> {
     let mut indeg = vec![0usize; g.node.len()];
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); g.node.len()];
     for (i, n) in g.node.iter().enumerate() {
-        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+        let reads: BTreeSet<String> = n.input.iter().cloned().chain(implicit_inputs(n)).collect();
+        for inp in reads.iter().filter(|s| !s.is_empty()) {
             match producer.get(inp.as_str()) {
                 Some(&p) => {
                     indeg[i] += 1;
@@ -127,45 +183,74 @@ impl Plan {
                 return Err(Error::Tensor { tensor: d.clone(), reason: "is not an initializer of the model".into() });
             }
         }
-        let real_inputs: Vec<&str> = g.input.iter().map(|v| v.name()).filter(|n| !init_names.contains(n)).collect();
+        let opsets =
+            model.proto.opset_import.iter().map(|o| (norm_domain(o.domain()).to_string(), o.version())).collect();
+        let scope = Scope { reg, opsets, dir: &model.dir, opts };
+        let inputs: Vec<String> =
+            g.input.iter().map(|v| v.name().to_string()).filter(|n| !init_names.contains(n.as_str())).collect();
+        Self::build(g, &scope, inputs, &opts.dynamic).map_err(|e| match e {
+            Error::Msg(m) => Error::Model { path: model.path.clone(), reason: m },
+            other => other,
+        })
+    }
+
+    /// Plans a subgraph (an If branch, a Loop/Scan body) in its parent's scope. Its inputs are
+    /// the graph's formal inputs followed by [`free_values`] (the outer values it reads).
+    pub fn subgraph(g: &GraphProto, scope: &Scope) -> Result<Self> {
+        let inputs = g.input.iter().map(|v| v.name().to_string()).chain(free_values(g)).collect();
+        Self::build(g, scope, inputs, &HashSet::new())
+    }
+
+    fn build(g: &GraphProto, scope: &Scope, real_inputs: Vec<String>, dynamic: &HashSet<String>) -> Result<Self> {
+        let opts = scope.opts;
+        let init_names: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
         let mut known: HashSet<&str> = init_names.clone();
-        known.extend(real_inputs.iter().copied());
+        known.extend(real_inputs.iter().map(String::as_str));
         let order = topo_order(g, &known)?;
+        // Values a Gradient node differentiates with respect to stay live so autograd sees them.
+        let grad_xs: HashSet<String> =
+            g.node.iter().filter(|n| is_gradient(n)).flat_map(|n| n.get_strings("xs").ok().flatten().unwrap_or_default()).collect();
 
         let _guard = tch::no_grad_guard();
         let dev = opts.device;
         // Constant values (initializers and folded outputs), and the set of runtime values.
-        let mut consts: HashMap<String, Tensor> = HashMap::new();
+        let mut consts: HashMap<String, Value> = HashMap::new();
         let mut params: BTreeMap<String, Tensor> = BTreeMap::new();
         for t in &g.initializer {
-            let v = to_tensor(&model.tensor(t)?)?.f_to_device(dev)?;
-            if opts.dynamic.contains(t.name()) {
-                params.insert(t.name().to_string(), v);
+            let v = Value::from_tensor_proto(t, scope.dir)?.to_device(dev)?;
+            if dynamic.contains(t.name()) {
+                params.insert(t.name().to_string(), v.into_tensor()?);
             } else {
                 consts.insert(t.name().to_string(), v);
             }
         }
-        let mut built: Vec<(usize, BoxOp)> = Vec::new();
+        let mut built: Vec<(usize, BoxOp, Vec<String>)> = Vec::new();
         let mut folded = 0;
         for &i in &order {
             let n = &g.node[i];
-            let opset = model.opset(n.domain()).unwrap_or(0);
-            let build = reg.find(n.domain(), n.op_type(), opset).expect("checked above");
-            let op = build(&OpCtx { node: n, opset })?;
-            let is_const = |s: &String| s.is_empty() || consts.contains_key(s);
-            let foldable = opts.fold && !NONDETERMINISTIC.contains(&n.op_type()) && n.input.iter().all(is_const);
+            let opset = scope.opset(n.domain());
+            let build = scope.reg.find(n.domain(), n.op_type(), opset).ok_or_else(|| {
+                Error::Unsupported(format!("  {} (opset {opset}): first at node '{}'", n.op_type(), n.label()))
+            })?;
+            let implicit = implicit_inputs(n);
+            let op = build(&OpCtx { node: n, opset, scope: Some(scope), implicit: &implicit })?;
+            let is_const = |s: &String| s.is_empty() || (consts.contains_key(s) && !grad_xs.contains(s));
+            let foldable = opts.fold
+                && !NONDETERMINISTIC.contains(&n.op_type())
+                && !is_gradient(n)
+                && n.input.iter().chain(&implicit).all(is_const);
             if foldable {
-                let vals = n.input.iter().map(|s| consts.get(s)).collect();
-                let outs = run_op(n, op.as_ref(), Inputs { node: n, vals })?;
-                for (name, t) in n.output.iter().zip(outs) {
+                let vals = n.input.iter().chain(&implicit).map(|s| consts.get(s)).collect();
+                let outs = run_op(n, op.as_ref(), ValueInputs { node: n, vals })?;
+                for (name, v) in n.output.iter().zip(outs) {
                     if !name.is_empty() {
                         // Ops without inputs (Constant) create CPU tensors: move them to the plan's device.
-                        consts.insert(name.clone(), t.f_to_device(dev)?);
+                        consts.insert(name.clone(), v.to_device(dev)?);
                     }
                 }
                 folded += 1;
             } else {
-                built.push((i, op));
+                built.push((i, op, implicit));
             }
         }
 
@@ -176,25 +261,23 @@ impl Plan {
             *slot_of.entry(name.to_string()).or_insert(n)
         };
         let inputs: Vec<InputSpec> =
-            real_inputs.iter().map(|n| InputSpec { name: n.to_string(), slot: slot(n, &mut slot_of) }).collect();
+            real_inputs.iter().map(|n| InputSpec { name: n.clone(), slot: slot(n, &mut slot_of) }).collect();
         let mut steps = Vec::new();
-        for (i, op) in built {
+        for (i, op, implicit) in built {
             let n = &g.node[i];
-            let ins = n.input.iter().map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
+            let ins = n.input.iter().chain(&implicit).map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
             let outs = n.output.iter().map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
             steps.push(Step { node: i, op, inputs: ins, outputs: outs, free: Vec::new() });
         }
         let mut outputs = Vec::new();
         for o in &g.output {
             if !slot_of.contains_key(o.name()) && !consts.contains_key(o.name()) {
-                return Err(Error::Model {
-                    path: model.path.clone(),
-                    reason: format!("graph output '{}' is produced by no node", o.name()),
-                });
+                return Err(Error::msg(format!("graph output '{}' is produced by no node", o.name())));
             }
             outputs.push((o.name().to_string(), slot(o.name(), &mut slot_of)));
         }
-        let const_slots: Vec<(usize, Tensor)> =
+        let grad_roots = grad_xs.iter().filter_map(|n| slot_of.get(n).copied()).collect();
+        let const_slots: Vec<(usize, Value)> =
             slot_of.iter().filter_map(|(name, &s)| consts.remove(name).map(|t| (s, t))).collect();
         let param_slots: BTreeMap<String, (usize, Tensor)> =
             params.into_iter().filter_map(|(n, t)| slot_of.get(&n).map(|&s| (n, (s, t)))).collect();
@@ -236,6 +319,7 @@ impl Plan {
             device: dev,
             folded,
             peak_live,
+            grad_roots,
         })
     }
 
@@ -273,7 +357,7 @@ impl Plan {
         self.params.keys().cloned().collect()
     }
 
-    /// Runs the graph; returns the outputs in graph order.
+    /// Runs the graph; returns the outputs in graph order (all must be tensors).
     pub fn run(&self, feeds: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
         self.run_with(feeds, &HashMap::new())
     }
@@ -284,12 +368,45 @@ impl Plan {
         feeds: &HashMap<String, Tensor>,
         overrides: &HashMap<String, Tensor>,
     ) -> Result<Vec<Tensor>> {
-        let mut slots: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
-        for (s, t) in &self.consts {
-            slots[*s] = Some(t.shallow_clone());
+        let feed = |name: &str| feeds.get(name).map(|t| Value::Tensor(t.shallow_clone()));
+        let outs = self.execute(&feed, overrides, || feeds.keys().cloned().collect())?;
+        self.outputs
+            .iter()
+            .zip(outs)
+            .map(|((name, _), v)| {
+                v.into_tensor().map_err(|e| Error::msg(format!("output '{name}': {e}; use run_values")))
+            })
+            .collect()
+    }
+
+    /// Runs on any values (sequences, optionals, strings) fed by name.
+    pub fn run_values(&self, feeds: &HashMap<String, Value>) -> Result<Vec<Value>> {
+        let feed = |name: &str| feeds.get(name).map(Value::shallow_clone);
+        self.execute(&feed, &HashMap::new(), || feeds.keys().cloned().collect())
+    }
+
+    /// Runs with the inputs given in [`Self::inputs`] order (how subgraphs are called).
+    pub fn run_positional(&self, vals: Vec<Value>) -> Result<Vec<Value>> {
+        if vals.len() != self.inputs.len() {
+            return Err(Error::msg(format!("{} values for a graph of {} inputs", vals.len(), self.inputs.len())));
+        }
+        let by_name: HashMap<&str, Value> = self.inputs.iter().map(|i| i.name.as_str()).zip(vals).collect();
+        let feed = |name: &str| by_name.get(name).map(Value::shallow_clone);
+        self.execute(&feed, &HashMap::new(), Vec::new)
+    }
+
+    fn execute(
+        &self,
+        feed: &dyn Fn(&str) -> Option<Value>,
+        overrides: &HashMap<String, Tensor>,
+        given: impl Fn() -> Vec<String>,
+    ) -> Result<Vec<Value>> {
+        let mut slots: Vec<Option<Value>> = (0..self.n_slots).map(|_| None).collect();
+        for (s, v) in &self.consts {
+            slots[*s] = Some(v.shallow_clone());
         }
         for (name, (s, t)) in &self.params {
-            slots[*s] = Some(overrides.get(name).unwrap_or(t).shallow_clone());
+            slots[*s] = Some(Value::Tensor(overrides.get(name).unwrap_or(t).shallow_clone()));
         }
         for name in overrides.keys() {
             if !self.params.contains_key(name) {
@@ -300,23 +417,23 @@ impl Plan {
             }
         }
         for inp in &self.inputs {
-            let t = feeds.get(&inp.name).ok_or_else(|| {
-                Error::msg(format!(
-                    "the model needs input '{}'; given: [{}]",
-                    inp.name,
-                    feeds.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
+            let v = feed(&inp.name).ok_or_else(|| {
+                Error::msg(format!("the model needs input '{}'; given: [{}]", inp.name, given().join(", ")))
             })?;
-            slots[inp.slot] = Some(t.f_to_device(self.device)?);
+            slots[inp.slot] = Some(v.to_device(self.device)?);
+        }
+        for &s in &self.grad_roots {
+            if let Some(Value::Tensor(t)) = &slots[s] {
+                slots[s] = Some(Value::Tensor(t.f_detach()?.f_set_requires_grad(true)?));
+            }
         }
         for st in &self.steps {
             let n = &self.nodes[st.node];
             let vals = st.inputs.iter().map(|s| s.and_then(|s| slots[s].as_ref())).collect();
-            let outs = run_op(n, st.op.as_ref(), Inputs { node: n, vals })?;
-            for (s, t) in st.outputs.iter().zip(outs) {
+            let outs = run_op(n, st.op.as_ref(), ValueInputs { node: n, vals })?;
+            for (s, v) in st.outputs.iter().zip(outs) {
                 if let Some(s) = s {
-                    let t = if t.device() == self.device { t } else { t.f_to_device(self.device)? };
-                    slots[*s] = Some(t);
+                    slots[*s] = Some(v.to_device(self.device)?);
                 }
             }
             for s in &st.free {
@@ -328,7 +445,7 @@ impl Plan {
             .map(|(name, s)| {
                 slots[*s]
                     .as_ref()
-                    .map(|t| t.shallow_clone())
+                    .map(Value::shallow_clone)
                     .ok_or_else(|| Error::msg(format!("output '{name}' was not computed")))
             })
             .collect()
@@ -336,8 +453,8 @@ impl Plan {
 }
 
 /// Runs one op, naming the node in any error and checking it produced every named output.
-fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: Inputs) -> Result<Vec<Tensor>> {
-    let outs = op.run(&x).map_err(|e| match e {
+fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: ValueInputs) -> Result<Vec<Value>> {
+    let outs = op.run_values(&x).map_err(|e| match e {
         Error::Torch(t) => n.node_err(format!("libtorch: {t}")),
         Error::Msg(m) => n.node_err(m),
         other => other,

@@ -1,20 +1,53 @@
 //! The op registry: (domain, op_type, opset range) → a builder that parses the node's attributes
 //! once, at plan time, and returns the op that runs on tensors.
-use super::Inputs;
+use super::{Inputs, PlanOptions, Value, ValueInputs};
 use crate::error::Result;
 use crate::onnx::proto::NodeProto;
 use std::collections::HashMap;
+use std::path::Path;
 use tch::Tensor;
 
-/// What a builder sees: the node and the opset its domain is imported at.
+/// What a builder sees: the node, the opset its domain is imported at, and — for ops with
+/// subgraphs (If, Loop, Scan…) — the scope to plan them in and the outer values they read.
 pub struct OpCtx<'a> {
     pub node: &'a NodeProto,
     pub opset: i64,
+    pub scope: Option<&'a Scope<'a>>,
+    /// Names of outer values the node's subgraphs read; they follow the node's inputs.
+    pub implicit: &'a [String],
 }
 
-/// A built op. Closures `Fn(&Inputs) -> Result<Vec<Tensor>>` are ops too.
+impl<'a> OpCtx<'a> {
+    /// A context for a node without subgraphs (unit tests, one-off ops).
+    pub fn new(node: &'a NodeProto, opset: i64) -> Self {
+        OpCtx { node, opset, scope: None, implicit: &[] }
+    }
+}
+
+/// Where a graph is planned: the ops, the model's opset imports, its folder (external data) and
+/// the plan options. Subgraphs are planned in their parent's scope.
+pub struct Scope<'a> {
+    pub reg: &'a Registry,
+    /// Normalised domain ("" for ai.onnx) → imported opset.
+    pub opsets: HashMap<String, i64>,
+    pub dir: &'a Path,
+    pub opts: &'a PlanOptions,
+}
+
+impl Scope<'_> {
+    pub fn opset(&self, domain: &str) -> i64 {
+        self.opsets.get(norm_domain(domain)).copied().unwrap_or(0)
+    }
+}
+
+/// A built op. Closures `Fn(&Inputs) -> Result<Vec<Tensor>>` are ops on tensors; ops that take
+/// or give sequences, optionals or strings override `run_values` (see [`vop`]).
 pub trait Op {
     fn run(&self, x: &Inputs) -> Result<Vec<Tensor>>;
+
+    fn run_values(&self, x: &ValueInputs) -> Result<Vec<Value>> {
+        Ok(self.run(&x.as_tensors()?)?.into_iter().map(Value::Tensor).collect())
+    }
 }
 
 impl<F: Fn(&Inputs) -> Result<Vec<Tensor>>> Op for F {
@@ -29,6 +62,24 @@ pub type Build = fn(&OpCtx) -> Result<BoxOp>;
 /// Wraps a closure as a boxed op (helps type inference in builders).
 pub fn op(f: impl Fn(&Inputs) -> Result<Vec<Tensor>> + 'static) -> Result<BoxOp> {
     Ok(Box::new(f))
+}
+
+struct ValueOp<F>(F);
+
+impl<F: Fn(&ValueInputs) -> Result<Vec<Value>>> Op for ValueOp<F> {
+    fn run(&self, x: &Inputs) -> Result<Vec<Tensor>> {
+        let owned: Vec<Option<Value>> = x.vals.iter().map(|t| t.map(|t| Value::Tensor(t.shallow_clone()))).collect();
+        let vals = owned.iter().map(Option::as_ref).collect();
+        (self.0)(&ValueInputs { node: x.node, vals })?.into_iter().map(Value::into_tensor).collect()
+    }
+    fn run_values(&self, x: &ValueInputs) -> Result<Vec<Value>> {
+        (self.0)(x)
+    }
+}
+
+/// Wraps a closure over [`Value`]s (sequences, optionals, strings, subgraph ops) as a boxed op.
+pub fn vop(f: impl Fn(&ValueInputs) -> Result<Vec<Value>> + 'static) -> Result<BoxOp> {
+    Ok(Box::new(ValueOp(f)))
 }
 
 struct Entry {

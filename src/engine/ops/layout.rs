@@ -333,7 +333,7 @@ mod grad_tests {
             attribute,
             ..Default::default()
         };
-        let built = Registry::standard().find("", op, opset).expect(op)(&OpCtx { node: &node, opset }).expect("build");
+        let built = Registry::standard().find("", op, opset).expect(op)(&OpCtx::new(&node, opset)).expect("build");
         let ints: Vec<Tensor> = rest.iter().map(|v| Tensor::from_slice(v)).collect();
         let run = |x: &Tensor| {
             let vals = std::iter::once(Some(x)).chain(ints.iter().map(Some)).collect();

@@ -84,7 +84,7 @@ mod grad_tests {
             ..Default::default()
         };
         let build = Registry::standard().find("", op, opset).expect(op);
-        let built = build(&OpCtx { node: &node, opset }).expect("build");
+        let built = build(&OpCtx::new(&node, opset)).expect("build");
         let opts = (Kind::Double, Device::Cpu);
         let xs: Vec<Tensor> = shapes.iter().map(|s| (Tensor::rand(*s, opts) + 0.5).set_requires_grad(true)).collect();
         let y = built.run(&Inputs { node: &node, vals: xs.iter().map(Some).collect() }).expect("run").remove(0);

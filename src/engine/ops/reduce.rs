@@ -209,7 +209,7 @@ mod grad_tests {
         let n = node(op, rest.len() + 1, attrs);
         let reg = Registry::standard();
         let build = reg.find("", op, opset).expect("registered");
-        let op_ = build(&OpCtx { node: &n, opset }).expect("builds");
+        let op_ = build(&OpCtx::new(&n, opset)).expect("builds");
         let x = x.to_kind(Kind::Double).set_requires_grad(true);
         let loss = |x: &Tensor| {
             let mut vals = vec![Some(x)];
