@@ -5,6 +5,7 @@ pub mod util;
 
 pub mod activation;
 pub mod cast;
+pub mod control;
 pub mod conv;
 pub mod elementwise;
 pub mod index;
@@ -15,8 +16,10 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod sequence;
 pub mod shape;
 pub mod softmax;
+pub mod training;
 
 pub fn register_all(r: &mut Registry) {
     elementwise::register(r);
@@ -33,4 +36,7 @@ pub fn register_all(r: &mut Registry) {
     index::register(r);
     reduce::register(r);
     resize::register(r);
+    sequence::register(r);
+    control::register(r);
+    training::register(r);
 }
