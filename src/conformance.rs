@@ -144,7 +144,8 @@ pub fn run_node_case(dir: &Path, reg: &Registry) -> Outcome {
         let outcome = (|| -> std::result::Result<(), Outcome> {
             let mut feeds = HashMap::new();
             for (i, vi) in inputs.iter().enumerate() {
-                let v = read_value_pb(&set.join(format!("input_{i}.pb")), vi).map_err(|e| Outcome::Error(e.to_string()))?;
+                let v =
+                    read_value_pb(&set.join(format!("input_{i}.pb")), vi).map_err(|e| Outcome::Error(e.to_string()))?;
                 feeds.insert(vi.name().to_string(), v);
             }
             compare_outputs(&plan, &feeds, &set, &model)
@@ -195,12 +196,17 @@ pub fn compare_value(got: &Value, want: &Value) -> std::result::Result<(), Strin
             compare_tensor(g, &w)
         }
         (Value::Str(g), Value::Str(w)) if g == w => Ok(()),
-        (Value::Str(g), Value::Str(w)) => Err(format!("strings {:?} {:?}, expected {:?} {:?}", g.dims, g.data, w.dims, w.data)),
+        (Value::Str(g), Value::Str(w)) => {
+            Err(format!("strings {:?} {:?}, expected {:?} {:?}", g.dims, g.data, w.dims, w.data))
+        }
         (Value::Seq(g), Value::Seq(w)) => {
             if g.len() != w.len() {
                 return Err(format!("sequence of {} values, expected {}", g.len(), w.len()));
             }
-            g.iter().zip(w).enumerate().try_for_each(|(i, (a, b))| compare_value(a, b).map_err(|m| format!("item {i}: {m}")))
+            g.iter()
+                .zip(w)
+                .enumerate()
+                .try_for_each(|(i, (a, b))| compare_value(a, b).map_err(|m| format!("item {i}: {m}")))
         }
         (Value::Opt(None), Value::Opt(None)) => Ok(()),
         (Value::Opt(Some(g)), Value::Opt(Some(w))) => compare_value(g, w),

@@ -1,8 +1,8 @@
 //! The inputs an op receives, with helpers for the common ways ONNX ops read them.
+use super::Value;
 use crate::error::{Error, Result};
 use crate::onnx::proto::NodeProto;
 use crate::onnx::NodeExt;
-use super::Value;
 use tch::{Kind, Tensor};
 
 pub struct Inputs<'a> {

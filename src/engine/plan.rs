@@ -208,8 +208,12 @@ impl Plan {
         known.extend(real_inputs.iter().map(String::as_str));
         let order = topo_order(g, &known)?;
         // Values a Gradient node differentiates with respect to stay live so autograd sees them.
-        let grad_xs: HashSet<String> =
-            g.node.iter().filter(|n| is_gradient(n)).flat_map(|n| n.get_strings("xs").ok().flatten().unwrap_or_default()).collect();
+        let grad_xs: HashSet<String> = g
+            .node
+            .iter()
+            .filter(|n| is_gradient(n))
+            .flat_map(|n| n.get_strings("xs").ok().flatten().unwrap_or_default())
+            .collect();
 
         let _guard = tch::no_grad_guard();
         let dev = opts.device;

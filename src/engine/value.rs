@@ -95,7 +95,10 @@ impl Value {
                 .iter()
                 .map(|b| String::from_utf8(b.clone()))
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| Error::Tensor { tensor: t.name().into(), reason: "holds a string that is not UTF-8".into() })?;
+                .map_err(|_| Error::Tensor {
+                    tensor: t.name().into(),
+                    reason: "holds a string that is not UTF-8".into(),
+                })?;
             return Ok(Value::Str(Strings::new(t.dims.clone(), data)?));
         }
         Ok(Value::Tensor(to_tensor(&TensorData::from_proto(t, base)?)?))
@@ -144,7 +147,9 @@ impl Value {
             Some(T::OptionalType(_)) => {
                 Value::from_optional_proto(&OptionalProto::decode(bytes).map_err(|e| bad("OptionalProto", e))?, base)
             }
-            Some(T::MapType(_)) | Some(T::SparseTensorType(_)) => Err(Error::msg("map and sparse values are not supported")),
+            Some(T::MapType(_)) | Some(T::SparseTensorType(_)) => {
+                Err(Error::msg("map and sparse values are not supported"))
+            }
             _ => Value::from_tensor_proto(&TensorProto::decode(bytes).map_err(|e| bad("TensorProto", e))?, base),
         }
     }

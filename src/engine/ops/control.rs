@@ -96,7 +96,8 @@ fn loop_op(ctx: &OpCtx) -> Result<BoxOp> {
         let dev = x.vals.iter().flatten().find_map(|v| v.as_tensor()).map_or(tch::Device::Cpu, |t| t.device());
         let mut i = 0i64;
         while cond && max.is_none_or(|m| i < m) {
-            let mut formal = vec![Value::Tensor(int_scalar(i, dev)?), Value::Tensor(Tensor::from(cond).f_to_device(dev)?)];
+            let mut formal =
+                vec![Value::Tensor(int_scalar(i, dev)?), Value::Tensor(Tensor::from(cond).f_to_device(dev)?)];
             formal.extend(carried.drain(..));
             let mut outs = body.run(x, formal)?.into_iter();
             let c = outs.next().ok_or_else(|| x.err("the body returned no condition"))?;
@@ -195,8 +196,9 @@ fn scan(ctx: &OpCtx) -> Result<BoxOp> {
     vop(move |x| {
         let n_states = x.node.input.len() - spec.n_scan;
         let states = (0..n_states).map(|i| x.req(i).map(Value::shallow_clone)).collect::<Result<_>>()?;
-        let inputs: Vec<Tensor> =
-            (n_states..x.node.input.len()).map(|i| x.req_tensor(i).map(Tensor::shallow_clone)).collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> = (n_states..x.node.input.len())
+            .map(|i| x.req_tensor(i).map(Tensor::shallow_clone))
+            .collect::<Result<_>>()?;
         spec.run(x, states, &inputs)
     })
 }
@@ -214,8 +216,12 @@ fn scan8(ctx: &OpCtx) -> Result<BoxOp> {
         let batch = all[0].size()[0];
         let mut per_item: Vec<Vec<Tensor>> = Vec::new();
         for b in 0..batch {
-            let states = all[..n_states].iter().map(|t| t.f_select(0, b).map(Value::Tensor)).collect::<std::result::Result<_, _>>()?;
-            let inputs: Vec<Tensor> = all[n_states..].iter().map(|t| t.f_select(0, b)).collect::<std::result::Result<_, _>>()?;
+            let states = all[..n_states]
+                .iter()
+                .map(|t| t.f_select(0, b).map(Value::Tensor))
+                .collect::<std::result::Result<_, _>>()?;
+            let inputs: Vec<Tensor> =
+                all[n_states..].iter().map(|t| t.f_select(0, b)).collect::<std::result::Result<_, _>>()?;
             let outs = spec.run(x, states, &inputs)?.into_iter().map(Value::into_tensor).collect::<Result<Vec<_>>>()?;
             if per_item.is_empty() {
                 per_item = (0..outs.len()).map(|_| Vec::new()).collect();
@@ -263,7 +269,8 @@ fn gradient(ctx: &OpCtx) -> Result<BoxOp> {
     ctx.node.get_s("y")?.ok_or_else(|| ctx.node.attr_err("y", "is required"))?;
     vop(move |x| {
         let y = x.req_tensor(x.node.input.len())?;
-        let inputs: Vec<Tensor> = (0..xs.len()).map(|i| x.req_tensor(i).map(Tensor::shallow_clone)).collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> =
+            (0..xs.len()).map(|i| x.req_tensor(i).map(Tensor::shallow_clone)).collect::<Result<_>>()?;
         if !y.requires_grad() {
             return Err(Error::msg("y does not depend on xs through differentiable ops (or grad mode is off)"));
         }

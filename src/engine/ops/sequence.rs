@@ -9,14 +9,16 @@ use tch::{Device, Kind, Tensor};
 pub fn register(r: &mut Registry) {
     r.add("SequenceEmpty", 11, |_| vop(|_| Ok(vec![Value::Seq(Vec::new())])));
     r.add("SequenceConstruct", 11, |_| {
-        vop(|x| Ok(vec![Value::Seq((0..x.node.input.len()).map(|i| x.req(i).map(Value::shallow_clone)).collect::<Result<_>>()?)]))
+        vop(|x| {
+            Ok(vec![Value::Seq(
+                (0..x.node.input.len()).map(|i| x.req(i).map(Value::shallow_clone)).collect::<Result<_>>()?,
+            )])
+        })
     });
     r.add("SequenceInsert", 11, sequence_insert);
     r.add("SequenceAt", 11, sequence_at);
     r.add("SequenceErase", 11, sequence_erase);
-    r.add("SequenceLength", 11, |_| {
-        vop(|x| Ok(vec![Value::Tensor(Tensor::from(seq(x, 0)?.len() as i64))]))
-    });
+    r.add("SequenceLength", 11, |_| vop(|x| Ok(vec![Value::Tensor(Tensor::from(seq(x, 0)?.len() as i64))])));
     r.add("SplitToSequence", 11, split_to_sequence);
     r.add("ConcatFromSequence", 11, concat_from_sequence);
     r.add("Optional", 15, |_| vop(|x| Ok(vec![Value::Opt(x.get(0).map(|v| Box::new(v.shallow_clone())))])));
@@ -130,7 +132,9 @@ fn concat_from_sequence(ctx: &OpCtx) -> Result<BoxOp> {
         let items = seq(x, 0)?;
         let ts: Vec<&Tensor> = items
             .iter()
-            .map(|v| v.as_tensor().ok_or_else(|| x.err(format!("sequence items must be tensors, found {}", v.describe()))))
+            .map(|v| {
+                v.as_tensor().ok_or_else(|| x.err(format!("sequence items must be tensors, found {}", v.describe())))
+            })
             .collect::<Result<_>>()?;
         let Some(first) = ts.first() else {
             return Err(x.err("cannot concatenate an empty sequence"));
