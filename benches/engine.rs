@@ -12,9 +12,11 @@
 //! their ratio (engine / PyTorch, target ≤ 1.05) are printed. SEMU_BENCH_THREADS sets the
 //! intra-op thread count of both (default: every available core). SEMU_BENCH_TORCH_INPLACE=0 makes
 //! PyTorch run ReLU and the residual add out of place, as the engine does (torchvision does them
-//! in place), which separates engine overhead from what in-place ops save. PyTorch always runs
-//! with glibc's default malloc settings; `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…` given to
-//! the bench therefore tune the engine side alone (a preview of calling mallopt in semu).
+//! in place), which separates engine overhead from what in-place ops save.
+//! The engine runs with the allocator settings the `semu` binary uses
+//! (`semu::engine::memory::keep_freed_memory`; `SEMU_STOCK_MALLOC=1` turns them off). PyTorch runs
+//! twice side by side: stock, and given the same settings through glibc's `MALLOC_*_` variables,
+//! so the ratio is shown both against PyTorch as users run it and against PyTorch tuned alike.
 use semu::classifier::cross_entropy;
 use semu::engine::{Plan, PlanOptions, Registry};
 use semu::onnx::OnnxModel;
@@ -108,17 +110,28 @@ struct Torch {
 }
 
 impl Torch {
-    fn start(root: &std::path::Path, threads: usize, batch: usize, fwd_batch: usize, inplace: bool) -> Res<Self> {
+    fn start(
+        root: &std::path::Path,
+        threads: usize,
+        batch: usize,
+        fwd_batch: usize,
+        inplace: bool,
+        tuned_malloc: bool,
+    ) -> Res<Self> {
         let python = root.join(".venv/bin/python");
-        let mut child = Command::new(&python)
-            .arg(root.join("tools/bench_torch.py"))
+        let mut cmd = Command::new(&python);
+        cmd.arg(root.join("tools/bench_torch.py"))
             .args(["--threads", &threads.to_string(), "--batch", &batch.to_string()])
             .args(["--forward-batch", &fwd_batch.to_string()])
             .args(if inplace { &[][..] } else { &["--no-inplace"][..] })
-            // Stock PyTorch: glibc malloc tuning given to the bench (MALLOC_*_) is for the engine only.
             .env_remove("MALLOC_MMAP_MAX_")
             .env_remove("MALLOC_MMAP_THRESHOLD_")
-            .env_remove("MALLOC_TRIM_THRESHOLD_")
+            .env_remove("MALLOC_TRIM_THRESHOLD_");
+        if tuned_malloc {
+            // The same two settings as keep_freed_memory, through glibc's environment tunables.
+            cmd.env("MALLOC_MMAP_MAX_", "0").env("MALLOC_TRIM_THRESHOLD_", i32::MAX.to_string());
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -156,41 +169,47 @@ impl Drop for Torch {
     }
 }
 
-/// Alternates engine and PyTorch iterations; prints both medians and their ratio.
+/// Alternates the engine with each PyTorch side, rotating who goes first; prints the medians and
+/// the engine/PyTorch ratio against each side.
 fn compare(
     what: &str,
     warmup: usize,
     iters: usize,
     mut engine: impl FnMut() -> Res<f64>,
-    torch: &mut Torch,
+    torches: &mut [(&str, Torch)],
     cmd: &str,
-) -> Res<f64> {
+) -> Res<()> {
     for _ in 0..warmup {
         engine()?;
-        torch.time(cmd)?;
-    }
-    let (mut e, mut t) = (vec![], vec![]);
-    for i in 0..iters {
-        // Swap who goes first each round, so neither always follows the other's cache state.
-        if i % 2 == 0 {
-            e.push(engine()?);
-            t.push(torch.time(cmd)?);
-        } else {
-            t.push(torch.time(cmd)?);
-            e.push(engine()?);
+        for (_, t) in torches.iter_mut() {
+            t.time(cmd)?;
         }
     }
-    let (me, mt) = (median(e.clone()), median(t.clone()));
-    // Each round's own ratio too: the two runs of a round saw about the same background load.
-    let paired = median(e.iter().zip(&t).map(|(a, b)| a / b).collect());
+    let n = torches.len() + 1;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for i in 0..iters {
+        // Rotate the order each round, so no side always follows another's cache state.
+        for k in 0..n {
+            let who = (i + k) % n;
+            let ms = if who == 0 { engine()? } else { torches[who - 1].1.time(cmd)? };
+            times[who].push(ms);
+        }
+    }
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
-    println!("{what}  engine  {me:9.1} ms  (median of {iters}: {})", fmt(&e));
-    println!("{what}  pytorch {mt:9.1} ms  (median of {iters}: {})", fmt(&t));
-    println!(
-        "{what}  ratio engine/pytorch {:.3} (medians), {paired:.3} (median of per-round ratios); target <= 1.05",
-        me / mt
-    );
-    Ok(me / mt)
+    let me = median(times[0].clone());
+    println!("{what}  engine           {me:9.1} ms  (median of {iters}: {})", fmt(&times[0]));
+    for (k, (label, _)) in torches.iter().enumerate() {
+        let t = &times[k + 1];
+        let mt = median(t.clone());
+        // Each round's own ratio too: the runs of a round saw about the same background load.
+        let paired = median(times[0].iter().zip(t).map(|(a, b)| a / b).collect());
+        println!("{what}  pytorch {label:8} {mt:9.1} ms  (median of {iters}: {})", fmt(t));
+        println!(
+            "{what}  ratio engine/pytorch {label}: {:.3} (medians), {paired:.3} (median of per-round ratios); target <= 1.05",
+            me / mt
+        );
+    }
+    Ok(())
 }
 
 fn main() -> Res<()> {
@@ -209,16 +228,19 @@ fn main() -> Res<()> {
     tch::manual_seed(0);
     println!("resnet18 (CIFAR, 32x32), CPU, {threads} threads; train batch {batch}, forward batch {fwd_batch}");
 
+    let tuned = semu::engine::memory::keep_freed_memory();
+    println!("engine malloc: {}", if tuned { "keep freed memory (as the semu binary)" } else { "glibc defaults" });
     let engine = Engine::new(&path)?;
     let (folded, steps) = engine.plan.stats();
     println!("engine: {} trainable initializers, {steps} steps ({folded} folded)", engine.params.len());
     let inplace = env_usize("SEMU_BENCH_TORCH_INPLACE", 1) != 0;
-    let mut torch = Torch::start(&root, threads, batch as usize, fwd_batch as usize, inplace)?;
+    let start = |tuned| Torch::start(&root, threads, batch as usize, fwd_batch as usize, inplace, tuned);
+    let mut torches = [("stock", start(false)?), ("tuned", start(true)?)];
 
     let x = Tensor::f_randn([batch, 3, 32, 32], (Kind::Float, tch::Device::Cpu))?;
     let y = Tensor::f_randint(10, [batch], (Kind::Int64, tch::Device::Cpu))?;
     let xf = Tensor::f_randn([fwd_batch, 3, 32, 32], (Kind::Float, tch::Device::Cpu))?;
-    compare("forward", warmup, iters, || engine.forward(&xf), &mut torch, "forward")?;
-    compare("train  ", warmup, iters, || engine.train(&x, &y), &mut torch, "train")?;
+    compare("forward", warmup, iters, || engine.forward(&xf), &mut torches, "forward")?;
+    compare("train  ", warmup, iters, || engine.train(&x, &y), &mut torches, "train")?;
     Ok(())
 }

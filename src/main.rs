@@ -2,5 +2,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    semu::engine::memory::keep_freed_memory();
     cli::main()
 }

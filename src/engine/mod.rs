@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod device;
 pub mod inputs;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod registry;
