@@ -207,3 +207,40 @@ fn config_file_sets_values_and_flags_override_it() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("unknown field `gama`"), "{}", text(&o));
 }
+
+#[test]
+fn run_writes_a_sequence_output_item_by_item() {
+    use semu::onnx::build::{node, value, write};
+    use semu::onnx::DType;
+    let (_m, model) = write(
+        vec![node("SplitToSequence", &["x"], &["parts"])],
+        vec![],
+        vec![value("x", DType::F32, &[3, 2])],
+        vec![value("parts", DType::F32, &[1, 2])],
+        13,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let xp = dir.path().join("x.npy");
+    tch::Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.]).reshape([3, 2]).write_npy(&xp).unwrap();
+    let out = dir.path().join("out");
+    let o = semu(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        &format!("x={}", xp.display()),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("parts: sequence of 3"), "{}", text(&o));
+    for i in 0..3 {
+        let t = tch::Tensor::read_npy(out.join(format!("parts.{i}.npy"))).unwrap();
+        assert_eq!(t.size(), vec![1, 2]);
+        assert_eq!(Vec::<f32>::try_from(t.reshape([-1])).unwrap(), vec![2. * i as f32 + 1., 2. * i as f32 + 2.]);
+    }
+    let out2 = dir.path().join("out2");
+    let (x, o2) = (format!("x={}", xp.display()), out2.to_str().unwrap());
+    let o = semu(&["run", model.to_str().unwrap(), "--input", &x, "--output-dir", o2, "--compare-ort"]);
+    assert!(!o.status.success() && text(&o).contains("tensor outputs only"), "{}", text(&o));
+    assert!(!out2.exists(), "nothing is written when the comparison cannot run");
+}

@@ -2,7 +2,7 @@
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::engine::convert::{dtype_of, from_tensor};
-use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry};
+use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry, Value};
 use semu::onnx::OnnxModel;
 use semu::verify::{compare, OrtSession, Tolerance};
 use std::collections::HashMap;
@@ -68,21 +68,56 @@ pub fn run(mut a: Args) -> CmdResult {
             return Err(anyhow!("the model needs input '{}': pass --input {}=FILE.npy", i.name, i.name).into());
         }
     }
-    let outs = {
+    let feed_values = feeds.iter().map(|(k, t)| (k.clone(), Value::Tensor(t.shallow_clone()))).collect();
+    let values = {
         let _g = tch::no_grad_guard();
-        plan.run(&feeds)?
+        plan.run_values(&feed_values)?
     };
+    let outs: Vec<tch::Tensor> = values.iter().filter_map(|v| v.as_tensor().map(|t| t.shallow_clone())).collect();
+    if a.compare_ort && outs.len() != values.len() {
+        return Err(
+            anyhow!("--compare-ort compares tensor outputs only; this model returns sequences or optionals").into()
+        );
+    }
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
-    for (name, t) in plan.output_names().iter().zip(&outs) {
-        let path = a.output_dir.join(format!("{}.npy", file_name_for(name)));
-        let tmp = tempfile::NamedTempFile::new_in(&a.output_dir)?;
-        t.to_device(tch::Device::Cpu).write_npy(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
-        tmp.persist(&path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
-        println!("{name}: {:?} {:?} -> {}", t.kind(), t.size(), path.display());
+    for (name, v) in plan.output_names().iter().zip(&values) {
+        write_value(&a.output_dir, &file_name_for(name), name, v)?;
     }
     println!("device {}", device_name(device));
     if a.compare_ort {
         return compare_ort(&a, &model, &feeds, plan.output_names(), &outs);
+    }
+    Ok(())
+}
+
+/// Writes one output: a tensor as `<stem>.npy`, a sequence item by item as `<stem>.<i>.npy`,
+/// strings as `<stem>.txt` (one per line, row-major); an empty optional writes nothing.
+fn write_value(dir: &std::path::Path, stem: &str, name: &str, v: &Value) -> anyhow::Result<()> {
+    match v {
+        Value::Tensor(t) => {
+            let path = dir.join(format!("{stem}.npy"));
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            t.to_device(tch::Device::Cpu)
+                .write_npy(tmp.path())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(&path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
+            println!("{name}: {:?} {:?} -> {}", t.kind(), t.size(), path.display());
+        }
+        Value::Str(s) => {
+            let path = dir.join(format!("{stem}.txt"));
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::fs::write(tmp.path(), s.data.iter().map(|x| format!("{x}\n")).collect::<String>())?;
+            tmp.persist(&path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
+            println!("{name}: strings {:?} -> {}", s.dims, path.display());
+        }
+        Value::Seq(items) => {
+            println!("{name}: sequence of {}", items.len());
+            for (i, item) in items.iter().enumerate() {
+                write_value(dir, &format!("{stem}.{i}"), &format!("{name}[{i}]"), item)?;
+            }
+        }
+        Value::Opt(None) => println!("{name}: empty optional (no file)"),
+        Value::Opt(Some(inner)) => write_value(dir, stem, name, inner)?,
     }
     Ok(())
 }

@@ -378,7 +378,8 @@ impl Plan {
             .iter()
             .zip(outs)
             .map(|((name, _), v)| {
-                v.into_tensor().map_err(|e| Error::msg(format!("output '{name}': {e}; use run_values")))
+                v.into_tensor()
+                    .map_err(|e| Error::msg(format!("output '{name}': {e} (Plan::run_values returns any value)")))
             })
             .collect()
     }
