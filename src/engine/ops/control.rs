@@ -98,7 +98,7 @@ fn loop_op(ctx: &OpCtx) -> Result<BoxOp> {
         while cond && max.is_none_or(|m| i < m) {
             let mut formal =
                 vec![Value::Tensor(int_scalar(i, dev)?), Value::Tensor(Tensor::from(cond).f_to_device(dev)?)];
-            formal.extend(carried.drain(..));
+            formal.append(&mut carried);
             let mut outs = body.run(x, formal)?.into_iter();
             let c = outs.next().ok_or_else(|| x.err("the body returned no condition"))?;
             cond = truthy(x, c.as_tensor().ok_or_else(|| x.err("the body's condition is not a tensor"))?)?;

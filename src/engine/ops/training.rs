@@ -23,7 +23,7 @@ fn header(x: &Inputs, groups: usize) -> Result<(f64, f64, usize)> {
     let r = x.scalar(0)?.ok_or_else(|| x.err("input R is required"))?;
     let t = x.scalar(1)?.ok_or_else(|| x.err("input T is required"))?;
     let rest = x.len().saturating_sub(2);
-    if rest == 0 || rest % groups != 0 {
+    if rest == 0 || !rest.is_multiple_of(groups) {
         return Err(x.err(format!("expects R, T and {groups} groups of n tensors; found {} inputs", x.len())));
     }
     Ok((r, t, rest / groups))
