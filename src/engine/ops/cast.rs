@@ -1,6 +1,6 @@
 //! Type conversion and pass-through ops: Cast, CastLike, Identity, Dropout (inference).
 use crate::engine::convert::kind_of;
-use crate::engine::{op, BoxOp, OpCtx, Registry};
+use crate::engine::{op, vop, BoxOp, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::{DType, NodeExt};
 use tch::{Kind, Tensor};
@@ -50,8 +50,9 @@ fn cast_like(_: &OpCtx) -> Result<BoxOp> {
     })
 }
 
+/// Identity passes any value through: tensors, sequences, optionals, strings.
 fn identity(_: &OpCtx) -> Result<BoxOp> {
-    op(|x| Ok(vec![x.req(0)?.shallow_clone()]))
+    vop(|x| Ok(vec![x.req(0)?.shallow_clone()]))
 }
 
 /// Inference-mode Dropout: the output is the input, the optional mask all true (bool from

@@ -29,7 +29,7 @@ fn is_inf(ctx: &OpCtx) -> Result<BoxOp> {
 }
 
 pub fn register(r: &mut Registry) {
-    r.add("Equal", 1, |c| binary(c, Tensor::f_eq_tensor));
+    r.add("Equal", 1, super::strings::equal);
     r.add("Less", 1, |c| binary(c, Tensor::f_lt_tensor));
     r.add("Greater", 1, |c| binary(c, Tensor::f_gt_tensor));
     r.add("LessOrEqual", 12, |c| binary(c, Tensor::f_le_tensor));

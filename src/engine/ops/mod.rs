@@ -19,6 +19,7 @@ pub mod resize;
 pub mod sequence;
 pub mod shape;
 pub mod softmax;
+pub mod strings;
 pub mod training;
 
 pub fn register_all(r: &mut Registry) {
@@ -39,4 +40,5 @@ pub fn register_all(r: &mut Registry) {
     sequence::register(r);
     control::register(r);
     training::register(r);
+    strings::register(r);
 }

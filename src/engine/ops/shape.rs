@@ -19,7 +19,7 @@ pub fn register(r: &mut Registry) {
     r.add("Transpose", 1, transpose);
     r.add("Concat", 1, concat);
     r.add("Split", 1, split);
-    r.add("Constant", 1, constant);
+    r.add("Constant", 1, super::strings::constant);
     r.add("ConstantOfShape", 9, constant_of_shape);
     r.add("Range", 11, range);
     r.add("EyeLike", 9, eye_like);
@@ -267,7 +267,7 @@ fn split(ctx: &OpCtx) -> Result<BoxOp> {
     })
 }
 
-fn constant(ctx: &OpCtx) -> Result<BoxOp> {
+pub(crate) fn constant(ctx: &OpCtx) -> Result<BoxOp> {
     let n = ctx.node;
     let t = if let Some(tp) = n.get_t("value")? {
         let data = TensorData::from_proto(tp, Path::new(".")).map_err(|e| n.attr_err("value", e.to_string()))?;
