@@ -20,10 +20,21 @@ pub fn weight_replacements(
     model: &OnnxModel,
     weights: &HashMap<String, tch::Tensor>,
 ) -> Result<HashMap<String, TensorData>> {
+    weight_replacements_with(model, weights, &mut |_, _| {})
+}
+
+/// [`weight_replacements`], telling `progress` how many tensors of how many are converted.
+pub fn weight_replacements_with(
+    model: &OnnxModel,
+    weights: &HashMap<String, tch::Tensor>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<HashMap<String, TensorData>> {
     let _g = tch::no_grad_guard();
+    progress(0, weights.len());
     weights
         .iter()
-        .map(|(name, t)| {
+        .enumerate()
+        .map(|(i, (name, t))| {
             let init = model.initializer(name).ok_or_else(|| Error::Tensor {
                 tensor: name.clone(),
                 reason: "changed but not an initializer of the model".into(),
@@ -35,7 +46,9 @@ pub fn weight_replacements(
                 });
             }
             let dtype = DType::from_onnx(init.data_type())?;
-            Ok((name.clone(), from_tensor(t, dtype)?))
+            let data = from_tensor(t, dtype)?;
+            progress(i + 1, weights.len());
+            Ok((name.clone(), data))
         })
         .collect()
 }

@@ -210,6 +210,7 @@ pub fn run(
         check_labels(ds, classes)?;
     }
     let mut timings = Timings::default();
+    obs.phase("accuracy before");
     let forget_acc_before = clf.accuracy(forget, cfg.batch_size, &HashMap::new())?;
     let retain_acc_before = retain.map(|r| clf.accuracy(r, cfg.batch_size, &HashMap::new())).transpose()?;
 

@@ -69,7 +69,11 @@ impl DecodeArgs {
             std: self.std.clone(),
             grayscale: self.grayscale.then_some(true),
         };
-        let mut spec = DataSpec { preprocess: Preprocess::for_model(&flags, model, input)?, ..Default::default() };
+        let mut spec = DataSpec {
+            preprocess: Preprocess::for_model(&flags, model, input)?,
+            progress: Some(super::progress::reading()),
+            ..Default::default()
+        };
         spec.csv.label_column = self.label_column.clone();
         Ok(spec)
     }

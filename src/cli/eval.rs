@@ -101,7 +101,9 @@ pub fn run(a: Args) -> CmdResult {
         return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
     }
     let device = parse_device(&a.device)?;
-    let (forget, retain, test) = (data::open(&a.forget)?, data::open(&a.retain)?, data::open(&a.test)?);
+    let spec = data::DataSpec { progress: Some(super::progress::reading()), ..Default::default() };
+    let open = |p: &Path| data::open_with(p, &spec);
+    let (forget, retain, test) = (open(&a.forget)?, open(&a.retain)?, open(&a.test)?);
     let sets = EvalData { forget: forget.as_ref(), retain: retain.as_ref(), test: test.as_ref() };
     let forget_classes = (!a.forget_class.is_empty()).then(|| a.forget_class.clone());
     let opts = EvalOptions { forget_classes, seed: a.seed, batch_size: a.batch_size };

@@ -1,11 +1,10 @@
 //! `semu fetch URL… [--sha256 HEX]… [--allow-http] [--offline]`, and the flags every command
 //! takes so that a model or data argument may be a URL.
+use super::progress::Download;
 use super::{CmdResult, Exit};
 use anyhow::anyhow;
 use semu::fetch::{self, FetchOptions, Source};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// Download models or data into the cache without running anything; print each cached path.
 #[derive(clap::Args)]
@@ -49,15 +48,19 @@ impl RemoteArgs {
     /// A model path or URL as a local path; a remote model's external data comes along.
     pub fn model(&self, arg: &Path) -> anyhow::Result<PathBuf> {
         let Some(s) = remote_arg(arg) else { return Ok(arg.to_path_buf()) };
-        let mut m = Meter::new();
-        Ok(fetch::fetch_model(s, &self.options()?, None, &mut |d, t| m.show(d, t))?.0)
+        let mut d = Download::new(s);
+        let path = fetch::fetch_model(s, &self.options()?, None, &mut |n, t| d.show(n, t))?.0;
+        d.finish();
+        Ok(path)
     }
 
     /// A data (or any other) path or URL as a local path.
     pub fn file(&self, arg: &Path) -> anyhow::Result<PathBuf> {
         let Some(s) = remote_arg(arg) else { return Ok(arg.to_path_buf()) };
-        let mut m = Meter::new();
-        Ok(fetch::fetch(s, &self.options()?, None, &mut |d, t| m.show(d, t))?)
+        let mut d = Download::new(s);
+        let path = fetch::fetch(s, &self.options()?, None, &mut |n, t| d.show(n, t))?;
+        d.finish();
+        Ok(path)
     }
 }
 
@@ -78,13 +81,14 @@ pub fn run(a: Args) -> CmdResult {
         match fetch::parse(url, &opts).map_err(|e| usage(e.to_string()))? {
             Source::Local(_) => return Err(usage(format!("'{url}' is not a URL (https://, http:// or hf://)"))),
             Source::Remote(u) => {
-                let mut m = Meter::new();
-                let mut progress = |d, t| m.show(d, t);
+                let mut d = Download::new(url);
+                let mut progress = |n, t| d.show(n, t);
                 let (path, siblings) = if u.path().ends_with(".onnx") {
                     fetch::fetch_model(url, &opts, sha, &mut progress)?
                 } else {
                     (fetch::fetch(url, &opts, sha, &mut progress)?, vec![])
                 };
+                d.finish();
                 for s in siblings {
                     eprintln!("[semu] external data {}", s.display());
                 }
@@ -93,32 +97,4 @@ pub fn run(a: Args) -> CmdResult {
         }
     }
     Ok(())
-}
-
-/// A one-line progress display on a terminal's stderr; silent otherwise.
-struct Meter {
-    tty: bool,
-    last: Option<Instant>,
-}
-
-impl Meter {
-    fn new() -> Self {
-        Meter { tty: std::io::stderr().is_terminal(), last: None }
-    }
-
-    fn show(&mut self, done: u64, total: Option<u64>) {
-        let finished = total == Some(done);
-        if !self.tty || (!finished && self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(200))) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let mb = |b: u64| b as f64 / 1e6;
-        let line = match total {
-            Some(t) => format!("\r[semu] downloading {:.1} / {:.1} MB", mb(done), mb(t)),
-            None => format!("\r[semu] downloading {:.1} MB", mb(done)),
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "{line}{}", if finished { "\n" } else { "" });
-        let _ = err.flush();
-    }
 }

@@ -54,7 +54,9 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("semu={level}")));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    progress::init(cli.quiet, matches!(cli.log_format, LogFormat::Json));
+    // Log lines lift the progress bars while they print.
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::log_writer).with_target(false);
     match cli.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).without_time().init(),

@@ -5,9 +5,10 @@ use semu::audit::FileHash;
 use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
 use semu::data::{self, Dataset, Subset};
 use semu::engine::{device_name, parse_device};
-use semu::export::{changed_elements, weight_replacements};
+use semu::export::{changed_elements, weight_replacements_with};
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
+use semu::semu::Observer;
 use semu::verify::gate::{self, Probe};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -99,6 +100,8 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
+    let mut progress = super::progress::Progress::new(quiet);
+    progress.phase("reading data");
     let spec = a.data.spec(&model, a.input_name.as_deref())?;
     let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
@@ -121,17 +124,21 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         &extra,
         device,
         (a.input_name.as_deref(), a.output_name.as_deref()),
-        &mut super::progress::Progress::new(quiet),
+        &mut progress,
     )?;
     let mut timings = u.timings.clone();
+    progress.phase("fold");
     let t = Instant::now();
-    let weights = weight_replacements(&model, u.overrides())?;
+    let weights = weight_replacements_with(&model, u.overrides(), &mut |d, n| progress.step("fold", d, n))?;
     let (changed, total) = changed_elements(&model, &weights)?;
     timings.fold = t.elapsed().as_secs_f64();
+    progress.phase("export");
     let t = Instant::now();
     // Without --out the ONNX is still staged, for the gate, in a scratch folder.
     let scratch = tempfile::tempdir()?;
+    progress.step("export", 0, 1);
     let staged = model.stage(a.out.as_deref().unwrap_or(&scratch.path().join("model.onnx")), &weights)?;
+    progress.step("export", 1, 1);
     timings.export = t.elapsed().as_secs_f64();
     if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
         tamper(&staged.model_path())?;
@@ -141,11 +148,13 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         tracing::warn!("verification skipped (--no-verify)");
         None
     } else {
-        tracing::info!("verify");
+        progress.phase("verify");
         let t = Instant::now();
         let probes = probes(&u, forget.as_ref(), retain.as_deref().or(test.as_deref()))?;
         let tol = gate::tolerance_for(&probes[0].expected);
-        let report = gate::check(&staged.model_path(), &u.classifier.input, &u.classifier.output, &probes, tol)?;
+        let (input, output) = (&u.classifier.input, &u.classifier.output);
+        let on_step = &mut |d, n| progress.step("verify", d, n);
+        let report = gate::check_with(&staged.model_path(), input, output, &probes, tol, on_step)?;
         timings.verify = t.elapsed().as_secs_f64();
         for w in &report.warnings {
             tracing::warn!("{w}");
@@ -174,6 +183,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     }
     let hash_of = |p: &Option<PathBuf>| p.as_deref().filter(|_| ok).map(sha256_file).transpose();
 
+    progress.phase("accuracy after");
     let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
     let after = |ds: &dyn Dataset| u.accuracy(ds, cfg.batch_size);
     let report = UnlearnReport {

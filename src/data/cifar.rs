@@ -2,7 +2,7 @@
 //! image, R, G and B planes in turn (already CHW). CIFAR-10: 1 label byte (`data_batch_*.bin`,
 //! `test_batch.bin`); CIFAR-100: coarse then fine label (`train.bin`, `test.bin`), the fine one is
 //! used. Files are memory-mapped and a batch converts only its records (uint8 / 255, then mean/std).
-use super::{Dataset, Preprocess};
+use super::{Dataset, OnRead, Preprocess};
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,11 @@ impl Cifar {
     /// Opens CIFAR batch files (all of one kind). The kind comes from the file names, else from
     /// the file size.
     pub fn open(files: &[PathBuf], pre: &Preprocess) -> Result<Self> {
+        Self::open_with_progress(files, pre, None)
+    }
+
+    /// [`Self::open`], telling `progress` how many bytes of the files are mapped and checked.
+    pub fn open_with_progress(files: &[PathBuf], pre: &Preprocess, progress: OnRead) -> Result<Self> {
         let first = files.first().ok_or_else(|| Error::msg("no CIFAR batch file given"))?;
         if pre.grayscale == Some(true) || pre.image_size.is_some_and(|s| s != [32, 32]) {
             return Err(Error::msg(format!(
@@ -68,6 +73,8 @@ impl Cifar {
         pre.check(3).map_err(|e| Error::msg(format!("{}: {e}", first.display())))?;
         let mut maps = Vec::new();
         let mut label_bytes = None;
+        let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        let mut done = 0;
         for path in files {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the mapping is read-only and only ever read as plain bytes; a file truncated
@@ -77,7 +84,11 @@ impl Cifar {
             if *label_bytes.get_or_insert(lb) != lb {
                 return Err(Error::msg(format!("{}: mixes CIFAR-10 and CIFAR-100 batch files", path.display())));
             }
+            done += map.len() as u64;
             maps.push((path.clone(), map));
+            if let Some(p) = progress {
+                p(done, Some(total.max(done)));
+            }
         }
         let label_bytes = label_bytes.unwrap_or(1);
         let mut starts = vec![0];

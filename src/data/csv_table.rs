@@ -1,6 +1,6 @@
 //! CSV tables for tabular models: one sample a row, one label column (integer class ids), every
 //! other column a numeric feature (x: N×F float32). Held in memory.
-use super::{Dataset, NpzDataset};
+use super::{Dataset, NpzDataset, OnRead};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::Tensor;
@@ -26,7 +26,13 @@ pub struct CsvDataset {
 
 impl CsvDataset {
     pub fn open(path: &Path, opt: &CsvOptions) -> Result<Self> {
+        Self::open_with_progress(path, opt, None)
+    }
+
+    /// [`Self::open`], telling `progress` how many bytes of the file are parsed.
+    pub fn open_with_progress(path: &Path, opt: &CsvOptions, progress: OnRead) -> Result<Self> {
         let file = path.display();
+        let size = std::fs::metadata(path).map(|m| m.len()).ok();
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
             .trim(::csv::Trim::All)
@@ -36,7 +42,14 @@ impl CsvDataset {
         for rec in reader.records() {
             let rec = rec.map_err(|e| Error::msg(format!("{file}: {e}")))?;
             let line = rec.position().map_or(0, |p| p.line());
+            if let (Some(p), true) = (progress, rows.len() % 4096 == 0) {
+                p(rec.position().map_or(0, |p| p.byte()), size);
+            }
             rows.push((line, rec));
+        }
+        if let Some(p) = progress {
+            let end = size.unwrap_or_else(|| reader.position().byte());
+            p(end, Some(end));
         }
         let Some((_, first)) = rows.first() else {
             return Err(Error::msg(format!("{file}: holds no samples (the file is empty)")));

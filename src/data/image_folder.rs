@@ -1,7 +1,7 @@
 //! ImageFolder directories, as torchvision reads them: `root/<class>/**/<image>`, class index =
 //! position of the class folder in sorted order, samples ordered by folder path then file name.
 //! Only file paths are held; a batch decodes its images in parallel (rayon), NCHW float32.
-use super::{Dataset, Preprocess};
+use super::{Dataset, OnRead, Preprocess};
 use crate::error::{Error, Result};
 use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView, GrayImage, ImageBuffer, ImageReader, Luma};
@@ -28,6 +28,12 @@ pub struct ImageFolder {
 impl ImageFolder {
     /// Scans `root` (no image is decoded; the first one's header gives the size when `pre` sets none).
     pub fn open(root: &Path, pre: &Preprocess) -> Result<Self> {
+        Self::open_with_progress(root, pre, None)
+    }
+
+    /// [`Self::open`], telling `progress` how many images it has found so far (class by class;
+    /// the total comes with the last call).
+    pub fn open_with_progress(root: &Path, pre: &Preprocess, progress: OnRead) -> Result<Self> {
         let shown = root.display();
         let mut classes = Vec::new();
         let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
@@ -67,6 +73,12 @@ impl ImageFolder {
             // Python's sort of (folder, name) strings, as torchvision's os.walk order.
             files.sort();
             samples.extend(files.into_iter().map(|(d, f)| (Path::new(&d).join(f), c as i64)));
+            if let Some(p) = progress {
+                p(samples.len() as u64, None);
+            }
+        }
+        if let Some(p) = progress {
+            p(samples.len() as u64, Some(samples.len() as u64));
         }
         let channels = pre.channels();
         pre.check(channels).map_err(|e| Error::msg(format!("{shown}: {e}")))?;

@@ -3,6 +3,7 @@
 //! formats (ImageFolder, CIFAR) decode only the samples a batch asks for.
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::Tensor;
 
 pub mod cifar;
@@ -75,6 +76,52 @@ pub struct DataSpec {
     pub split: Split,
     /// `.npy` inputs: the labels file, when it is not `y.npy` beside `x.npy`.
     pub y: Option<PathBuf>,
+    /// Told how far opening a data set has got (for a progress display).
+    pub progress: Option<ReadProgress>,
+}
+
+/// How far opening a data set has got: `done` of `total` (when known) `unit`s ("bytes",
+/// "images"). The last report for a set has `total == Some(done)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    pub source: &'a Path,
+    pub done: u64,
+    pub total: Option<u64>,
+    pub unit: &'static str,
+}
+
+/// A callback for [`Reading`]s. The library only reports; the CLI draws.
+#[derive(Clone)]
+pub struct ReadProgress(Arc<dyn Fn(&Reading) + Send + Sync>);
+
+impl ReadProgress {
+    pub fn new(f: impl Fn(&Reading) + Send + Sync + 'static) -> Self {
+        ReadProgress(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ReadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadProgress")
+    }
+}
+
+/// A reader's progress callback: `(done, total when known)`, in the reader's own unit.
+pub type OnRead<'a> = Option<&'a dyn Fn(u64, Option<u64>)>;
+
+/// Formats read in one call (npz, npy, safetensors) report their size before and after.
+fn in_one_go(
+    files: &[&Path],
+    on: &dyn Fn(u64, Option<u64>),
+    open: impl FnOnce() -> Result<Box<dyn Dataset>>,
+) -> Result<Box<dyn Dataset>> {
+    let size: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    if size > 0 {
+        on(0, Some(size));
+    }
+    let ds = open()?;
+    on(size, Some(size));
+    Ok(ds)
 }
 
 /// Opens a data set by its path with default options (see [`open_with`]).
@@ -91,27 +138,36 @@ pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
     if !path.exists() {
         return Err(Error::msg(format!("{}: no such file or folder", path.display())));
     }
+    let on = |unit: &'static str| {
+        move |done, total| {
+            if let Some(p) = &spec.progress {
+                (p.0)(&Reading { source: path, done, total, unit })
+            }
+        }
+    };
+    let (bytes, images) = (on("bytes"), on("images"));
     if path.is_dir() {
         if path.join("x.npy").is_file() {
-            return Ok(Box::new(NpzDataset::open_npy_pair(&path.join("x.npy"), &path.join("y.npy"))?));
+            let (x, y) = (path.join("x.npy"), path.join("y.npy"));
+            return in_one_go(&[&x, &y], &bytes, || Ok(Box::new(NpzDataset::open_npy_pair(&x, &y)?)));
         }
         if let Some(files) = cifar::files_in(path, spec.split)? {
-            return Ok(Box::new(Cifar::open(&files, &spec.preprocess)?));
+            return Ok(Box::new(Cifar::open_with_progress(&files, &spec.preprocess, Some(&bytes))?));
         }
-        return Ok(Box::new(ImageFolder::open(path, &spec.preprocess)?));
+        return Ok(Box::new(ImageFolder::open_with_progress(path, &spec.preprocess, Some(&images))?));
     }
     match ext.as_deref() {
-        Some("npz") => Ok(Box::new(NpzDataset::open(path)?)),
+        Some("npz") => in_one_go(&[path], &bytes, || Ok(Box::new(NpzDataset::open(path)?))),
         Some("npy") => {
             let y = match &spec.y {
                 Some(y) => y.clone(),
                 None => npy::sibling_labels(path)?,
             };
-            Ok(Box::new(NpzDataset::open_npy_pair(path, &y)?))
+            in_one_go(&[path, &y], &bytes, || Ok(Box::new(NpzDataset::open_npy_pair(path, &y)?)))
         }
-        Some("safetensors") => Ok(Box::new(SafetensorsDataset::open(path)?)),
-        Some("csv") => Ok(Box::new(CsvDataset::open(path, &spec.csv)?)),
-        Some("bin") => Ok(Box::new(Cifar::open(&[path.to_path_buf()], &spec.preprocess)?)),
+        Some("safetensors") => in_one_go(&[path], &bytes, || Ok(Box::new(SafetensorsDataset::open(path)?))),
+        Some("csv") => Ok(Box::new(CsvDataset::open_with_progress(path, &spec.csv, Some(&bytes))?)),
+        Some("bin") => Ok(Box::new(Cifar::open_with_progress(&[path.to_path_buf()], &spec.preprocess, Some(&bytes))?)),
         _ => Err(Error::msg(format!(
             "{}: unknown data format (expected .npz, .npy, .safetensors, .csv, CIFAR .bin, or an \
              ImageFolder directory root/<class>/<image>)",

@@ -138,6 +138,7 @@ impl<'a> Session<'a> {
                 let complete =
                     headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()) == Some(&format!("bytes */{have}"));
                 if complete {
+                    progress(have, Some(have));
                     return self.finish(url, &part, dest, file, expect, None);
                 }
                 file.set_len(0).map_err(io)?;

@@ -3,6 +3,7 @@
 //! remaining data is given.
 use super::adapter::Adapter;
 use super::optim::{Optimizer, OptimizerKind};
+use super::unlearn::Observer;
 use crate::classifier::{cross_entropy, Classifier};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
@@ -40,6 +41,18 @@ pub struct EpochStats {
     pub batches: Option<(Vec<usize>, Vec<i64>)>,
 }
 
+/// Where an epoch stands, for a progress display: batches done, the mean loss so far, and the
+/// forget-set accuracy once it is measured (the retain accuracy arrives with [`EpochStats`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EpochProgress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub forget_acc: Option<f64>,
+}
+
 impl EpochStats {
     /// The early-exit score: (UA + RA)/2 with remaining data, UA alone otherwise.
     pub fn score(&self) -> f64 {
@@ -61,7 +74,7 @@ pub fn random_other_label(rng: &mut StdRng, y: i64, classes: i64) -> i64 {
     (y + rng.random_range(1..classes)) % classes
 }
 
-/// Trains the adapters' R; `on_epoch` sees each epoch's statistics. Returns all epochs.
+/// Trains the adapters' R; `obs` sees each batch and each epoch's statistics. Returns all epochs.
 /// With early exit, training stops when the score has not improved by 0.01 for 2 epochs and
 /// the best epoch's R is kept.
 pub fn train(
@@ -71,7 +84,7 @@ pub fn train(
     retain: Option<&dyn Dataset>,
     classes: i64,
     s: &TrainSettings,
-    mut on_epoch: impl FnMut(&EpochStats),
+    obs: &mut dyn Observer,
 ) -> Result<Vec<EpochStats>> {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
@@ -91,6 +104,14 @@ pub fn train(
         let mut order: Vec<usize> = (0..forget.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut steps) = (0.0, 0);
+        let mut at = EpochProgress {
+            epoch,
+            epochs: s.epochs,
+            batch: 0,
+            batches: order.len().div_ceil(s.batch_size.max(1)),
+            loss: 0.0,
+            forget_acc: None,
+        };
         for idx in batches(&order, s.batch_size) {
             let (xf, _) = forget.batch(idx)?;
             let yf = Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?.f_to_device(dev)?;
@@ -115,17 +136,21 @@ pub fn train(
             opt.step(&mut rs)?;
             loss_sum += loss.f_double_value(&[])?;
             steps += 1;
+            (at.batch, at.loss) = (steps, loss_sum / steps as f64);
+            obs.epoch_progress(&at);
         }
         let w = overrides(adapters)?;
+        let forget_acc = clf.accuracy(forget, s.batch_size, &w)?;
+        obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch,
             loss: loss_sum / steps.max(1) as f64,
-            forget_acc: clf.accuracy(forget, s.batch_size, &w)?,
+            forget_acc,
             retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &w)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };
-        on_epoch(&stats);
+        obs.epoch(&stats);
         let score = stats.score();
         history.push(stats);
         if s.early_exit {

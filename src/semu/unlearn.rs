@@ -5,7 +5,7 @@ use super::gradient::forget_gradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
 use super::svd::{decompose, project, Parity};
-use super::train::{overrides, train, EpochStats, TrainSettings};
+use super::train::{overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::classifier::Classifier;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -125,7 +125,11 @@ pub trait Observer {
     fn phase(&mut self, _name: &str) {}
     fn gradient_progress(&mut self, _done: usize, _total: usize) {}
     fn svd_progress(&mut self, _done: usize, _total: usize) {}
+    /// Inside a SEMU epoch: after each batch, and once the forget accuracy is measured.
+    fn epoch_progress(&mut self, _p: &EpochProgress) {}
     fn epoch(&mut self, _e: &EpochStats) {}
+    /// A counted step of a phase the caller drives (fold, export, verify): `done` of `total`.
+    fn step(&mut self, _name: &str, _done: usize, _total: usize) {}
 }
 
 pub struct Quiet;
@@ -180,6 +184,7 @@ pub fn unlearn(
     }
     let mut timings = Timings::default();
     let unchanged = Default::default();
+    obs.phase("accuracy before");
     let forget_acc_before = clf.accuracy(forget, cfg.batch_size, &unchanged)?;
     let retain_acc_before = retain.map(|r| clf.accuracy(r, cfg.batch_size, &unchanged)).transpose()?;
 
@@ -225,7 +230,7 @@ pub fn unlearn(
         seed: cfg.seed,
         record_batches: cfg.record_batches,
     };
-    let epochs = train(&clf, &mut adapters, forget, retain, classes, &settings, |e| obs.epoch(e))?;
+    let epochs = train(&clf, &mut adapters, forget, retain, classes, &settings, obs)?;
     timings.training = t.elapsed().as_secs_f64();
 
     let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();

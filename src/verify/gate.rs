@@ -63,6 +63,20 @@ pub fn tolerance_for(t: &Tensor) -> Tolerance {
 /// against the engine running the file itself; tract against the same (a load failure of
 /// tract is a warning, a disagreement fails).
 pub fn check(model_path: &Path, input: &str, output: &str, probes: &[Probe], tol: Tolerance) -> Result<GateReport> {
+    check_with(model_path, input, output, probes, tol, &mut |_, _| {})
+}
+
+/// [`check`], telling `progress` its steps: the runtimes loaded, then each probe run in all.
+pub fn check_with(
+    model_path: &Path,
+    input: &str,
+    output: &str,
+    probes: &[Probe],
+    tol: Tolerance,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GateReport> {
+    let steps = 1 + probes.len();
+    progress(0, steps);
     let model = OnnxModel::load(model_path)?;
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions::default())?;
     let out_idx = plan
@@ -80,8 +94,9 @@ pub fn check(model_path: &Path, input: &str, output: &str, probes: &[Probe], tol
         }
         Err(e) => return Err(e.into()),
     };
+    progress(1, steps);
     let mut rows = Vec::new();
-    for p in probes {
+    for (i, p) in probes.iter().enumerate() {
         let _g = tch::no_grad_guard();
         let x = p.x.f_to_device(tch::Device::Cpu)?;
         let folded = plan.run(&HashMap::from([(input.to_string(), x.shallow_clone())]))?.swap_remove(out_idx);
@@ -109,6 +124,7 @@ pub fn check(model_path: &Path, input: &str, output: &str, probes: &[Probe], tol
                 Err(e) => warnings.push(format!("tract could not run the export ({e})")),
             }
         }
+        progress(2 + i, steps);
     }
     let passed = rows.iter().all(|r| r.passed);
     Ok(GateReport { tolerance: tol, rows, warnings, passed })
