@@ -267,7 +267,7 @@ pub fn run(
     };
     obs.phase("training");
     let t = Instant::now();
-    let epochs = train::train(&clf, &mut w, forget, retain, &settings, mask.as_deref(), |e| obs.epoch(e))?;
+    let epochs = train::train(&clf, &mut w, forget, retain, &settings, mask.as_deref(), obs)?;
     timings.training = t.elapsed().as_secs_f64();
     let mut weights = w.detached()?;
     weights.extend(reset);

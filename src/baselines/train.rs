@@ -5,7 +5,8 @@ use crate::classifier::{cross_entropy, Classifier};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
 use crate::semu::optim::{Optimizer, OptimizerKind};
-use crate::semu::train::{random_other_label, EpochStats};
+use crate::semu::train::{random_other_label, EpochProgress, EpochStats};
+use crate::semu::Observer;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -112,7 +113,8 @@ impl Cycle {
 
 /// Trains `w` for the method; with `mask` (SalUn) only the masked entries move: gradients are
 /// masked before the step and the other entries restored after it, so that weight decay and
-/// momentum cannot drift them either. Returns every epoch's statistics.
+/// momentum cannot drift them either. `obs` sees each batch and each epoch. Returns every
+/// epoch's statistics.
 pub fn train(
     clf: &Classifier,
     w: &mut Weights,
@@ -120,7 +122,7 @@ pub fn train(
     retain: Option<&dyn Dataset>,
     s: &LoopSettings,
     mask: Option<&[Tensor]>,
-    mut on_epoch: impl FnMut(&EpochStats),
+    obs: &mut dyn Observer,
 ) -> Result<Vec<EpochStats>> {
     let dev = clf.device();
     let mut rng = StdRng::seed_from_u64(s.seed);
@@ -143,6 +145,14 @@ pub fn train(
         let mut order: Vec<usize> = (0..driver.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut steps) = (0.0, 0);
+        let mut at = EpochProgress {
+            epoch: epoch + 1,
+            epochs: s.epochs,
+            batch: 0,
+            batches: order.len().div_ceil(s.batch_size.max(1)),
+            loss: 0.0,
+            forget_acc: None,
+        };
         for idx in batches(&order, s.batch_size) {
             let weights = w.overrides()?;
             let (x, y) = driver.batch(idx)?;
@@ -186,17 +196,21 @@ pub fn train(
             }
             loss_sum += loss.f_double_value(&[])?;
             steps += 1;
+            (at.batch, at.loss) = (steps, loss_sum / steps as f64);
+            obs.epoch_progress(&at);
         }
         let weights = w.detached()?;
+        let forget_acc = clf.accuracy(forget, s.batch_size, &weights)?;
+        obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch: epoch + 1,
             loss: loss_sum / steps.max(1) as f64,
-            forget_acc: clf.accuracy(forget, s.batch_size, &weights)?,
+            forget_acc,
             retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &weights)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: None,
         };
-        on_epoch(&stats);
+        obs.epoch(&stats);
         history.push(stats);
     }
     Ok(history)
