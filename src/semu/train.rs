@@ -89,10 +89,8 @@ pub fn train(
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
     let dev = clf.device();
-    let forget_labels = {
-        let (_, y) = forget.batch(&(0..forget.len()).collect::<Vec<_>>())?;
-        Vec::<i64>::try_from(y)?
-    };
+    // Labels only: formats that store them apart (ImageFolder, CIFAR) decode no images for this.
+    let forget_labels = forget.labels()?;
     let mut retain_order: Vec<usize> = retain.map(|r| (0..r.len()).collect()).unwrap_or_default();
     let mut retain_pos = retain_order.len(); // forces a shuffle before first use
     let mut history: Vec<EpochStats> = Vec::new();

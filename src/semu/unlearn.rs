@@ -268,8 +268,7 @@ pub fn unlearn(
 
 /// Labels must be valid class ids of the model.
 fn check_labels(ds: &dyn Dataset, classes: i64) -> Result<()> {
-    let (_, y) = ds.batch(&(0..ds.len()).collect::<Vec<_>>())?;
-    let ys = Vec::<i64>::try_from(y)?;
+    let ys = ds.labels()?;
     if let Some((i, &bad)) = ys.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes) {
         return Err(Error::msg(format!(
             "{}: sample {i} has label {bad}, outside the model's {classes} classes",
