@@ -4,6 +4,7 @@ use super::Registry;
 pub mod util;
 
 pub mod activation;
+pub mod attention;
 pub mod cast;
 pub mod control;
 pub mod conv;
@@ -12,13 +13,17 @@ pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod logic;
+pub mod nms;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod rnn;
+pub mod sample;
 pub mod sequence;
 pub mod shape;
 pub mod softmax;
+pub mod ssm;
 pub mod strings;
 pub mod training;
 
@@ -40,5 +45,10 @@ pub fn register_all(r: &mut Registry) {
     sequence::register(r);
     control::register(r);
     training::register(r);
+    attention::register(r);
+    sample::register(r);
+    nms::register(r);
+    rnn::register(r);
+    ssm::register(r);
     strings::register(r);
 }
