@@ -2,9 +2,9 @@
 //! RotaryEmbedding (23) and FlexAttention (ai.onnx.preview 1, with its modifier subgraphs), all
 //! composed from differentiable torch ops, so training flows through Q/K/V, the KV cache, float
 //! masks and the sin/cos caches.
+use super::control::Body;
 use crate::engine::convert::kind_of;
-use crate::engine::plan::free_values;
-use crate::engine::{op, BoxOp, Inputs, OpCtx, Plan, Registry, Value};
+use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry, Value};
 use crate::error::Result;
 use crate::onnx::{DType, NodeExt};
 use tch::{Kind, Tensor};
@@ -201,39 +201,20 @@ fn attention(ctx: &OpCtx) -> Result<BoxOp> {
     op(move |x| a.run(x))
 }
 
-/// A FlexAttention modifier subgraph (one rank-4 tensor in, one out), planned in the node's
-/// scope; the outer values it reads arrive as the node's implicit inputs.
-struct Modifier {
-    plan: Plan,
-    outer: Vec<usize>,
-}
+/// A FlexAttention modifier subgraph (one rank-4 tensor in, one out), run like a Loop body.
+struct Modifier(Body);
 
 impl Modifier {
     fn new(ctx: &OpCtx, attr: &str) -> Result<Option<Modifier>> {
-        let n = ctx.node;
-        let Some(g) = n.attr(attr).and_then(|a| a.g.as_ref()) else { return Ok(None) };
-        if g.input.len() != 1 || g.output.len() != 1 {
-            return Err(n.attr_err(attr, "must take exactly one input and give one output"));
+        let Some(body) = Body::optional(ctx, attr)? else { return Ok(None) };
+        if body.inputs != 1 || body.outputs != 1 {
+            return Err(ctx.node.attr_err(attr, "must take exactly one input and give one output"));
         }
-        let scope = ctx.scope.ok_or_else(|| n.node_err("modifier subgraphs need a planning scope"))?;
-        let plan = Plan::subgraph(g, scope).map_err(|e| n.attr_err(attr, e.to_string()))?;
-        let outer = free_values(g)
-            .iter()
-            .map(|v| {
-                ctx.implicit.iter().position(|m| m == v).ok_or_else(|| n.attr_err(attr, format!("reads unknown '{v}'")))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Some(Modifier { plan, outer }))
+        Ok(Some(Modifier(body)))
     }
 
     fn apply(&self, x: &Inputs, t: Tensor) -> Result<Tensor> {
-        let base = x.node.input.len();
-        let mut vals = vec![Value::Tensor(t)];
-        for &p in &self.outer {
-            let v = x.get(base + p).ok_or_else(|| x.err("an outer value of a modifier is missing"))?;
-            vals.push(Value::Tensor(v.shallow_clone()));
-        }
-        let out = self.plan.run_positional(vals).map_err(|e| x.err(format!("in a modifier: {e}")))?;
+        let out = self.0.run_tensors(x, vec![Value::Tensor(t)])?;
         out.into_iter().next().ok_or_else(|| x.err("a modifier gave no output"))?.into_tensor()
     }
 }

@@ -2,7 +2,7 @@
 //! flows through them like through any op), and the preview `Gradient` op.
 use super::sequence::int_scalar;
 use crate::engine::registry::{vop, BoxOp, OpCtx, Registry};
-use crate::engine::{to_ints, Plan, Value, ValueInputs};
+use crate::engine::{to_ints, Inputs, Plan, Value, ValueInputs};
 use crate::error::{Error, Result};
 use crate::onnx::NodeExt;
 use tch::{Kind, Tensor};
@@ -17,37 +17,57 @@ pub fn register(r: &mut Registry) {
 }
 
 /// A subgraph attribute planned in the node's scope, with where its outer values sit among the
-/// node's implicit inputs.
-struct Body {
+/// node's implicit inputs. Also used by FlexAttention's modifier subgraphs.
+pub(crate) struct Body {
     plan: Plan,
     outer: Vec<usize>,
-    formal: usize,
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
 }
 
 impl Body {
-    fn new(ctx: &OpCtx, attr: &str) -> Result<Body> {
-        let g = ctx.node.attr(attr).and_then(|a| a.g.as_ref()).ok_or_else(|| ctx.node.attr_err(attr, "is required"))?;
+    pub(crate) fn new(ctx: &OpCtx, attr: &str) -> Result<Body> {
+        Body::optional(ctx, attr)?.ok_or_else(|| ctx.node.attr_err(attr, "is required"))
+    }
+
+    /// The body of graph attribute `attr`, None when the node lacks it.
+    pub(crate) fn optional(ctx: &OpCtx, attr: &str) -> Result<Option<Body>> {
+        let Some(g) = ctx.node.attr(attr).and_then(|a| a.g.as_ref()) else { return Ok(None) };
         let scope = ctx.scope.ok_or_else(|| ctx.node.node_err("subgraphs need a planning scope"))?;
         let plan = Plan::subgraph(g, scope).map_err(|e| ctx.node.attr_err(attr, e.to_string()))?;
         let outer = crate::engine::plan::free_values(g)
             .iter()
             .map(|n| ctx.implicit.iter().position(|m| m == n).expect("implicit inputs include every free value"))
             .collect();
-        Ok(Body { plan, outer, formal: g.input.len() })
+        Ok(Some(Body { plan, outer, inputs: g.input.len(), outputs: g.output.len() }))
     }
 
     /// Runs the body on its formal inputs; outer values come from the node's implicit inputs.
-    fn run(&self, x: &ValueInputs, formal: Vec<Value>) -> Result<Vec<Value>> {
-        if formal.len() != self.formal {
-            return Err(x.err(format!("the body takes {} inputs, given {}", self.formal, formal.len())));
+    pub(crate) fn run(&self, x: &ValueInputs, formal: Vec<Value>) -> Result<Vec<Value>> {
+        self.call(formal, x.node.input.len(), |i| x.get(i).map(Value::shallow_clone), |m| x.err(m))
+    }
+
+    /// [`Self::run`] for ops on tensors.
+    pub(crate) fn run_tensors(&self, x: &Inputs, formal: Vec<Value>) -> Result<Vec<Value>> {
+        self.call(formal, x.node.input.len(), |i| x.get(i).map(|t| Value::Tensor(t.shallow_clone())), |m| x.err(m))
+    }
+
+    fn call(
+        &self,
+        formal: Vec<Value>,
+        base: usize,
+        input: impl Fn(usize) -> Option<Value>,
+        err: impl Fn(String) -> Error,
+    ) -> Result<Vec<Value>> {
+        if formal.len() != self.inputs {
+            return Err(err(format!("the body takes {} inputs, given {}", self.inputs, formal.len())));
         }
-        let base = x.node.input.len();
+        // Implicit inputs follow the node's own (`base` of them); `outer` indexes them.
         let mut vals = formal;
         for &p in &self.outer {
-            let v = x.get(base + p).ok_or_else(|| x.err("an outer value of the body is missing"))?;
-            vals.push(v.shallow_clone());
+            vals.push(input(base + p).ok_or_else(|| err("an outer value of the body is missing".into()))?);
         }
-        self.plan.run_positional(vals).map_err(|e| x.err(format!("in its body: {e}")))
+        self.plan.run_positional(vals).map_err(|e| err(format!("in its body: {e}")))
     }
 }
 
