@@ -56,7 +56,9 @@ pub fn run(mut a: Args) -> CmdResult {
     writeln!(out, "inputs\n{}", vals(&s.inputs))?;
     writeln!(out, "outputs\n{}", vals(&s.outputs))?;
     let hist: Vec<String> = s.op_histogram.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-    writeln!(out, "nodes      {}: {}", s.nodes, hist.join(" "))?;
+    let all: usize = s.op_histogram.values().sum();
+    let inner = if all > s.nodes { format!(" (+{} in subgraphs)", all - s.nodes) } else { String::new() };
+    writeln!(out, "nodes      {}{inner}: {}", s.nodes, hist.join(" "))?;
     writeln!(
         out,
         "parameters {} in {} initializers{}",

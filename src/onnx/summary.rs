@@ -1,5 +1,5 @@
 //! A model at a glance: opsets, inputs/outputs, op histogram, parameter count.
-use super::proto::{tensor_shape_proto::dimension, type_proto, ValueInfoProto};
+use super::proto::{tensor_shape_proto::dimension, type_proto, GraphProto, ValueInfoProto};
 use super::{DType, OnnxModel};
 use std::collections::{BTreeMap, HashSet};
 
@@ -21,6 +21,7 @@ pub struct ModelSummary {
     pub inputs: Vec<ValueSummary>,
     pub outputs: Vec<ValueSummary>,
     pub nodes: usize,
+    /// Ops by type, nodes inside subgraphs included.
     pub op_histogram: BTreeMap<String, usize>,
     pub initializers: usize,
     pub parameters: i64,
@@ -55,19 +56,29 @@ pub fn value_summary(v: &ValueInfoProto) -> ValueSummary {
     ValueSummary { name: v.name().to_string(), dtype, shape }
 }
 
+/// Counts ops by type, including those inside subgraphs (If branches, Loop/Scan bodies).
+fn count_ops(g: &GraphProto, hist: &mut BTreeMap<String, usize>) {
+    for n in &g.node {
+        let key = if n.domain().is_empty() || n.domain() == "ai.onnx" {
+            n.op_type().to_string()
+        } else {
+            format!("{}:{}", n.domain(), n.op_type())
+        };
+        *hist.entry(key).or_insert(0) += 1;
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                count_ops(sub, hist);
+            }
+        }
+    }
+}
+
 impl ModelSummary {
     pub fn of(m: &OnnxModel) -> Self {
         let g = m.graph();
         let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
         let mut hist = BTreeMap::new();
-        for n in &g.node {
-            let key = if n.domain().is_empty() || n.domain() == "ai.onnx" {
-                n.op_type().to_string()
-            } else {
-                format!("{}:{}", n.domain(), n.op_type())
-            };
-            *hist.entry(key).or_insert(0) += 1;
-        }
+        count_ops(g, &mut hist);
         ModelSummary {
             path: m.path.display().to_string(),
             ir_version: m.proto.ir_version(),
