@@ -11,16 +11,10 @@
 #[path = "gradients/harness.rs"]
 mod harness;
 
-use harness::{Case, Role};
+use harness::{cfg, Case, Role};
 use proptest::collection::vec as vec_of;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
-
-/// `cases` per test; `SEMU_GRAD_CASES=N` overrides it for a longer hunt.
-fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("SEMU_GRAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 fn role(param: bool) -> Role {
     if param {

@@ -6,14 +6,9 @@
 #[path = "gradients/harness.rs"]
 mod harness;
 
-use harness::Case;
+use harness::{cfg, Case};
 use proptest::prelude::*;
 use proptest::sample::select;
-
-fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("SEMU_GRAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 proptest! {
     #![proptest_config(cfg(16))]

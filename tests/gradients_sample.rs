@@ -5,14 +5,9 @@
 #[path = "gradients/harness.rs"]
 mod harness;
 
-use harness::{Case, Role};
+use harness::{cfg, Case, Role};
 use proptest::prelude::*;
 use proptest::sample::select;
-
-fn cfg(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("SEMU_GRAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 proptest! {
     #![proptest_config(cfg(16))]

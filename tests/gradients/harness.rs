@@ -18,6 +18,12 @@ use semu::onnx::{DType, OnnxModel};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
+
+/// proptest settings with `cases` per test; `SEMU_GRAD_CASES=N` overrides it for a longer hunt.
+pub fn cfg(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("SEMU_GRAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
+}
 use tch::{Kind, Tensor};
 
 /// Finite-difference step (f64: truncation ~eps², rounding ~1e-16/eps).
