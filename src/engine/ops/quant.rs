@@ -1,0 +1,318 @@
+//! Linear quantization: QuantizeLinear, DequantizeLinear (per-tensor, per-axis and blocked
+//! scales), DynamicQuantizeLinear, QLinearMatMul and QLinearConv. Integer arithmetic runs exactly
+//! in f64; only the 8/16-bit integer types are supported (float8, 4-bit and 2-bit types are
+//! refused with their name). DequantizeLinear stays differentiable in its scale.
+use super::conv::{channel_view, torch_pads, Window};
+use super::util::norm_axis;
+use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
+use crate::error::Result;
+use crate::onnx::proto::NodeProto;
+use crate::onnx::NodeExt;
+use tch::{Kind, Tensor};
+
+/// An integer quantized type: the libtorch kind holding it and its saturation range.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct QType {
+    kind: Kind,
+    lo: f64,
+    hi: f64,
+}
+
+/// ONNX type codes the quantizers may name, for messages.
+fn type_name(code: i64) -> String {
+    let names = [
+        "FLOAT8E4M3FN",
+        "FLOAT8E4M3FNUZ",
+        "FLOAT8E5M2",
+        "FLOAT8E5M2FNUZ",
+        "UINT4",
+        "INT4",
+        "FLOAT4E2M1",
+        "FLOAT8E8M0",
+        "UINT2",
+        "INT2",
+    ];
+    usize::try_from(code - 17).ok().and_then(|i| names.get(i)).map_or(format!("type {code}"), |n| n.to_string())
+}
+
+/// The quantized type of an ONNX type code (uint8, int8, uint16, int16).
+fn qtype_of_code(code: i64) -> Option<QType> {
+    Some(match code {
+        2 => QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 },
+        3 => QType { kind: Kind::Int8, lo: -128.0, hi: 127.0 },
+        // uint16 lives in int32 in the engine.
+        4 => QType { kind: Kind::Int, lo: 0.0, hi: 65535.0 },
+        5 => QType { kind: Kind::Int16, lo: -32768.0, hi: 32767.0 },
+        _ => return None,
+    })
+}
+
+/// The quantized type of a zero-point tensor (an int32 one is the engine's uint16).
+fn qtype_of_kind(x: &Inputs, k: Kind) -> Result<QType> {
+    let code = match k {
+        Kind::Uint8 => 2,
+        Kind::Int8 => 3,
+        Kind::Int => 4,
+        Kind::Int16 => 5,
+        k => return Err(x.err(format!("zero point of kind {k:?} is not a supported quantized type"))),
+    };
+    qtype_of_code(code).ok_or_else(|| x.err("unreachable quantized type"))
+}
+
+/// `output_dtype` (opset 21+): absent or 0 means "from the zero point".
+fn output_qtype(node: &NodeProto) -> Result<Option<QType>> {
+    match node.get_i("output_dtype")?.unwrap_or(0) {
+        0 => Ok(None),
+        c => qtype_of_code(c).map(Some).ok_or_else(|| {
+            node.attr_err(
+                "output_dtype",
+                format!("quantizing to {} is not supported (only int8/uint8/int16/uint16)", type_name(c)),
+            )
+        }),
+    }
+}
+
+/// Scale and zero-point layout: per tensor (one value), per axis (1-D along `axis`) or blocked
+/// (`block` > 0: the input's shape with `axis` divided by the block size, rounded up).
+#[derive(Clone, Copy)]
+struct Layout {
+    axis: i64,
+    block: i64,
+}
+
+impl Layout {
+    fn parse(node: &NodeProto) -> Result<Self> {
+        let block = node.get_i("block_size")?.unwrap_or(0);
+        if block < 0 {
+            return Err(node.attr_err("block_size", format!("must be >= 0, got {block}")));
+        }
+        Ok(Layout { axis: node.get_i("axis")?.unwrap_or(1), block })
+    }
+
+    /// `v` (a scale or zero point) reshaped or repeated to broadcast against `shape`.
+    fn spread(&self, x: &Inputs, v: &Tensor, shape: &[i64]) -> Result<Tensor> {
+        if v.numel() == 1 {
+            return Ok(v.f_reshape([] as [i64; 0])?);
+        }
+        let a = norm_axis(x, self.axis, shape.len())? as usize;
+        let vs = v.size();
+        if self.block == 0 {
+            if vs != [shape[a]] {
+                return Err(x.err(format!("per-axis scale {vs:?} must have {} values (axis {a})", shape[a])));
+            }
+            let mut dims = vec![1; shape.len()];
+            dims[a] = -1;
+            return Ok(v.f_reshape(dims)?);
+        }
+        let fits = vs.len() == shape.len()
+            && (0..vs.len()).all(|i| {
+                if i == a {
+                    vs[i] == (shape[i] + self.block - 1) / self.block
+                } else {
+                    vs[i] == shape[i]
+                }
+            });
+        if !fits {
+            return Err(
+                x.err(format!("blocked scale {vs:?} does not fit input {shape:?} (axis {a}, block {})", self.block))
+            );
+        }
+        Ok(v.f_repeat_interleave_self_int(self.block, a as i64, None)?.f_narrow(a as i64, 0, shape[a])?)
+    }
+}
+
+/// Rounds half to even, adds the zero point, saturates and converts to `q`'s kind.
+fn saturate(v: &Tensor, zp: Option<&Tensor>, q: QType) -> Result<Tensor> {
+    let mut y = v.f_round()?.f_to_kind(Kind::Double)?;
+    if let Some(z) = zp {
+        y = y.f_add(&z.f_to_kind(Kind::Double)?)?;
+    }
+    Ok(y.f_clamp(q.lo, q.hi)?.f_to_kind(q.kind)?)
+}
+
+fn float_kind(code: i64) -> Option<Kind> {
+    match code {
+        1 => Some(Kind::Float),
+        10 => Some(Kind::Half),
+        11 => Some(Kind::Double),
+        16 => Some(Kind::BFloat16),
+        _ => None,
+    }
+}
+
+/// y = saturate(round(x / y_scale) + y_zero_point), the type from the zero point, else
+/// `output_dtype`, else uint8. The division runs in `precision` when given, else in the scale's
+/// type.
+fn quantize(ctx: &OpCtx) -> Result<BoxOp> {
+    let layout = Layout::parse(ctx.node)?;
+    let out = output_qtype(ctx.node)?;
+    let precision = match ctx.node.get_i("precision")?.unwrap_or(0) {
+        0 => None,
+        c => {
+            Some(float_kind(c).ok_or_else(|| ctx.node.attr_err("precision", format!("type {c} is not a float type")))?)
+        }
+    };
+    op(move |x| {
+        let (input, scale) = (x.req(0)?, x.req(1)?);
+        let shape = input.size();
+        let zp = x.get(2).map(|z| layout.spread(x, z, &shape)).transpose()?;
+        let q = match (&zp, out) {
+            (Some(z), o) => {
+                let q = qtype_of_kind(x, z.kind())?;
+                if o.is_some_and(|o| o != q) {
+                    return Err(x.err("output_dtype differs from the zero point's type"));
+                }
+                q
+            }
+            (None, o) => o.unwrap_or(QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 }),
+        };
+        let kind =
+            precision.unwrap_or(if super::elementwise::is_float(scale.kind()) { scale.kind() } else { Kind::Float });
+        let scale = layout.spread(x, &scale.f_to_kind(kind)?, &shape)?;
+        Ok(vec![saturate(&input.f_to_kind(kind)?.f_div(&scale)?, zp.as_ref(), q)?])
+    })
+}
+
+/// y = (x - x_zero_point) · x_scale, in f32 (f64 for f64 scales), output in `output_dtype` or
+/// the scale's type.
+fn dequantize(ctx: &OpCtx) -> Result<BoxOp> {
+    let layout = Layout::parse(ctx.node)?;
+    let out = match ctx.node.get_i("output_dtype")?.unwrap_or(0) {
+        0 => None,
+        c => Some(
+            float_kind(c).ok_or_else(|| ctx.node.attr_err("output_dtype", format!("type {c} is not a float type")))?,
+        ),
+    };
+    op(move |x| {
+        let (input, scale) = (x.req(0)?, x.req(1)?);
+        if input.is_floating_point() {
+            return Err(x.err(format!("dequantizing {:?} is not supported (float8 and 4/2-bit types)", input.kind())));
+        }
+        let shape = input.size();
+        let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let mut y = input.f_to_kind(calc)?;
+        if let Some(z) = x.get(2) {
+            y = y.f_sub(&layout.spread(x, &z.f_to_kind(calc)?, &shape)?)?;
+        }
+        let y = y.f_mul(&layout.spread(x, &scale.f_to_kind(calc)?, &shape)?)?;
+        Ok(vec![y.f_to_kind(out.unwrap_or(scale.kind()))?])
+    })
+}
+
+/// uint8 quantization with the range [min(0, min x), max(0, max x)] mapped onto [0, 255].
+fn dynamic_quantize(_: &OpCtx) -> Result<BoxOp> {
+    op(|x| {
+        let input = x.req(0)?;
+        let (lo, hi) = (input.f_min()?.f_clamp_max(0.0)?, input.f_max()?.f_clamp_min(0.0)?);
+        let range = hi.f_sub(&lo)?;
+        // An all-zero input would give a zero scale: use 1/255 as the reference does.
+        let range = range.f_where_scalarother(&range.f_ne(0.0)?, 1.0)?;
+        let scale = range.f_div_scalar(255.0)?;
+        let zp = lo.f_neg()?.f_div(&scale)?.f_clamp(0.0, 255.0)?.f_round()?;
+        let u8 = QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 };
+        let y = saturate(&input.f_div(&scale)?, Some(&zp), u8)?;
+        Ok(vec![y, scale, zp.f_to_kind(Kind::Uint8)?])
+    })
+}
+
+/// `v - zero_point`, exactly, in f64 (the zero point already shaped to broadcast).
+fn centered(v: &Tensor, zp: Option<Tensor>) -> Result<Tensor> {
+    let v = v.f_to_kind(Kind::Double)?;
+    Ok(match zp {
+        Some(z) => v.f_sub(&z.f_to_kind(Kind::Double)?)?,
+        None => v,
+    })
+}
+
+/// A 1-D parameter with one value per row of A becomes a column, to broadcast over A's rows.
+fn per_row(t: &Tensor) -> Result<Tensor> {
+    Ok(if t.dim() == 1 && t.numel() > 1 { t.f_unsqueeze(-1)? } else { t.shallow_clone() })
+}
+
+/// A per-output-channel parameter of W viewed along W's first dim.
+fn per_out_channel(t: &Tensor, rank: usize) -> Result<Tensor> {
+    let mut shape = vec![-1];
+    shape.resize(rank.max(1), 1);
+    Ok(if t.numel() > 1 { t.f_reshape(shape)? } else { t.shallow_clone() })
+}
+
+/// The requantization: `acc · (a_scale · b_scale / y_scale) + y_zero_point`, saturated to the
+/// output zero point's type. The multiplier is formed in the scales' own type, as ONNX does.
+fn requantize(x: &Inputs, acc: &Tensor, mult: &Tensor, y_zp: &Tensor) -> Result<Tensor> {
+    let q = qtype_of_kind(x, y_zp.kind())?;
+    saturate(&acc.f_mul(&mult.f_to_kind(Kind::Double)?)?, Some(y_zp), q)
+}
+
+fn qlinear_matmul(_: &OpCtx) -> Result<BoxOp> {
+    op(|x| {
+        let a = centered(x.req(0)?, x.get(2).map(per_row).transpose()?)?;
+        // Per-column parameters of B broadcast along its last dim as they are.
+        let b = centered(x.req(3)?, x.get(5).map(Tensor::shallow_clone))?;
+        let mult = per_row(x.req(1)?)?.f_mul(x.req(4)?)?.f_div(x.req(6)?)?;
+        Ok(vec![requantize(x, &a.f_matmul(&b)?, &mult, x.req(7)?)?])
+    })
+}
+
+/// Integer convolution (after the zero points) in f64 through the float conv's geometry, plus the
+/// int32 bias, then requantized; per-output-channel weight scales and zero points are allowed.
+fn qlinear_conv(ctx: &OpCtx) -> Result<BoxOp> {
+    let win = Window::parse(ctx.node)?;
+    let group = ctx.node.get_i("group")?.unwrap_or(1);
+    if group < 1 {
+        return Err(ctx.node.attr_err("group", format!("must be >= 1, got {group}")));
+    }
+    let kshape = ctx.node.get_ints("kernel_shape")?;
+    op(move |x| {
+        let input = centered(x.req(0)?, x.get(2).map(Tensor::shallow_clone))?;
+        let rank = x.req(3)?.dim();
+        let w = centered(x.req(3)?, x.get(5).map(|z| per_out_channel(z, rank)).transpose()?)?;
+        let (xs, ws) = (input.size(), w.size());
+        if xs.len() < 3 || ws.len() != xs.len() {
+            return Err(x.err(format!("expected x (N, C, D…) and w of the same rank, got {xs:?} and {ws:?}")));
+        }
+        let kernel = &ws[2..];
+        if kshape.as_ref().is_some_and(|k| k != kernel) {
+            return Err(x.err(format!("kernel_shape {kshape:?} does not match w's shape {ws:?}")));
+        }
+        let g = win.geom(x, &xs[2..], kernel)?;
+        let padded = input.f_constant_pad_nd(torch_pads(&g.begin, &g.end))?;
+        let zeros = vec![0; kernel.len()];
+        let mut acc =
+            padded.f_convolution(&w, None::<&Tensor>, &g.strides, &zeros, &g.dilations, false, &zeros, group)?;
+        if let Some(b) = x.get(8) {
+            acc = acc.f_add(&channel_view(&b.f_to_kind(Kind::Double)?, rank)?)?;
+        }
+        // A per-output-channel weight scale runs along the output's channel dim.
+        let w_scale = x.req(4)?;
+        let w_scale = if w_scale.numel() > 1 { channel_view(w_scale, rank)? } else { w_scale.shallow_clone() };
+        let mult = x.req(1)?.f_mul(&w_scale)?.f_div(x.req(6)?)?;
+        Ok(vec![requantize(x, &acc, &mult, x.req(7)?)?])
+    })
+}
+
+pub fn register(r: &mut Registry) {
+    r.add("QuantizeLinear", 10, quantize);
+    r.add("DequantizeLinear", 10, dequantize);
+    r.add("DynamicQuantizeLinear", 11, dynamic_quantize);
+    r.add("QLinearMatMul", 10, qlinear_matmul);
+    r.add("QLinearConv", 10, qlinear_conv);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{OpCtx, Registry};
+    use crate::onnx::build::{attr_int, node};
+
+    /// float8, 4-bit and 2-bit outputs are refused when the plan is built, naming the type.
+    #[test]
+    fn unsupported_output_types_are_named() {
+        let reg = Registry::standard();
+        let build = reg.find("", "QuantizeLinear", 21).expect("registered");
+        for (code, name) in [(17, "FLOAT8E4M3FN"), (22, "INT4"), (26, "INT2")] {
+            let mut n = node("QuantizeLinear", &["x", "s"], &["y"]);
+            n.attribute.push(attr_int("output_dtype", code));
+            let err = build(&OpCtx::new(&n, 21)).err().expect("refused").to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}
