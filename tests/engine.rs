@@ -89,3 +89,24 @@ fn device_strings() {
         assert!(parse_device("cuda:0").unwrap_err().to_string().contains("CUDA is not available"));
     }
 }
+
+/// An op that panics (a bug) fails its node with an error instead of taking the process down.
+#[test]
+fn a_panicking_op_becomes_the_nodes_error() {
+    let mut reg = Registry::standard();
+    // Opset 101 picks this entry over the real Relu.
+    reg.add("Relu", 101, |_| semu::engine::op(|_| panic!("index 3 out of range")));
+    let (_d, path) = write(
+        vec![node("Relu", &["x"], &["y"])],
+        vec![],
+        vec![value("x", DType::F32, &[2])],
+        vec![value("y", DType::F32, &[2])],
+        101,
+    );
+    let m = OnnxModel::load(&path).unwrap();
+    let plan = Plan::new(&m, &reg, &PlanOptions::default()).unwrap();
+    let feeds = HashMap::from([("x".to_string(), Tensor::from_slice(&[1f32, -1.0]))]);
+    let err = plan.run(&feeds).err().expect("must fail").to_string();
+    assert!(err.contains("Relu_y") && err.contains("index 3 out of range") && err.contains("internal error"), "{err}");
+    assert!(!semu::engine::inside_op());
+}

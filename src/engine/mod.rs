@@ -11,6 +11,6 @@ pub mod value;
 
 pub use device::{device_name, parse_device};
 pub use inputs::{to_ints, Inputs, ValueInputs};
-pub use plan::{unsupported_ops, InputSpec, Plan, PlanOptions};
+pub use plan::{inside_op, unsupported_ops, InputSpec, Plan, PlanOptions};
 pub use registry::{op, vop, BoxOp, Op, OpCtx, Registry, Scope};
 pub use value::{Strings, Value};

@@ -12,6 +12,15 @@ use tch::{Device, Tensor};
 const NONDETERMINISTIC: &[&str] =
     &["RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"];
 
+thread_local! {
+    static IN_OP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is running an op (for a panic hook that leaves reporting to the engine).
+pub fn inside_op() -> bool {
+    IN_OP.with(|d| d.get() > 0)
+}
+
 /// The preview-training op that differentiates a graph value with respect to others.
 const GRADIENT: (&str, &str) = ("ai.onnx.preview.training", "Gradient");
 
@@ -458,8 +467,21 @@ impl Plan {
 }
 
 /// Runs one op, naming the node in any error and checking it produced every named output.
+/// A bug in an op (an index past a shape it did not check) must not take the process down: the
+/// panic becomes this node's error, and [`inside_op`] lets the binary's panic hook stay quiet.
 fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: ValueInputs) -> Result<Vec<Value>> {
-    let outs = op.run_values(&x).map_err(|e| match e {
+    IN_OP.with(|d| d.set(d.get() + 1));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.run_values(&x)));
+    IN_OP.with(|d| d.set(d.get() - 1));
+    let result = caught.unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(Error::msg(format!("internal error on these inputs ({what}); please report it with the model")))
+    });
+    let outs = result.map_err(|e| match e {
         Error::Torch(t) => n.node_err(format!("libtorch: {t}")),
         Error::Msg(m) => n.node_err(m),
         other => other,

@@ -175,6 +175,11 @@ impl ScanSpec {
     fn run(&self, x: &ValueInputs, states: Vec<Value>, inputs: &[Tensor]) -> Result<Vec<Value>> {
         let norm = |a: i64, r: i64| if a < 0 { a + r } else { a };
         let in_axes: Vec<i64> = self.in_axes.iter().zip(inputs).map(|(&a, t)| norm(a, t.dim() as i64)).collect();
+        for (k, (&a, t)) in in_axes.iter().zip(inputs).enumerate() {
+            if a < 0 || a >= t.dim() as i64 {
+                return Err(x.err(format!("scan input {k} has rank {}, no axis {}", t.dim(), self.in_axes[k])));
+            }
+        }
         let len = match inputs.first() {
             Some(t) => t.size()[in_axes[0] as usize],
             None => return Err(x.err("Scan needs at least one scan input")),
