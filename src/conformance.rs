@@ -113,6 +113,7 @@ fn as_f64(t: &TensorData) -> std::result::Result<Vec<f64>, String> {
         DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         DType::U64 => b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         DType::C64 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        d if d.is_narrow() => t.narrow_values().map_err(|e| e.to_string())?.into_iter().map(f64::from).collect(),
         d => return Err(format!("cannot compare {d} tensors")),
     })
 }
@@ -214,10 +215,18 @@ pub fn compare_value(got: &Value, want: &Value) -> std::result::Result<(), Strin
     }
 }
 
-/// A tensor against expected data; unsigned dtypes libtorch widens compare by value.
+/// A tensor against expected data; types libtorch lacks live widened (`engine::convert`) and
+/// compare by value.
 fn compare_tensor(got: &tch::Tensor, want: &TensorData) -> std::result::Result<(), String> {
     let have = dtype_of(got.kind()).map_err(|e| e.to_string())?;
-    let widened = matches!((want.dtype, have), (DType::U16, DType::I32) | (DType::U32 | DType::U64, DType::I64));
+    let widened = matches!(
+        (want.dtype, have),
+        (DType::U16, DType::I32)
+            | (DType::U32 | DType::U64, DType::I64)
+            | (DType::I4 | DType::I2, DType::I8)
+            | (DType::U4 | DType::U2, DType::U8)
+            | (DType::F4E2M1 | DType::F8E8M0, DType::F32)
+    );
     if have != want.dtype && !widened {
         return Err(format!("dtype {have}, expected {}", want.dtype));
     }

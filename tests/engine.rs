@@ -106,7 +106,7 @@ fn a_panicking_op_becomes_the_nodes_error() {
     let m = OnnxModel::load(&path).unwrap();
     let plan = Plan::new(&m, &reg, &PlanOptions::default()).unwrap();
     let feeds = HashMap::from([("x".to_string(), Tensor::from_slice(&[1f32, -1.0]))]);
-    let err = plan.run(&feeds).err().expect("must fail").to_string();
+    let err = plan.run(&feeds).expect_err("must fail").to_string();
     assert!(err.contains("Relu_y") && err.contains("index 3 out of range") && err.contains("internal error"), "{err}");
     assert!(!semu::engine::inside_op());
 }

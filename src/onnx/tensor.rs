@@ -1,12 +1,14 @@
 //! Tensor payloads: decode any `TensorProto` encoding (typed fields, `raw_data`, external data)
-//! into dense little-endian bytes, and encode replacement bytes back.
-use super::dtype::DType;
+//! into dense little-endian bytes, and encode replacement bytes back. Sub-byte types (int4,
+//! uint4, float4, int2, uint2) stay packed exactly as in `raw_data`, so they round-trip unchanged.
+use super::dtype::{narrow_value, unpack_codes, DType};
 use super::proto::TensorProto;
 use crate::error::{Error, Result};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// A dense tensor: element type, shape and packed little-endian bytes (row-major).
+/// A dense tensor: element type, shape and packed little-endian bytes (row-major; 4-/2-bit
+/// elements packed several per byte, the first in the low bits).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorData {
     pub dtype: DType,
@@ -79,11 +81,11 @@ impl TensorData {
         } else {
             typed_bytes(t, dtype)?
         };
-        if let Some(sz) = dtype.size() {
-            if bytes.len() != n * sz {
+        if let Some(want) = dtype.byte_len(n) {
+            if bytes.len() != want {
                 return Err(tensor_err(
                     t,
-                    format!("holds {} bytes but shape {:?} of {} needs {}", bytes.len(), dims, dtype, n * sz),
+                    format!("holds {} bytes but shape {:?} of {} needs {}", bytes.len(), dims, dtype, want),
                 ));
             }
         }
@@ -104,8 +106,20 @@ impl TensorData {
             DType::BF16 => {
                 self.bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
             }
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1 | DType::F8E8M0 => {
+                self.narrow_values()?
+            }
             d => return Err(Error::msg(format!("cannot read {d} tensor as float"))),
         })
+    }
+
+    /// The exact values of a float8 / float4 / e8m0 / int4 / uint4 / int2 / uint2 tensor.
+    pub fn narrow_values(&self) -> Result<Vec<f32>> {
+        if !self.dtype.is_narrow() {
+            return Err(Error::msg(format!("{} is not a narrow (8-bit float or sub-byte) type", self.dtype)));
+        }
+        let codes = unpack_codes(self.dtype, &self.bytes, self.numel());
+        Ok(codes.into_iter().map(|c| narrow_value(self.dtype, c)).collect())
     }
 
     /// Converts f32 values into this tensor's float dtype (f32/f64/f16/bf16), same shape.
@@ -170,7 +184,8 @@ fn typed_bytes(t: &TensorProto, dtype: DType) -> Result<Vec<u8>> {
         DType::I16 => i32s().flat_map(|&v| (v as i16).to_le_bytes()).collect(),
         DType::U16 | DType::F16 | DType::BF16 => i32s().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
         DType::I8 => i32s().map(|&v| v as i8 as u8).collect(),
-        DType::U8 | DType::Bool | DType::Other(17..=20) => i32s().map(|&v| v as u8).collect(),
+        // One byte per int32: a bool, an 8-bit code, or a packed pair/quad of 4-/2-bit elements.
+        d if d.bits().is_some_and(|b| b <= 8) => i32s().map(|&v| v as u8).collect(),
         d => return Err(tensor_err(t, format!("element type {d} is not supported"))),
     })
 }
