@@ -70,7 +70,8 @@ fn bitcast(ctx: &OpCtx) -> Result<BoxOp> {
         .and_then(|c| DType::from_onnx(c).ok())
         .ok_or_else(|| ctx.node.attr_err("to", format!("unknown ONNX data type {code}")))?;
     let width = match to.size() {
-        Some(w) if !matches!(to, DType::String | DType::Other(_)) => w,
+        // e8m0 is stored widened (as Float), so its bits cannot be viewed in place.
+        Some(w) if !matches!(to, DType::String | DType::Other(_) | DType::F8E8M0) => w,
         _ => return Err(ctx.node.attr_err("to", format!("bit-casting to {to} is not supported"))),
     };
     // The same-width libtorch kind to view the bits as.

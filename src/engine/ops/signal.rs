@@ -22,6 +22,8 @@ fn output_kind(ctx: &OpCtx) -> Result<Kind> {
         DType::String | DType::Bool | DType::C64 | DType::C128 | DType::Other(_) => {
             Err(bad(format!("{d} is not allowed")))
         }
+        // Narrow types are stored widened and would need the Cast op's rounding rules.
+        d if d.is_narrow() => Err(bad(format!("{d} is not supported for windows"))),
         d => kind_of(d).map_err(|e| bad(e.to_string())),
     }
 }
