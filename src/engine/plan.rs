@@ -4,7 +4,7 @@ use super::registry::{norm_domain, BoxOp, OpCtx, Registry, Scope};
 use super::{Value, ValueInputs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, NodeProto};
-use crate::onnx::{NodeExt, OnnxModel};
+use crate::onnx::{DType, NodeExt, OnnxModel};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tch::{Device, Tensor};
 
@@ -121,6 +121,25 @@ pub fn free_values(g: &GraphProto) -> Vec<String> {
     free.into_iter().collect()
 }
 
+/// Element types the graph states for its values: inputs, outputs, value_info, initializers.
+fn declared_types(g: &GraphProto) -> HashMap<&str, DType> {
+    use crate::onnx::proto::type_proto::Value as T;
+    let mut m = HashMap::new();
+    for v in g.input.iter().chain(&g.output).chain(&g.value_info) {
+        if let Some(T::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            if let Ok(d) = DType::from_onnx(t.elem_type()) {
+                m.insert(v.name(), d);
+            }
+        }
+    }
+    for t in &g.initializer {
+        if let Ok(d) = DType::from_onnx(t.data_type()) {
+            m.insert(t.name(), d);
+        }
+    }
+    m
+}
+
 /// Values a node reads besides its inputs: what its subgraphs take from the enclosing scope, and
 /// for `Gradient` the differentiated value `y`. Sorted, without duplicates.
 pub fn implicit_inputs(n: &NodeProto) -> Vec<String> {
@@ -224,6 +243,7 @@ impl Plan {
             .flat_map(|n| n.get_strings("xs").ok().flatten().unwrap_or_default())
             .collect();
 
+        let declared = declared_types(g);
         let _guard = tch::no_grad_guard();
         let dev = opts.device;
         // Constant values (initializers and folded outputs), and the set of runtime values.
@@ -246,7 +266,9 @@ impl Plan {
                 Error::Unsupported(format!("  {} (opset {opset}): first at node '{}'", n.op_type(), n.label()))
             })?;
             let implicit = implicit_inputs(n);
-            let op = build(&OpCtx { node: n, opset, scope: Some(scope), implicit: &implicit })?;
+            let input_types: Vec<Option<DType>> = n.input.iter().map(|s| declared.get(s.as_str()).copied()).collect();
+            let op =
+                build(&OpCtx { node: n, opset, scope: Some(scope), implicit: &implicit, input_types: &input_types })?;
             let is_const = |s: &String| s.is_empty() || (consts.contains_key(s) && !grad_xs.contains(s));
             let foldable = opts.fold
                 && !NONDETERMINISTIC.contains(&n.op_type())

@@ -3,6 +3,7 @@
 use super::{Inputs, PlanOptions, Value, ValueInputs};
 use crate::error::Result;
 use crate::onnx::proto::NodeProto;
+use crate::onnx::DType;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;
@@ -15,12 +16,20 @@ pub struct OpCtx<'a> {
     pub scope: Option<&'a Scope<'a>>,
     /// Names of outer values the node's subgraphs read; they follow the node's inputs.
     pub implicit: &'a [String],
+    /// The element type the graph declares for each input (graph inputs, initializers,
+    /// value_info), where it does. Types the engine stores widened (int4 as int8…) need it.
+    pub input_types: &'a [Option<DType>],
 }
 
 impl<'a> OpCtx<'a> {
     /// A context for a node without subgraphs (unit tests, one-off ops).
     pub fn new(node: &'a NodeProto, opset: i64) -> Self {
-        OpCtx { node, opset, scope: None, implicit: &[] }
+        OpCtx { node, opset, scope: None, implicit: &[], input_types: &[] }
+    }
+
+    /// The declared element type of input `i`, if the graph states it.
+    pub fn input_type(&self, i: usize) -> Option<DType> {
+        self.input_types.get(i).copied().flatten()
     }
 }
 

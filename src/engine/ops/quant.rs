@@ -1,16 +1,21 @@
 //! Linear quantization: QuantizeLinear, DequantizeLinear (per-tensor, per-axis and blocked
 //! scales), DynamicQuantizeLinear, QLinearMatMul and QLinearConv. Integer arithmetic runs exactly
-//! in f64; only the 8/16-bit integer types are supported (float8, 4-bit and 2-bit types are
-//! refused with their name). DequantizeLinear stays differentiable in its scale.
+//! in f64. 4-/2-bit integers live widened in Int8/Uint8, so the zero point's declared type (or
+//! `output_dtype`) says which range to saturate to; float8/float4 targets round as Cast does.
+//! DequantizeLinear stays differentiable in its scale.
+use super::cast::cast_tensor;
 use super::conv::{channel_view, torch_pads, Window};
 use super::util::norm_axis;
+use crate::engine::convert::{computable, dtype_of, kind_of};
 use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
 use crate::error::Result;
+use crate::onnx::dtype::E8m0Round;
 use crate::onnx::proto::NodeProto;
-use crate::onnx::NodeExt;
+use crate::onnx::{DType, NodeExt};
 use tch::{Kind, Tensor};
 
-/// An integer quantized type: the libtorch kind holding it and its saturation range.
+/// An integer quantized type: the libtorch kind holding it and its saturation range (int4/int2
+/// are stored widened in Int8/Uint8, uint16 in Int).
 #[derive(Clone, Copy, PartialEq, Debug)]
 struct QType {
     kind: Kind,
@@ -18,57 +23,51 @@ struct QType {
     hi: f64,
 }
 
-/// ONNX type codes the quantizers may name, for messages.
-fn type_name(code: i64) -> String {
-    let names = [
-        "FLOAT8E4M3FN",
-        "FLOAT8E4M3FNUZ",
-        "FLOAT8E5M2",
-        "FLOAT8E5M2FNUZ",
-        "UINT4",
-        "INT4",
-        "FLOAT4E2M1",
-        "FLOAT8E8M0",
-        "UINT2",
-        "INT2",
-    ];
-    usize::try_from(code - 17).ok().and_then(|i| names.get(i)).map_or(format!("type {code}"), |n| n.to_string())
+/// What QuantizeLinear produces: an integer type saturated to its range, or a float8/float4 type
+/// reached through Cast's rounding (and `saturate` for float8).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Target {
+    Int(QType),
+    Float(DType),
 }
 
-/// The quantized type of an ONNX type code (uint8, int8, uint16, int16).
-fn qtype_of_code(code: i64) -> Option<QType> {
-    Some(match code {
-        2 => QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 },
-        3 => QType { kind: Kind::Int8, lo: -128.0, hi: 127.0 },
-        // uint16 lives in int32 in the engine.
-        4 => QType { kind: Kind::Int, lo: 0.0, hi: 65535.0 },
-        5 => QType { kind: Kind::Int16, lo: -32768.0, hi: 32767.0 },
+const U8: Target = Target::Int(QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 });
+
+fn target_of(d: DType) -> Option<Target> {
+    let int = |kind, lo, hi| Target::Int(QType { kind, lo, hi });
+    Some(match d {
+        DType::U8 => U8,
+        DType::I8 => int(Kind::Int8, -128.0, 127.0),
+        DType::U16 => int(Kind::Int, 0.0, 65535.0),
+        DType::I16 => int(Kind::Int16, -32768.0, 32767.0),
+        DType::U4 => int(Kind::Uint8, 0.0, 15.0),
+        DType::I4 => int(Kind::Int8, -8.0, 7.0),
+        DType::U2 => int(Kind::Uint8, 0.0, 3.0),
+        DType::I2 => int(Kind::Int8, -2.0, 1.0),
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1 => Target::Float(d),
         _ => return None,
     })
 }
 
-/// The quantized type of a zero-point tensor (an int32 one is the engine's uint16).
-fn qtype_of_kind(x: &Inputs, k: Kind) -> Result<QType> {
-    let code = match k {
-        Kind::Uint8 => 2,
-        Kind::Int8 => 3,
-        Kind::Int => 4,
-        Kind::Int16 => 5,
-        k => return Err(x.err(format!("zero point of kind {k:?} is not a supported quantized type"))),
+/// The type of an engine tensor when the graph does not declare it (int32 is the engine's uint16).
+fn target_of_kind(x: &Inputs, k: Kind) -> Result<Target> {
+    let d = match k {
+        Kind::Int => DType::U16,
+        k => dtype_of(k)?,
     };
-    qtype_of_code(code).ok_or_else(|| x.err("unreachable quantized type"))
+    target_of(d).ok_or_else(|| x.err(format!("zero point of kind {k:?} is not a supported quantized type")))
 }
 
 /// `output_dtype` (opset 21+): absent or 0 means "from the zero point".
-fn output_qtype(node: &NodeProto) -> Result<Option<QType>> {
+fn output_target(node: &NodeProto) -> Result<Option<Target>> {
     match node.get_i("output_dtype")?.unwrap_or(0) {
         0 => Ok(None),
-        c => qtype_of_code(c).map(Some).ok_or_else(|| {
-            node.attr_err(
-                "output_dtype",
-                format!("quantizing to {} is not supported (only int8/uint8/int16/uint16)", type_name(c)),
-            )
-        }),
+        c => i32::try_from(c)
+            .ok()
+            .and_then(|c| DType::from_onnx(c).ok())
+            .and_then(target_of)
+            .map(Some)
+            .ok_or_else(|| node.attr_err("output_dtype", format!("type {c} is not a quantized type"))),
     }
 }
 
@@ -130,6 +129,21 @@ fn saturate(v: &Tensor, zp: Option<&Tensor>, q: QType) -> Result<Tensor> {
     Ok(y.f_clamp(q.lo, q.hi)?.f_to_kind(q.kind)?)
 }
 
+/// `v` (already divided by the scale) into `t`: integers round half to even, add the zero
+/// point and saturate; float8/float4 add the zero point and round as Cast does.
+fn quantize_to(v: &Tensor, zp: Option<&Tensor>, t: Target, sat: bool) -> Result<Tensor> {
+    match t {
+        Target::Int(q) => saturate(v, zp, q),
+        Target::Float(d) => {
+            let v = match zp {
+                Some(z) => v.f_add(&computable(z)?.f_to_kind(v.kind())?)?,
+                None => v.shallow_clone(),
+            };
+            cast_tensor(&v, d, sat, E8m0Round::Up)
+        }
+    }
+}
+
 fn float_kind(code: i64) -> Option<Kind> {
     match code {
         1 => Some(Kind::Float),
@@ -145,7 +159,10 @@ fn float_kind(code: i64) -> Option<Kind> {
 /// type.
 fn quantize(ctx: &OpCtx) -> Result<BoxOp> {
     let layout = Layout::parse(ctx.node)?;
-    let out = output_qtype(ctx.node)?;
+    let out = output_target(ctx.node)?;
+    // The zero point's declared type wins: int4 and int8 share a storage kind.
+    let zp_declared = ctx.input_type(2).and_then(target_of);
+    let sat = ctx.node.get_i("saturate")?.unwrap_or(1) != 0;
     let precision = match ctx.node.get_i("precision")?.unwrap_or(0) {
         0 => None,
         c => {
@@ -156,21 +173,33 @@ fn quantize(ctx: &OpCtx) -> Result<BoxOp> {
         let (input, scale) = (x.req(0)?, x.req(1)?);
         let shape = input.size();
         let zp = x.get(2).map(|z| layout.spread(x, z, &shape)).transpose()?;
-        let q = match (&zp, out) {
+        let t = match (&zp, out) {
             (Some(z), o) => {
-                let q = qtype_of_kind(x, z.kind())?;
-                if o.is_some_and(|o| o != q) {
+                let t = match zp_declared {
+                    Some(t) => t,
+                    None => o.filter(|o| same_storage(*o, z.kind())).map_or_else(|| target_of_kind(x, z.kind()), Ok)?,
+                };
+                if o.is_some_and(|o| o != t) {
                     return Err(x.err("output_dtype differs from the zero point's type"));
                 }
-                q
+                t
             }
-            (None, o) => o.unwrap_or(QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 }),
+            (None, o) => o.unwrap_or(U8),
         };
         let kind =
             precision.unwrap_or(if super::elementwise::is_float(scale.kind()) { scale.kind() } else { Kind::Float });
         let scale = layout.spread(x, &scale.f_to_kind(kind)?, &shape)?;
-        Ok(vec![saturate(&input.f_to_kind(kind)?.f_div(&scale)?, zp.as_ref(), q)?])
+        Ok(vec![quantize_to(&input.f_to_kind(kind)?.f_div(&scale)?, zp.as_ref(), t, sat)?])
     })
+}
+
+/// Whether tensors of kind `k` can hold target `t` (an undeclared zero point then takes
+/// `output_dtype`'s narrower meaning, e.g. Int8 storage for int4).
+fn same_storage(t: Target, k: Kind) -> bool {
+    match t {
+        Target::Int(q) => q.kind == k,
+        Target::Float(d) => kind_of(d).is_ok_and(|s| s == k),
+    }
 }
 
 /// y = (x - x_zero_point) · x_scale, in f32 (f64 for f64 scales), output in `output_dtype` or
@@ -184,15 +213,13 @@ fn dequantize(ctx: &OpCtx) -> Result<BoxOp> {
         ),
     };
     op(move |x| {
-        let (input, scale) = (x.req(0)?, x.req(1)?);
-        if input.is_floating_point() {
-            return Err(x.err(format!("dequantizing {:?} is not supported (float8 and 4/2-bit types)", input.kind())));
-        }
+        // float8 data computes in float; float4 and int4/int2 arrive already widened.
+        let (input, scale) = (computable(x.req(0)?)?, x.req(1)?);
         let shape = input.size();
         let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
         let mut y = input.f_to_kind(calc)?;
         if let Some(z) = x.get(2) {
-            y = y.f_sub(&layout.spread(x, &z.f_to_kind(calc)?, &shape)?)?;
+            y = y.f_sub(&layout.spread(x, &computable(z)?.f_to_kind(calc)?, &shape)?)?;
         }
         let y = y.f_mul(&layout.spread(x, &scale.f_to_kind(calc)?, &shape)?)?;
         Ok(vec![y.f_to_kind(out.unwrap_or(scale.kind()))?])
@@ -209,8 +236,7 @@ fn dynamic_quantize(_: &OpCtx) -> Result<BoxOp> {
         let range = range.f_where_scalarother(&range.f_ne(0.0)?, 1.0)?;
         let scale = range.f_div_scalar(255.0)?;
         let zp = lo.f_neg()?.f_div(&scale)?.f_clamp(0.0, 255.0)?.f_round()?;
-        let u8 = QType { kind: Kind::Uint8, lo: 0.0, hi: 255.0 };
-        let y = saturate(&input.f_div(&scale)?, Some(&zp), u8)?;
+        let y = quantize_to(&input.f_div(&scale)?, Some(&zp), U8, true)?;
         Ok(vec![y, scale, zp.f_to_kind(Kind::Uint8)?])
     })
 }
@@ -239,8 +265,10 @@ fn per_out_channel(t: &Tensor, rank: usize) -> Result<Tensor> {
 /// The requantization: `acc · (a_scale · b_scale / y_scale) + y_zero_point`, saturated to the
 /// output zero point's type. The multiplier is formed in the scales' own type, as ONNX does.
 fn requantize(x: &Inputs, acc: &Tensor, mult: &Tensor, y_zp: &Tensor) -> Result<Tensor> {
-    let q = qtype_of_kind(x, y_zp.kind())?;
-    saturate(&acc.f_mul(&mult.f_to_kind(Kind::Double)?)?, Some(y_zp), q)
+    match target_of_kind(x, y_zp.kind())? {
+        Target::Int(q) => saturate(&acc.f_mul(&mult.f_to_kind(Kind::Double)?)?, Some(y_zp), q),
+        Target::Float(_) => Err(x.err("float8 outputs are not supported by QLinear ops")),
+    }
 }
 
 fn qlinear_matmul(_: &OpCtx) -> Result<BoxOp> {
@@ -303,16 +331,16 @@ mod tests {
     use crate::engine::{OpCtx, Registry};
     use crate::onnx::build::{attr_int, node};
 
-    /// float8, 4-bit and 2-bit outputs are refused when the plan is built, naming the type.
+    /// Types that are not quantized types are refused when the plan is built, naming the code.
     #[test]
-    fn unsupported_output_types_are_named() {
+    fn non_quantized_output_types_are_refused() {
         let reg = Registry::standard();
         let build = reg.find("", "QuantizeLinear", 21).expect("registered");
-        for (code, name) in [(17, "FLOAT8E4M3FN"), (22, "INT4"), (26, "INT2")] {
+        for code in [1, 7, 24, 99] {
             let mut n = node("QuantizeLinear", &["x", "s"], &["y"]);
             n.attribute.push(attr_int("output_dtype", code));
             let err = build(&OpCtx::new(&n, 21)).err().expect("refused").to_string();
-            assert!(err.contains(name), "{err}");
+            assert!(err.contains(&format!("type {code}")), "{err}");
         }
     }
 }
