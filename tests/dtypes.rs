@@ -290,3 +290,26 @@ fn float_casts_pass_the_gradient_straight_through() {
         assert_eq!(Vec::<f32>::try_from(x.grad()).unwrap(), [1.0, 2.0, 0.0, 4.0], "{to}");
     }
 }
+
+/// Inside a graph (no output re-encoding), CastLike into an input declared INT4 wraps to 4 bits,
+/// although the engine stores that input as Int8.
+#[test]
+fn castlike_uses_the_declared_narrow_type() {
+    let mut back = node("Cast", &["y"], &["z"]);
+    back.attribute.push(attr_int("to", 1));
+    let (_d, path) = write(
+        vec![node("CastLike", &["x", "like"], &["y"]), back],
+        vec![],
+        vec![value("x", DType::F32, &[3]), value("like", DType::I4, &[1])],
+        vec![value("z", DType::F32, &[3])],
+        21,
+    );
+    let m = OnnxModel::load(&path).unwrap();
+    let plan = Plan::new(&m, &Registry::standard(), &PlanOptions::default()).unwrap();
+    let feeds = HashMap::from([
+        ("x".to_string(), Tensor::from_slice(&[9.7f32, -3.2, 7.0])),
+        ("like".to_string(), Tensor::from_slice(&[1i8])),
+    ]);
+    let z = Vec::<f32>::try_from(plan.run(&feeds).unwrap().remove(0)).unwrap();
+    assert_eq!(z, vec![-7.0, -3.0, 7.0]);
+}

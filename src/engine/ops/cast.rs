@@ -183,9 +183,15 @@ fn cast(ctx: &OpCtx) -> Result<BoxOp> {
 /// Float…) casts to the wider type; float8 targets get the full float8 rules.
 fn cast_like(ctx: &OpCtx) -> Result<BoxOp> {
     let m = mode(ctx)?;
+    // The declared type tells an int4 `like` from an int8 one (both are stored as Int8).
+    let declared = ctx.input_type(1).filter(|d| d.is_narrow());
     op(move |x| {
         let (t, like) = (x.req(0)?, x.req(1)?);
-        Ok(vec![cast_to(t, dtype_of(like.kind())?, m)?])
+        let to = match declared {
+            Some(d) => d,
+            None => dtype_of(like.kind())?,
+        };
+        Ok(vec![cast_to(t, to, m)?])
     })
 }
 
