@@ -9,16 +9,19 @@ pub mod cast;
 pub mod control;
 pub mod conv;
 pub mod elementwise;
+pub mod image;
 pub mod index;
 pub mod layout;
 pub mod linalg;
 pub mod logic;
 pub mod loss;
 pub mod misc;
+pub mod ml;
 pub mod nms;
 pub mod norm;
 pub mod pool;
 pub mod quant;
+pub mod random;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
@@ -59,4 +62,7 @@ pub fn register_all(r: &mut Registry) {
     rnn::register(r);
     ssm::register(r);
     strings::register(r);
+    image::register(r);
+    ml::register(r);
+    random::register(r);
 }
