@@ -106,7 +106,6 @@ pub(crate) fn equal(ctx: &OpCtx) -> Result<BoxOp> {
     })
 }
 
-
 /// Constant: string values (`value_string`, `value_strings`, a string `value` tensor) here, every
 /// other form through the tensor builder in `shape`.
 pub(crate) fn constant(ctx: &OpCtx) -> Result<BoxOp> {
