@@ -97,13 +97,27 @@ impl Classifier {
 
     /// Accuracy (fraction) on a data set, without gradients.
     pub fn accuracy(&self, ds: &dyn Dataset, batch: usize, overrides: &HashMap<String, Tensor>) -> Result<f64> {
+        self.accuracy_with(ds, batch, overrides, &mut |_, _| {})
+    }
+
+    /// [`Self::accuracy`], telling `progress` how many samples of how many are scored.
+    pub fn accuracy_with(
+        &self,
+        ds: &dyn Dataset,
+        batch: usize,
+        overrides: &HashMap<String, Tensor>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<f64> {
         let _g = tch::no_grad_guard();
         let order: Vec<usize> = (0..ds.len()).collect();
-        let mut correct = 0i64;
+        let (mut correct, mut done) = (0i64, 0);
+        progress(0, ds.len());
         for idx in crate::data::batches(&order, batch) {
             let (x, y) = ds.batch(idx)?;
             let pred = self.logits(&x, overrides)?.f_argmax(-1, false)?;
             correct += pred.f_eq_tensor(&y.f_to_device(self.device())?)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+            done += idx.len();
+            progress(done, ds.len());
         }
         Ok(if ds.is_empty() { 0.0 } else { correct as f64 / ds.len() as f64 })
     }

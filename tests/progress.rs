@@ -1,5 +1,5 @@
 //! Progress when stderr is not a terminal: `semu` logs a line for every phase (downloads, data
-//! reading, gradient, SVD, each epoch, fold, export, verify) and draws no bar; `-q` prints none
+//! reading, accuracy, gradient, SVD, each epoch, fold, export, verify) and draws no bar; `-q` prints none
 //! of it; `--log-format json` gets the same lines as JSON; stdout keeps only the summary.
 #[allow(dead_code)] // the fetch tests' server; these tests use part of it
 #[path = "fetch/server.rs"]
@@ -51,16 +51,18 @@ fn unlearn(extra: &[&str], cache: &Path) -> Output {
 }
 
 /// What each phase logs when it ends.
-const PHASE_LINES: [&str; 9] = [
+const PHASE_LINES: [&str; 11] = [
     "download model.onnx: ",
     "digits_png/train: 1437 images in ",
     "digits/test.npz: ",
+    "accuracy before: 146 samples in ",
     "gradient: 146 samples in ",
     "svd: 5 layers in ",
     "epoch  1: loss ",
     "fold: 5 tensors in ",
     "export: done in ",
     "verify: 3 steps in ",
+    "accuracy after: 146 samples in ",
 ];
 
 #[test]

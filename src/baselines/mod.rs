@@ -211,8 +211,10 @@ pub fn run(
     }
     let mut timings = Timings::default();
     obs.phase("accuracy before");
-    let forget_acc_before = clf.accuracy(forget, cfg.batch_size, &HashMap::new())?;
-    let retain_acc_before = retain.map(|r| clf.accuracy(r, cfg.batch_size, &HashMap::new())).transpose()?;
+    let mut step = |d, n| obs.step("accuracy before", d, n);
+    let forget_acc_before = clf.accuracy_with(forget, cfg.batch_size, &HashMap::new(), &mut step)?;
+    let retain_acc_before =
+        retain.map(|r| clf.accuracy_with(r, cfg.batch_size, &HashMap::new(), &mut step)).transpose()?;
 
     let mask = if method == Method::Salun {
         obs.phase("saliency mask");

@@ -185,7 +185,12 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
 
     progress.phase("accuracy after");
     let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
-    let after = |ds: &dyn Dataset| u.accuracy(ds, cfg.batch_size);
+    let mut step = |d, n| progress.step("accuracy after", d, n);
+    let forget_after = u.classifier.accuracy_with(forget.as_ref(), cfg.batch_size, u.overrides(), &mut step)?;
+    let retain_after = match &retain {
+        Some(r) => Some(u.classifier.accuracy_with(r.as_ref(), cfg.batch_size, u.overrides(), &mut step)?),
+        None => None,
+    };
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
         method: a.method.name(),
@@ -208,9 +213,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         wall_seconds: u.wall_seconds,
         baseline_settings: (a.method != Method::Semu).then_some(extra),
         epochs: u.epochs.clone(),
-        forget_accuracy: Accuracy { before: u.forget_acc_before, after: after(forget.as_ref())? },
-        retain_accuracy: match (&retain, u.retain_acc_before) {
-            (Some(r), Some(b)) => Some(Accuracy { before: b, after: after(r.as_ref())? }),
+        forget_accuracy: Accuracy { before: u.forget_acc_before, after: forget_after },
+        retain_accuracy: match (retain_after, u.retain_acc_before) {
+            (Some(after), Some(before)) => Some(Accuracy { before, after }),
             _ => None,
         },
         test_accuracy,

@@ -185,8 +185,9 @@ pub fn unlearn(
     let mut timings = Timings::default();
     let unchanged = Default::default();
     obs.phase("accuracy before");
-    let forget_acc_before = clf.accuracy(forget, cfg.batch_size, &unchanged)?;
-    let retain_acc_before = retain.map(|r| clf.accuracy(r, cfg.batch_size, &unchanged)).transpose()?;
+    let mut step = |d, n| obs.step("accuracy before", d, n);
+    let forget_acc_before = clf.accuracy_with(forget, cfg.batch_size, &unchanged, &mut step)?;
+    let retain_acc_before = retain.map(|r| clf.accuracy_with(r, cfg.batch_size, &unchanged, &mut step)).transpose()?;
 
     obs.phase("gradient");
     let t = Instant::now();

@@ -209,7 +209,12 @@ impl Observer for Progress {
         );
     }
     fn step(&mut self, name: &str, done: usize, total: usize) {
-        self.count(name, done, total, if name == "fold" { "tensors" } else { "steps" });
+        let unit = match name {
+            "fold" => "tensors",
+            n if n.starts_with("accuracy") => "samples",
+            _ => "steps",
+        };
+        self.count(name, done, total, unit);
     }
 }
 
