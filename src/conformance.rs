@@ -4,7 +4,7 @@
 use crate::engine::convert::{dtype_of, from_tensor};
 use crate::engine::{Plan, PlanOptions, Registry, Value};
 use crate::error::{Error, Result};
-use crate::onnx::proto::TensorProto;
+use crate::onnx::proto::{type_proto, TensorProto};
 use crate::onnx::{DType, OnnxModel, TensorData};
 use prost::Message;
 use std::collections::HashMap;
@@ -175,9 +175,18 @@ fn compare_outputs(
     for (i, (got, vi)) in outs.iter().zip(&model.graph().output).enumerate() {
         let path = set.join(format!("output_{i}.pb"));
         let fail = |m: String| Outcome::Fail(format!("output '{}': {m}", vi.name()));
-        // Plain numeric tensors compare against the file's own dtype (u16 results wrap as in ONNX).
-        match (got, read_tensor_pb(&path)) {
-            (Value::Tensor(g), Ok(want)) => compare_tensor(g, &want).map_err(fail)?,
+        // Numeric tensors compare against the file's own dtype (u16 results wrap as in ONNX);
+        // sequences, optionals and strings by value.
+        let numeric = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => t.elem_type() != DType::String.onnx_code(),
+            Some(_) => false,
+            None => true,
+        };
+        match got {
+            Value::Tensor(g) if numeric => {
+                let want = read_tensor_pb(&path).map_err(|e| Outcome::Error(e.to_string()))?;
+                compare_tensor(g, &want).map_err(fail)?
+            }
             _ => {
                 let want = read_value_pb(&path, vi).map_err(|e| Outcome::Error(e.to_string()))?;
                 compare_value(got, &want).map_err(fail)?

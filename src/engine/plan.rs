@@ -153,7 +153,8 @@ pub fn implicit_inputs(n: &NodeProto) -> Vec<String> {
 }
 
 /// Kahn's order over the nodes; errors name an input nothing produces.
-fn topo_order(g: &GraphProto, known: &HashSet<&str>) -> Result<Vec<usize>> {
+/// `implicit[i]` is node i's [`implicit_inputs`] (computed once by the caller).
+fn topo_order(g: &GraphProto, known: &HashSet<&str>, implicit: &[Vec<String>]) -> Result<Vec<usize>> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
@@ -163,7 +164,7 @@ fn topo_order(g: &GraphProto, known: &HashSet<&str>) -> Result<Vec<usize>> {
     let mut indeg = vec![0usize; g.node.len()];
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); g.node.len()];
     for (i, n) in g.node.iter().enumerate() {
-        let reads: BTreeSet<String> = n.input.iter().cloned().chain(implicit_inputs(n)).collect();
+        let reads: BTreeSet<&String> = n.input.iter().chain(&implicit[i]).collect();
         for inp in reads.iter().filter(|s| !s.is_empty()) {
             match producer.get(inp.as_str()) {
                 Some(&p) => {
@@ -234,7 +235,8 @@ impl Plan {
         let init_names: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
         let mut known: HashSet<&str> = init_names.clone();
         known.extend(real_inputs.iter().map(String::as_str));
-        let order = topo_order(g, &known)?;
+        let implicit: Vec<Vec<String>> = g.node.iter().map(implicit_inputs).collect();
+        let order = topo_order(g, &known, &implicit)?;
         // Values a Gradient node differentiates with respect to stay live so autograd sees them.
         let grad_xs: HashSet<String> = g
             .node
@@ -257,7 +259,7 @@ impl Plan {
                 consts.insert(t.name().to_string(), v);
             }
         }
-        let mut built: Vec<(usize, BoxOp, Vec<String>)> = Vec::new();
+        let mut built: Vec<(usize, BoxOp)> = Vec::new();
         let mut folded = 0;
         for &i in &order {
             let n = &g.node[i];
@@ -265,17 +267,16 @@ impl Plan {
             let build = scope.reg.find(n.domain(), n.op_type(), opset).ok_or_else(|| {
                 Error::Unsupported(format!("  {} (opset {opset}): first at node '{}'", n.op_type(), n.label()))
             })?;
-            let implicit = implicit_inputs(n);
+            let implicit = &implicit[i];
             let input_types: Vec<Option<DType>> = n.input.iter().map(|s| declared.get(s.as_str()).copied()).collect();
-            let op =
-                build(&OpCtx { node: n, opset, scope: Some(scope), implicit: &implicit, input_types: &input_types })?;
+            let op = build(&OpCtx { node: n, opset, scope: Some(scope), implicit, input_types: &input_types })?;
             let is_const = |s: &String| s.is_empty() || (consts.contains_key(s) && !grad_xs.contains(s));
             let foldable = opts.fold
                 && !NONDETERMINISTIC.contains(&n.op_type())
                 && !is_gradient(n)
-                && n.input.iter().chain(&implicit).all(is_const);
+                && n.input.iter().chain(implicit).all(is_const);
             if foldable {
-                let vals = n.input.iter().chain(&implicit).map(|s| consts.get(s)).collect();
+                let vals = n.input.iter().chain(implicit).map(|s| consts.get(s)).collect();
                 let outs = run_op(n, op.as_ref(), ValueInputs { node: n, vals })?;
                 for (name, v) in n.output.iter().zip(outs) {
                     if !name.is_empty() {
@@ -285,7 +286,7 @@ impl Plan {
                 }
                 folded += 1;
             } else {
-                built.push((i, op, implicit));
+                built.push((i, op));
             }
         }
 
@@ -298,9 +299,10 @@ impl Plan {
         let inputs: Vec<InputSpec> =
             real_inputs.iter().map(|n| InputSpec { name: n.clone(), slot: slot(n, &mut slot_of) }).collect();
         let mut steps = Vec::new();
-        for (i, op, implicit) in built {
+        for (i, op) in built {
             let n = &g.node[i];
-            let ins = n.input.iter().chain(&implicit).map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
+            let ins =
+                n.input.iter().chain(&implicit[i]).map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
             let outs = n.output.iter().map(|s| (!s.is_empty()).then(|| slot(s, &mut slot_of))).collect();
             steps.push(Step { node: i, op, inputs: ins, outputs: outs, free: Vec::new() });
         }

@@ -1,6 +1,5 @@
 //! Control flow: If, Loop, Scan and SequenceMap run their subgraphs as nested plans (autograd
 //! flows through them like through any op), and the preview `Gradient` op.
-use super::sequence::int_scalar;
 use crate::engine::registry::{vop, BoxOp, OpCtx, Registry};
 use crate::engine::{to_ints, Inputs, Plan, Value, ValueInputs};
 use crate::error::{Error, Result};
@@ -35,9 +34,10 @@ impl Body {
         let Some(g) = ctx.node.attr(attr).and_then(|a| a.g.as_ref()) else { return Ok(None) };
         let scope = ctx.scope.ok_or_else(|| ctx.node.node_err("subgraphs need a planning scope"))?;
         let plan = Plan::subgraph(g, scope).map_err(|e| ctx.node.attr_err(attr, e.to_string()))?;
-        let outer = crate::engine::plan::free_values(g)
+        // The plan's inputs after the formal ones are the outer values it reads.
+        let outer = plan.inputs()[g.input.len()..]
             .iter()
-            .map(|n| ctx.implicit.iter().position(|m| m == n).expect("implicit inputs include every free value"))
+            .map(|i| ctx.implicit.iter().position(|m| *m == i.name).expect("implicit inputs include every free value"))
             .collect();
         Ok(Some(Body { plan, outer, inputs: g.input.len(), outputs: g.output.len() }))
     }
@@ -69,6 +69,11 @@ impl Body {
         }
         self.plan.run_positional(vals).map_err(|e| err(format!("in its body: {e}")))
     }
+}
+
+/// An int64 scalar on `dev` (the loop counter).
+fn int_scalar(v: i64, dev: tch::Device) -> Result<Tensor> {
+    Ok(Tensor::from(v).f_to_kind(Kind::Int64)?.f_to_device(dev)?)
 }
 
 fn truthy(x: &ValueInputs, t: &Tensor) -> Result<bool> {

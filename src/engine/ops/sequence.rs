@@ -4,7 +4,7 @@ use crate::engine::registry::{vop, BoxOp, OpCtx, Registry};
 use crate::engine::{to_ints, Value, ValueInputs};
 use crate::error::Result;
 use crate::onnx::NodeExt;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 pub fn register(r: &mut Registry) {
     r.add("SequenceEmpty", 11, |_| vop(|_| Ok(vec![Value::Seq(Vec::new())])));
@@ -148,9 +148,4 @@ fn concat_from_sequence(ctx: &OpCtx) -> Result<BoxOp> {
         let out = if new_axis { Tensor::f_stack(&ts, a)? } else { Tensor::f_cat(&ts, a)? };
         Ok(vec![Value::Tensor(out)])
     })
-}
-
-/// An int64 scalar on `dev` (loop counters).
-pub fn int_scalar(v: i64, dev: Device) -> Result<Tensor> {
-    Ok(Tensor::from(v).f_to_kind(Kind::Int64)?.f_to_device(dev)?)
 }
