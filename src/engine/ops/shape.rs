@@ -176,17 +176,22 @@ fn unsqueeze(ctx: &OpCtx) -> Result<BoxOp> {
     })
 }
 
-/// Numpy broadcast of two shapes (right-aligned; 1 stretches).
-pub fn broadcast(x: &Inputs, a: &[i64], b: &[i64]) -> Result<Vec<i64>> {
+/// Numpy broadcast of two shapes (right-aligned; 1 stretches); None when they do not broadcast.
+pub fn broadcast_shapes(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
     let n = a.len().max(b.len());
     let at = |v: &[i64], i: usize| if i + v.len() >= n { v[i + v.len() - n] } else { 1 };
     (0..n)
         .map(|i| match (at(a, i), at(b, i)) {
-            (p, q) if p == q || q == 1 => Ok(p),
-            (1, q) => Ok(q),
-            _ => Err(x.err(format!("shapes {a:?} and {b:?} do not broadcast"))),
+            (p, q) if p == q || q == 1 => Some(p),
+            (1, q) => Some(q),
+            _ => None,
         })
         .collect()
+}
+
+/// [`broadcast_shapes`], failing with the node's name.
+pub fn broadcast(x: &Inputs, a: &[i64], b: &[i64]) -> Result<Vec<i64>> {
+    broadcast_shapes(a, b).ok_or_else(|| x.err(format!("shapes {a:?} and {b:?} do not broadcast")))
 }
 
 fn expand(_: &OpCtx) -> Result<BoxOp> {

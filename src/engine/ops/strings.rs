@@ -3,6 +3,7 @@
 //! Strings live on the CPU as `Value::Str`; nothing here is differentiable (string data has no
 //! gradient, and the tensor paths of Equal/Constant are the existing ones).
 use super::elementwise::binary;
+use super::shape::broadcast_shapes;
 use crate::engine::{vop, BoxOp, OpCtx, Registry, Strings, Value, ValueInputs};
 use crate::error::Result;
 use crate::onnx::{DType, NodeExt};
@@ -37,19 +38,6 @@ fn tensor_of<T: tch::kind::Element>(data: &[T], dims: &[i64]) -> Result<Value> {
     Ok(Value::Tensor(Tensor::f_from_slice(data)?.f_reshape(dims)?))
 }
 
-/// NumPy broadcasting of two shapes; None when they are incompatible.
-fn broadcast_shape(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
-    let n = a.len().max(b.len());
-    let dim = |s: &[i64], i: usize| if i + s.len() < n { 1 } else { s[i + s.len() - n] };
-    (0..n)
-        .map(|i| match (dim(a, i), dim(b, i)) {
-            (p, q) if p == q || q == 1 => Some(p),
-            (1, q) => Some(q),
-            _ => None,
-        })
-        .collect()
-}
-
 /// For every element of shape `to` (row-major), the flat index of the element of `from` that
 /// broadcasting reads.
 fn broadcast_index(from: &[i64], to: &[i64]) -> Vec<usize> {
@@ -80,7 +68,7 @@ fn broadcast_index(from: &[i64], to: &[i64]) -> Vec<usize> {
 /// Applies `f` to the broadcast pairs of two string tensors: the output shape and data.
 fn zip_strings<T>(x: &ValueInputs, f: impl Fn(&str, &str) -> T) -> Result<(Vec<i64>, Vec<T>)> {
     let (a, b) = (strs(x, 0)?, strs(x, 1)?);
-    let dims = broadcast_shape(&a.dims, &b.dims)
+    let dims = broadcast_shapes(&a.dims, &b.dims)
         .ok_or_else(|| x.err(format!("shapes {:?} and {:?} do not broadcast", a.dims, b.dims)))?;
     let (ia, ib) = (broadcast_index(&a.dims, &dims), broadcast_index(&b.dims, &dims));
     let data = ia.iter().zip(&ib).map(|(&i, &j)| f(&a.data[i], &b.data[j])).collect();
@@ -296,8 +284,8 @@ pub(super) mod tests {
 
     #[test]
     fn broadcasting_indexes() {
-        assert_eq!(broadcast_shape(&[2, 1], &[3]), Some(vec![2, 3]));
-        assert_eq!(broadcast_shape(&[2], &[3]), None);
+        assert_eq!(broadcast_shapes(&[2, 1], &[3]), Some(vec![2, 3]));
+        assert_eq!(broadcast_shapes(&[2], &[3]), None);
         assert_eq!(broadcast_index(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
         assert_eq!(broadcast_index(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
         assert_eq!(broadcast_index(&[], &[2]), vec![0, 0]);
