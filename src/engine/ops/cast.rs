@@ -3,6 +3,7 @@
 //! Casts into the narrow types follow ONNX, not libtorch: float8 saturates by default (opset 19
 //! `saturate`), float4 rounds to nearest even and saturates, e8m0 rounds as `round_mode` says
 //! (opset 24), int4/int2 truncate and wrap. Where those types live is in `engine::convert`.
+use super::elementwise::is_float;
 use crate::engine::convert::{computable, dtype_of, kind_of};
 use crate::engine::{op, vop, BoxOp, OpCtx, Registry};
 use crate::error::Result;
@@ -25,10 +26,6 @@ fn mode(ctx: &OpCtx) -> Result<Mode> {
         _ => E8m0Round::Up,
     };
     Ok(Mode { saturate, round })
-}
-
-fn is_floating(k: Kind) -> bool {
-    matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
 /// Converts to the libtorch kind holding `to`. Unsigned types libtorch lacks live widened
@@ -71,7 +68,7 @@ fn float8_max(d: DType) -> f64 {
 /// libtorch rounds to nearest even and maps overflow and ±Inf to NaN (Inf for e5m2), which is
 /// the spec's `saturate=0` table; saturating clamps first, so Inf and overflow give ±max.
 fn to_float8(x: &Tensor, to: DType, saturate: bool) -> Result<Tensor> {
-    let x = if is_floating(x.kind()) { x.shallow_clone() } else { x.f_to_kind(Kind::Float)? };
+    let x = if is_float(x.kind()) { x.shallow_clone() } else { x.f_to_kind(Kind::Float)? };
     let x = if saturate { x.f_clamp(-float8_max(to), float8_max(to))? } else { x };
     Ok(x.f_to_kind(kind_of(to)?)?)
 }
@@ -85,7 +82,7 @@ fn float_of(x: &Tensor) -> Result<Tensor> {
 /// value keeps its low bits (two's complement), as ONNX's reference does. NaN and ±Inf give 0.
 fn wrap_int(x: &Tensor, bits: u32, signed: bool) -> Result<Tensor> {
     let modulus = 1i64 << bits;
-    let v = if is_floating(x.kind()) {
+    let v = if is_float(x.kind()) {
         // fmod is exact, so huge floats wrap like their integer value would.
         let r = float_of(x)?.f_trunc()?.f_fmod(modulus)?;
         r.f_nan_to_num(0.0, None, None)?.f_to_kind(Kind::Int64)?
