@@ -158,6 +158,13 @@ fn walk(dir: &Path, out: &mut Vec<(String, String)>, seen: &mut HashSet<PathBuf>
 
 /// One channel. Gray images keep their values; colour ones get PIL's `convert("L")` weights
 /// (ITU-R 601, rounded the same way for 8-bit images) so inputs match a torchvision pipeline.
+/// ITU-R 601-2 luma of an 8-bit RGB pixel in 16-bit fixed point, rounded, as Pillow's
+/// `convert("L")` and OpenCV compute it (the `image` crate's own luma uses Rec. 709 weights).
+pub(crate) fn luma601(p: &[u8]) -> u8 {
+    let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
+    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+}
+
 fn gray(img: DynamicImage) -> DynamicImage {
     if !img.color().has_color() {
         return img;
@@ -165,8 +172,7 @@ fn gray(img: DynamicImage) -> DynamicImage {
     if img.color().bytes_per_pixel() / img.color().channel_count() == 1 {
         let rgb = img.to_rgb8();
         return DynamicImage::ImageLuma8(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
-            let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);
-            Luma([((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8])
+            Luma([luma601(&rgb.get_pixel(x, y).0)])
         }));
     }
     let rgb = img.to_rgb32f();

@@ -5,6 +5,7 @@
 //! Exactness: lossless formats match the reference (Pillow) bit for bit. JPEG decoders may differ
 //! by ±1 in places (IDCT and chroma upsampling rounding), as the spec allows. JPEG 2000 has no
 //! decoder here and is a runtime error.
+use crate::data::image_folder::luma601;
 use crate::engine::{op, BoxOp, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
@@ -82,17 +83,11 @@ fn pixels(img: &DynamicImage, fmt: PixelFormat) -> (i64, i64, Vec<u8>) {
         }
         PixelFormat::Grayscale => match img.color() {
             ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => img.to_luma8().into_raw(),
-            // Colour → luma with ITU-R 601-2 weights in 16-bit fixed point, rounded, as Pillow's
-            // convert("L") and OpenCV do (the `image` crate's own luma uses Rec. 709 weights).
+            // Colour → luma as Pillow's convert("L") (the ImageFolder reader's grayscale too).
             _ => img.to_rgb8().into_raw().chunks_exact(3).map(luma601).collect(),
         },
     };
     (h, w, data)
-}
-
-fn luma601(p: &[u8]) -> u8 {
-    let (r, g, b) = (p[0] as u32, p[1] as u32, p[2] as u32);
-    ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
 }
 
 #[cfg(test)]
