@@ -8,14 +8,9 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup apt venv build fixtures test demo bench conformance conformance-update lint clean-fixtures
+.PHONY: setup venv build fixtures test demo bench conformance conformance-update lint clean-fixtures
 
-setup: apt venv build
-
-apt:
-	@dpkg -s libopenblas-dev >/dev/null 2>&1 || { \
-	  echo "installing libopenblas-dev"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev) >/dev/null; }
+setup: venv build
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: tools/requirements.txt

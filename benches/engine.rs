@@ -17,7 +17,7 @@
 //! (`semu::engine::memory::keep_freed_memory`; `SEMU_STOCK_MALLOC=1` turns them off). PyTorch runs
 //! twice side by side: stock, and given the same settings through glibc's `MALLOC_*_` variables,
 //! so the ratio is shown both against PyTorch as users run it and against PyTorch tuned alike.
-use semu::classifier::cross_entropy;
+use semu::task::cross_entropy;
 use semu::engine::{Plan, PlanOptions, Registry};
 use semu::onnx::OnnxModel;
 use std::collections::{HashMap, HashSet};

@@ -1,10 +1,9 @@
 //! semu: SVD-based machine unlearning for deployed ONNX models.
 //!
-//! Pipeline: [`onnx`] (import) → [`engine`] (libtorch forward/backward) → semu → fold →
-//! export → verify.
+//! Pipeline: [`onnx`] (import) → [`engine`] (libtorch forward/backward) → [`task`] (what the
+//! model is for) → semu → fold → export → verify.
 pub mod audit;
 pub mod baselines;
-pub mod classifier;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -15,6 +14,7 @@ pub mod onnx;
 pub mod patch;
 pub mod report;
 pub mod semu;
+pub mod task;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! predicts the forgotten class, SalUn stays inside its mask), every method's export passes the
 //! verification gate, and a sweep writes its tables and reuses its cache when restarted.
 use semu::baselines::spec::{Grid, Settings, SweepSpec};
-use semu::baselines::sweep::{probes, run_sweep, Progress};
+use semu::baselines::sweep::{run_sweep, Progress};
 use semu::baselines::{run, table, BaselineSettings, Method, Outcome};
 use semu::data::{self, Dataset, NpzDataset, Subset};
 use semu::export::{changed_elements, weight_replacements};
@@ -33,7 +33,7 @@ fn cfg(epochs: usize, lr: f64) -> SemuConfig {
 fn class3(m: &OnnxModel, method: Method, retain: bool, c: &SemuConfig, b: &BaselineSettings) -> Outcome {
     let (f, r) = (open("forget_class3.npz"), open("retain_class3.npz"));
     let r: Option<&dyn Dataset> = if retain { Some(&r) } else { None };
-    run(m, &f, r, method, c, b, Device::Cpu, (None, None), &mut Quiet).unwrap()
+    run(m, &f, r, method, c, b, Device::Cpu, &Default::default(), &mut Quiet).unwrap()
 }
 
 /// Test accuracy on class 3 and on the other classes.
@@ -50,9 +50,9 @@ fn export_and_verify(m: &OnnxModel, o: &Outcome) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let staged = m.stage(&dir.path().join("out.onnx"), &repl).unwrap();
     let (f, t) = (open("forget_class3.npz"), open("test.npz"));
-    let probes = probes(o, &[&f, &t]).unwrap();
+    let probes = gate::probes(&o.net, o.overrides(), &[("forget", &f), ("test", &t)]).unwrap();
     let tol = gate::tolerance_for(&probes[0].expected);
-    let report = gate::check(&staged.model_path(), &o.classifier.input, &o.classifier.output, &probes, tol).unwrap();
+    let report = gate::check(&staged.model_path(), &o.net.output, &probes, tol).unwrap();
     assert!(report.passed, "{:?}: {:?}", o.method, report.failure());
     changed_elements(m, &repl).unwrap().0
 }
@@ -65,7 +65,7 @@ fn ga_lowers_forget_accuracy() {
     let after = o.accuracy(&open("forget_class3.npz"), 256).unwrap();
     // The shipped weights stay untouched in the plan: "before" is still the input model.
     let f = open("forget_class3.npz");
-    assert_eq!(o.classifier.accuracy(&f, 256, &Default::default()).unwrap(), o.forget_acc_before);
+    assert_eq!(o.net.accuracy(&f, 256, &Default::default()).unwrap(), o.forget_acc_before);
     assert!(o.forget_acc_before > 0.95, "the shipped model knows class 3");
     assert!(after < o.forget_acc_before - 0.3, "GA: forget acc {} → {after}", o.forget_acc_before);
     assert!(!o.used_retain_data);
@@ -126,7 +126,7 @@ fn every_other_method_exports_through_the_gate() {
     }
     // ft without remaining data is a usage error naming the flag.
     let f = open("forget_class3.npz");
-    let e = run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, (None, None), &mut Quiet);
+    let e = run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
     assert!(e.err().unwrap().to_string().contains("--retain"));
 }
 

@@ -34,7 +34,7 @@ fn cuda_forward_and_unlearning_match_cpu() {
     let test = NpzDataset::open(&root.join("test.npz")).unwrap();
     let (x, _) = test.batch(&(0..200).collect::<Vec<_>>()).unwrap();
     let logits = |dev: Device| {
-        let c = semu::classifier::Classifier::new(&m, dev, Default::default(), None, None).unwrap();
+        let c = semu::task::Model::new(&m, dev, Default::default(), &Default::default()).unwrap();
         let _g = tch::no_grad_guard();
         c.logits(&x.to_device(dev), &HashMap::new()).unwrap().to_device(Device::Cpu)
     };
@@ -42,8 +42,8 @@ fn cuda_forward_and_unlearning_match_cpu() {
     assert!(d < 1e-3, "CUDA vs CPU logits differ by {d}");
     let forget = NpzDataset::open(&root.join("forget_class3.npz")).unwrap();
     let cfg = SemuConfig { lr: 0.001, gamma: 0.6, alpha: 0.0, ..Default::default() };
-    let cpu = unlearn(&m, &forget, None, &cfg, Device::Cpu, (None, None), &mut Quiet).unwrap();
-    let gpu = unlearn(&m, &forget, None, &cfg, Device::Cuda(0), (None, None), &mut Quiet).unwrap();
+    let cpu = unlearn(&m, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let gpu = unlearn(&m, &forget, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
     for (a, b) in cpu.adapters.iter().zip(&gpu.adapters) {
         assert_eq!(a.k, b.k, "{}: rank on CPU vs CUDA", a.name);
     }

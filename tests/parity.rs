@@ -32,7 +32,7 @@ fn parity_case(parity: Parity, forget: &str, gamma: f64) {
         record_batches: true,
         ..Default::default()
     };
-    let u = unlearn(&m, &f, None, &cfg, Device::Cpu, (None, None), &mut Quiet).unwrap();
+    let u = unlearn(&m, &f, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let (order, labels) = u.epochs[0].batches.clone().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let batches = dir.path().join("batches.npz");

@@ -1,7 +1,7 @@
 //! SEMU end to end on the digits fixture: adapters start as the identity, the fold is exact,
 //! the export is the input graph with only adapted weights changed, the gate catches tampering,
 //! runs are reproducible, and forgetting reaches the quality bar.
-use semu::classifier::Classifier;
+use semu::task::Model;
 use semu::data::{self, Dataset, NpzDataset, Subset};
 use semu::export::folded_weights;
 use semu::onnx::OnnxModel;
@@ -37,7 +37,7 @@ fn zero_r_gives_the_input_models_outputs() {
     let layers = find_layers(&m);
     assert_eq!(layers.len(), 5);
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
-    let mut clf = Classifier::new(&m, Device::Cpu, names.iter().cloned().collect(), None, None).unwrap();
+    let mut clf = Model::new(&m, Device::Cpu, names.iter().cloned().collect(), &Default::default()).unwrap();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let grads = forget_gradient(&mut clf, &names, &forget, 64, |_| {}).unwrap();
     let adapters: Vec<Adapter> = layers
@@ -59,7 +59,7 @@ fn zero_r_gives_the_input_models_outputs() {
 fn forget_gradient_is_the_sum_of_per_batch_gradients() {
     let m = digits();
     let names: Vec<String> = find_layers(&m).iter().map(|l| l.name.clone()).collect();
-    let mut clf = Classifier::new(&m, Device::Cpu, names.iter().cloned().collect(), None, None).unwrap();
+    let mut clf = Model::new(&m, Device::Cpu, names.iter().cloned().collect(), &Default::default()).unwrap();
     let forget = NpzDataset::open(&fx("forget_random10.npz")).unwrap();
     let whole = forget_gradient(&mut clf, &names, &forget, 32, |_| {}).unwrap();
     let mut summed: HashMap<String, Tensor> = HashMap::new();
@@ -88,7 +88,7 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
     let m = digits();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let cfg = SemuConfig { epochs: 2, ..tuned() };
-    let u = unlearn(&m, &forget, None, &cfg, Device::Cpu, (None, None), &mut Quiet).unwrap();
+    let u = unlearn(&m, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let weights = folded_weights(&m, &u.adapters).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
@@ -114,14 +114,14 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
     let (x, _) = test.batch(&(0..128).collect::<Vec<_>>()).unwrap();
     let w = overrides(&u.adapters).unwrap();
     let _g = tch::no_grad_guard();
-    let adapted = u.classifier.logits(&x, &w).unwrap();
-    let folded = Classifier::new(&back, Device::Cpu, Default::default(), None, None).unwrap();
+    let adapted = u.net.logits(&x, &w).unwrap();
+    let folded = Model::new(&back, Device::Cpu, Default::default(), &Default::default()).unwrap();
     assert!(max_diff(&folded.logits(&x, &HashMap::new()).unwrap(), &adapted) <= 1e-5);
 
     // The gate passes the honest export (onnxruntime + tract) ...
-    let probes = vec![Probe { name: "test".into(), x: x.shallow_clone(), expected: adapted.shallow_clone() }];
+    let probes = vec![Probe { name: "test".into(), feeds: vec![("input".into(), x.shallow_clone())], expected: adapted.shallow_clone() }];
     let tol = gate::tolerance_for(&adapted);
-    let ok = gate::check(&out, "input", "logits", &probes, tol).unwrap();
+    let ok = gate::check(&out, "logits", &probes, tol).unwrap();
     assert!(ok.passed, "{:?}", ok.failure());
     assert!(ok.rows.iter().any(|r| r.runtime == "onnxruntime"));
     // ... and fails one whose weight was changed after folding.
@@ -132,7 +132,7 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
     t = t.with_f32_values(&v).unwrap();
     let tampered = dir.path().join("tampered.onnx");
     back.save(&tampered, &HashMap::from([(name, t)])).unwrap();
-    let bad = gate::check(&tampered, "input", "logits", &probes, tol).unwrap();
+    let bad = gate::check(&tampered, "logits", &probes, tol).unwrap();
     assert!(!bad.passed, "a tampered export must fail the gate");
     assert!(bad.failure().unwrap().contains("onnxruntime") || bad.failure().unwrap().contains("engine"));
 }
@@ -142,7 +142,7 @@ fn class_forgetting_without_remaining_data_meets_the_quality_bar() {
     let m = digits();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let test = NpzDataset::open(&fx("test.npz")).unwrap();
-    let u = unlearn(&m, &forget, None, &tuned(), Device::Cpu, (None, None), &mut Quiet).unwrap();
+    let u = unlearn(&m, &forget, None, &tuned(), Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let labels = data::labels(&test).unwrap();
     let class3 = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] == 3).collect() };
     let others = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] != 3).collect() };
@@ -162,7 +162,7 @@ fn class_forgetting_with_remaining_data_meets_the_quality_bar() {
     let retain = NpzDataset::open(&fx("retain_class3.npz")).unwrap();
     let test = NpzDataset::open(&fx("test.npz")).unwrap();
     let cfg = SemuConfig { lr: 0.0005, gamma: 0.6, alpha: 1.0, ..Default::default() };
-    let u = unlearn(&m, &forget, Some(&retain), &cfg, Device::Cpu, (None, None), &mut Quiet).unwrap();
+    let u = unlearn(&m, &forget, Some(&retain), &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let labels = data::labels(&test).unwrap();
     let class3 = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] == 3).collect() };
     let others = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] != 3).collect() };
@@ -178,7 +178,7 @@ fn same_seed_same_bytes_and_f16_weights_stay_f16() {
     let forget = NpzDataset::open(&fx("forget_random10.npz")).unwrap();
     let cfg = SemuConfig { epochs: 2, ..tuned() };
     let run = |model: &OnnxModel, out: &Path| {
-        let u = unlearn(model, &forget, None, &cfg, Device::Cpu, (None, None), &mut Quiet).unwrap();
+        let u = unlearn(model, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
         model.save(out, &folded_weights(model, &u.adapters).unwrap()).unwrap();
     };
     let m = digits();

@@ -3,10 +3,11 @@
 //! `ft` fine-tunes every trainable weight on D_r; `l1` does the same with a decaying l1 penalty;
 //! `ga` ascends the loss on D_f; `rl` trains on D_f with random labels (+ α × D_r when given);
 //! `salun` is `rl` restricted to the weights whose forget-gradient magnitude is in the top
-//! `mask_ratio`; `retrain` re-initialises every trainable weight (PyTorch defaults) and trains on
-//! D_r from scratch. [`run`] runs any of them, SEMU included, into one [`Outcome`]. All of them
+//! `mask_ratio`; `graddiff` ascends on D_f and descends on D_r; `npo` is Negative Preference
+//! Optimization against the frozen input model (+ α × D_r when given); `retrain`
+//! re-initialises every trainable weight (PyTorch defaults) and trains on D_r from scratch.
+//! The forget-set objectives are those SEMU trains in its subspace (`crate::task::objective`). [`run`] runs any of them, SEMU included, into one [`Outcome`]. All of them
 //! train in inference semantics, like SEMU: BatchNorm normalises with its stored statistics.
-use crate::classifier::Classifier;
 use crate::data::Dataset;
 use crate::engine::convert::kind_of;
 use crate::error::{Error, Result};
@@ -15,6 +16,7 @@ use crate::semu::gradient::forget_gradient;
 use crate::semu::train::{overrides, EpochStats};
 use crate::semu::unlearn::{LayerReport, Timings};
 use crate::semu::{unlearn, Adapter, Observer, SemuConfig};
+use crate::task::{Model, Objective, Spec};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -40,11 +42,24 @@ pub enum Method {
     Ga,
     L1,
     Retrain,
+    #[value(name = "graddiff")]
+    #[serde(rename = "graddiff")]
+    GradDiff,
+    Npo,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] =
-        [Method::Semu, Method::Rl, Method::Salun, Method::Ft, Method::Ga, Method::L1, Method::Retrain];
+    pub const ALL: [Method; 9] = [
+        Method::Semu,
+        Method::Rl,
+        Method::Salun,
+        Method::Ft,
+        Method::Ga,
+        Method::L1,
+        Method::Retrain,
+        Method::GradDiff,
+        Method::Npo,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -55,15 +70,28 @@ impl Method {
             Method::Ga => "ga",
             Method::L1 => "l1",
             Method::Retrain => "retrain",
+            Method::GradDiff => "graddiff",
+            Method::Npo => "npo",
         }
     }
 
     /// Whether the method can run without remaining data / with it.
     pub fn retain_modes(self) -> &'static [bool] {
         match self {
-            Method::Semu | Method::Rl | Method::Salun => &[false, true],
+            Method::Semu | Method::Rl | Method::Salun | Method::Npo => &[false, true],
             Method::Ga => &[false],
-            Method::Ft | Method::L1 | Method::Retrain => &[true],
+            Method::Ft | Method::L1 | Method::Retrain | Method::GradDiff => &[true],
+        }
+    }
+
+    /// The forget-set objective a baseline trains (None: it trains on the remaining data only).
+    pub fn objective(self) -> Option<Objective> {
+        match self {
+            Method::Rl | Method::Salun => Some(Objective::Rl),
+            Method::Ga => Some(Objective::Ga),
+            Method::GradDiff => Some(Objective::GradDiff),
+            Method::Npo => Some(Objective::Npo),
+            Method::Semu | Method::Ft | Method::L1 | Method::Retrain => None,
         }
     }
 }
@@ -106,7 +134,7 @@ impl BaselineSettings {
 /// changed, and what the report needs.
 pub struct Outcome {
     pub method: Method,
-    pub classifier: Classifier,
+    pub net: Model,
     /// Final values (detached, on the run's device) of the tensors the method trained or reset.
     pub weights: HashMap<String, Tensor>,
     /// SEMU only: the trained adapters, the adapted layers and those with a zero gradient.
@@ -132,7 +160,7 @@ impl Outcome {
         &self.weights
     }
     pub fn accuracy(&self, ds: &dyn Dataset, batch: usize) -> Result<f64> {
-        self.classifier.accuracy(ds, batch, &self.weights)
+        self.net.accuracy(ds, batch, &self.weights)
     }
     /// Elements of every tensor the method may have changed.
     pub fn weights_touched(&self) -> i64 {
@@ -151,19 +179,19 @@ pub fn run(
     cfg: &SemuConfig,
     extra: &BaselineSettings,
     device: Device,
-    names: (Option<&str>, Option<&str>),
+    spec: &Spec,
     obs: &mut dyn Observer,
 ) -> Result<Outcome> {
     let t0 = Instant::now();
     if method == Method::Semu {
-        let u = unlearn(model, forget, retain, cfg, device, names, obs)?;
+        let u = unlearn(model, forget, retain, cfg, device, spec, obs)?;
         let weights = {
             let _g = tch::no_grad_guard();
             overrides(&u.adapters)?.into_iter().map(|(n, t)| Ok((n, t.f_detach()?))).collect::<Result<_>>()?
         };
         return Ok(Outcome {
             method,
-            classifier: u.classifier,
+            net: u.net,
             weights,
             adapters: u.adapters,
             layers: u.layers,
@@ -204,24 +232,24 @@ pub fn run(
     // retrain also resets BatchNorm's running statistics, so they must be live values too.
     let live: Vec<&Param> = if method == Method::Retrain { all.iter().collect() } else { trained.clone() };
     let dynamic: HashSet<String> = live.iter().map(|p| p.name.clone()).collect();
-    let mut clf = Classifier::new(model, device, dynamic, names.0, names.1)?;
-    let classes = class_count(&clf, forget)?;
+    let mut net = Model::new(model, device, dynamic, spec)?;
+    let classes = net.width(forget)?;
     for ds in std::iter::once(forget).chain(retain) {
-        check_labels(ds, classes)?;
+        net.check_labels(ds, classes)?;
     }
     let mut timings = Timings::default();
     obs.phase("accuracy before");
     let mut step = |d, n| obs.step("accuracy before", d, n);
-    let forget_acc_before = clf.accuracy_with(forget, cfg.batch_size, &HashMap::new(), &mut step)?;
+    let forget_acc_before = net.accuracy_with(forget, cfg.batch_size, &HashMap::new(), &mut step)?;
     let retain_acc_before =
-        retain.map(|r| clf.accuracy_with(r, cfg.batch_size, &HashMap::new(), &mut step)).transpose()?;
+        retain.map(|r| net.accuracy_with(r, cfg.batch_size, &HashMap::new(), &mut step)).transpose()?;
 
     let mask = if method == Method::Salun {
         obs.phase("saliency mask");
         let t = Instant::now();
         let names: Vec<String> = trained.iter().map(|p| p.name.clone()).collect();
         let total = forget.len();
-        let grads = forget_gradient(&mut clf, &names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
+        let grads = forget_gradient(&mut net, &names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
         let mask =
             saliency_mask(&names.iter().map(|n| grads[n].shallow_clone()).collect::<Vec<_>>(), extra.mask_ratio)?;
         timings.gradient = t.elapsed().as_secs_f64();
@@ -240,7 +268,7 @@ pub fn run(
     if method == Method::Retrain {
         for p in all.iter().filter(|p| !p.role.trainable()) {
             let v = params::initial_value(p, &mut rng, device)?.f_to_kind(kind(p)?)?;
-            clf.plan.set_param(&p.name, v.shallow_clone())?;
+            net.plan.set_param(&p.name, v.shallow_clone())?;
             reset.insert(p.name.clone(), v);
         }
     }
@@ -248,7 +276,7 @@ pub fn run(
     for p in &trained {
         let v = match method {
             Method::Retrain => params::initial_value(p, &mut rng, device)?,
-            _ => clf.plan.param(&p.name).expect("planned as dynamic").shallow_clone(),
+            _ => net.plan.param(&p.name).expect("planned as dynamic").shallow_clone(),
         };
         start.push((p.name.clone(), v, kind(p)?));
     }
@@ -264,12 +292,13 @@ pub fn run(
         weight_decay: cfg.weight_decay,
         alpha: if retain.is_some() { cfg.alpha } else { 0.0 },
         l1: extra.l1,
+        npo_beta: cfg.npo_beta,
         classes,
         seed: cfg.seed,
     };
     obs.phase("training");
     let t = Instant::now();
-    let epochs = train::train(&clf, &mut w, forget, retain, &settings, mask.as_deref(), obs)?;
+    let epochs = train::train(&net, &mut w, forget, retain, &settings, mask.as_deref(), obs)?;
     timings.training = t.elapsed().as_secs_f64();
     let mut weights = w.detached()?;
     weights.extend(reset);
@@ -279,7 +308,7 @@ pub fn run(
     };
     Ok(Outcome {
         method,
-        classifier: clf,
+        net,
         weights,
         adapters: Vec::new(),
         layers: Vec::new(),
@@ -315,26 +344,6 @@ pub fn saliency_mask(grads: &[Tensor], ratio: f64) -> Result<Vec<Tensor>> {
         at += len;
     }
     Ok(out)
-}
-
-/// Number of classes: the logits' width on one forget sample.
-fn class_count(clf: &Classifier, forget: &dyn Dataset) -> Result<i64> {
-    let _g = tch::no_grad_guard();
-    let (x, _) = forget.batch(&[0])?;
-    Ok(clf.logits(&x.f_to_device(clf.device())?, &HashMap::new())?.size()[1])
-}
-
-/// Labels must be valid class ids of the model.
-fn check_labels(ds: &dyn Dataset, classes: i64) -> Result<()> {
-    let ys = ds.labels()?;
-    if let Some((i, &bad)) = ys.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes) {
-        return Err(Error::msg(format!(
-            "{}: {} has label {bad}, outside the model's {classes} classes",
-            ds.source(),
-            ds.sample_name(i)
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -143,8 +143,13 @@ impl RunConfig {
         if method != Method::Semu {
             (semu.gamma, semu.projection, semu.parity, semu.layers) = (d.gamma, d.projection, d.parity, d.layers);
             semu.early_exit = false;
+            semu.objective = d.objective;
         }
-        if !(remaining && matches!(method, Method::Semu | Method::Rl | Method::Salun)) {
+        if method != Method::Npo && !(method == Method::Semu && semu.objective == crate::task::Objective::Npo) {
+            semu.npo_beta = d.npo_beta;
+        }
+        if !(remaining && matches!(method, Method::Semu | Method::Rl | Method::Salun | Method::GradDiff | Method::Npo))
+        {
             semu.alpha = 0.0;
         }
         let b = BaselineSettings::default();

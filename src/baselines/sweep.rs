@@ -4,8 +4,7 @@
 //! `model.onnx`), the key hashing the run's configuration with the inputs' SHA-256, the device
 //! and the evaluation options, so a restarted sweep skips what it already did.
 use super::spec::{RunConfig, SweepSpec};
-use super::{run, Outcome};
-use crate::classifier::Classifier;
+use super::run;
 use crate::data::{self, Dataset};
 use crate::engine::{device_name, parse_device};
 use crate::error::{Error, Result};
@@ -14,7 +13,8 @@ use crate::export::{changed_elements, weight_replacements};
 use crate::onnx::OnnxModel;
 use crate::report::sha256_file;
 use crate::semu::unlearn::Quiet;
-use crate::verify::gate::{self, Probe};
+use crate::task::{Model, Spec};
+use crate::verify::gate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -187,13 +187,13 @@ impl Inputs {
 pub fn run_sweep(spec: &SweepSpec, progress: &mut dyn FnMut(Progress)) -> Result<SweepResult> {
     let runs = spec.runs()?;
     let inputs = Inputs::open(spec)?;
-    let names = (spec.input_name.as_deref(), spec.output_name.as_deref());
+    let names = Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone() };
     let total = runs.len();
     let reference = match &spec.retrained {
         Some(p) => {
             let m = OnnxModel::load(p)?;
-            let clf = Classifier::new(&m, inputs.device, HashSet::new(), names.0, names.1)?;
-            let e = eval::evaluate(&clf, &HashMap::new(), inputs.data(), &inputs.opts)
+            let net = Model::new(&m, inputs.device, HashSet::new(), &names)?;
+            let e = eval::evaluate(&net, &HashMap::new(), inputs.data(), &inputs.opts)
                 .map_err(|e| Error::msg(format!("evaluating the retrained model {}: {e}", p.display())))?;
             Reference { source: format!("retrained model {}", p.display()), scores: Scores::of(&e) }
         }
@@ -247,7 +247,7 @@ fn run_cached(spec: &SweepSpec, inputs: &Inputs, run: &RunConfig) -> Result<(Run
 fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: &Path) -> Result<RunResult> {
     tch::manual_seed(rc.semu.seed as i64);
     let retain = rc.remaining.then_some(inputs.retain.as_ref());
-    let names = (spec.input_name.as_deref(), spec.output_name.as_deref());
+    let names = Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone() };
     let o = run(
         &inputs.model,
         inputs.forget.as_ref(),
@@ -256,7 +256,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         &rc.semu,
         &rc.baseline,
         inputs.device,
-        names,
+        &names,
         &mut Quiet,
     )
     .map_err(|e| Error::msg(format!("{}: {e}", rc.label())))?;
@@ -264,21 +264,16 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
     let (changed, total) = changed_elements(&inputs.model, &replacements)?;
     let out = dir.join("model.onnx");
     let staged = inputs.model.stage(&out, &replacements)?;
-    let probes = probes(&o, &[inputs.forget.as_ref(), inputs.test.as_ref()])?;
-    let report = gate::check(
-        &staged.model_path(),
-        &o.classifier.input,
-        &o.classifier.output,
-        &probes,
-        gate::tolerance_for(&probes[0].expected),
-    )?;
+    let sets: [(&str, &dyn Dataset); 2] = [("forget", inputs.forget.as_ref()), ("test", inputs.test.as_ref())];
+    let probes = gate::probes(&o.net, o.overrides(), &sets)?;
+    let report = gate::check(&staged.model_path(), &o.net.output, &probes, gate::tolerance_for(&probes[0].expected))?;
     let model = if report.passed {
         staged.commit()?;
         Some(PathBuf::from("runs").join(&key).join("model.onnx"))
     } else {
         None
     };
-    let e = eval::evaluate(&o.classifier, o.overrides(), inputs.data(), &inputs.opts)?;
+    let e = eval::evaluate(&o.net, o.overrides(), inputs.data(), &inputs.opts)?;
     Ok(RunResult {
         key,
         config: rc.clone(),
@@ -295,19 +290,6 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         verification_failure: report.failure(),
         model,
     })
-}
-
-/// Up to 64 samples of each data set, with the engine's outputs under the method's weights.
-pub fn probes(o: &Outcome, sets: &[&dyn Dataset]) -> Result<Vec<Probe>> {
-    let _g = tch::no_grad_guard();
-    let mut out = Vec::new();
-    for ds in sets.iter().filter(|d| !d.is_empty()) {
-        let idx: Vec<usize> = (0..ds.len().min(64)).collect();
-        let (x, _) = ds.batch(&idx)?;
-        let expected = o.classifier.logits(&x.f_to_device(o.classifier.device())?, o.overrides())?;
-        out.push(Probe { name: ds.source(), x, expected });
-    }
-    Ok(out)
 }
 
 /// Writes a file through a temporary file in the same folder, then renames it.

@@ -18,6 +18,8 @@ pub fn display_name(c: &RunConfig) -> String {
         Method::Ga => "GA",
         Method::L1 => "l1-sparse",
         Method::Retrain => "Retrain",
+        Method::GradDiff => "GradDiff",
+        Method::Npo => "NPO",
     };
     // Methods that cannot run otherwise do not need the mark.
     if c.remaining && c.method.retain_modes().len() > 1 {

@@ -1,12 +1,13 @@
 //! The training loop shared by the baselines: every trainable tensor is a live f32 leaf (cast to
 //! the model's dtype in each forward), updated by the same SGD / Adam as SEMU's R matrices.
 use super::{Method, Schedule};
-use crate::classifier::{cross_entropy, Classifier};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
 use crate::semu::optim::{Optimizer, OptimizerKind};
-use crate::semu::train::{random_other_label, EpochProgress, EpochStats};
+use crate::semu::train::{random_other_label, token_rng, EpochProgress, EpochStats};
 use crate::semu::Observer;
+use crate::task::objective::{forget_term, random_targets};
+use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -64,6 +65,8 @@ pub struct LoopSettings {
     pub alpha: f64,
     /// `l1`: the penalty's weight at the first epoch.
     pub l1: f64,
+    /// `npo`: the inverse temperature β.
+    pub npo_beta: f64,
     pub classes: i64,
     pub seed: u64,
 }
@@ -116,7 +119,7 @@ impl Cycle {
 /// momentum cannot drift them either. `obs` sees each batch and each epoch. Returns every
 /// epoch's statistics.
 pub fn train(
-    clf: &Classifier,
+    net: &Model,
     w: &mut Weights,
     forget: &dyn Dataset,
     retain: Option<&dyn Dataset>,
@@ -124,11 +127,13 @@ pub fn train(
     mask: Option<&[Tensor]>,
     obs: &mut dyn Observer,
 ) -> Result<Vec<EpochStats>> {
-    let dev = clf.device();
     let mut rng = StdRng::seed_from_u64(s.seed);
+    let mut token_rng = token_rng(s.seed);
+    let frozen = HashMap::new();
+    let objective = s.method.objective();
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, w.leaves.len());
     let originals: Vec<Tensor> = w.leaves.iter().map(|l| l.f_detach_copy()).collect::<Result<_, _>>()?;
-    let forget_labels = forget.labels()?;
+    let forget_labels = if net.task == TaskKind::Classify { forget.labels()? } else { Vec::new() };
     let mut cycle = Cycle::new(retain.map_or(0, |r| r.len()));
     let on_retain = matches!(s.method, Method::Ft | Method::L1 | Method::Retrain);
     let driver: &dyn Dataset = match (on_retain, retain) {
@@ -155,19 +160,28 @@ pub fn train(
         };
         for idx in batches(&order, s.batch_size) {
             let weights = w.overrides()?;
-            let (x, y) = driver.batch(idx)?;
-            let logits = clf.logits(&x.f_to_device(dev)?, &weights)?;
-            let mut loss = match s.method {
-                Method::Ga => cross_entropy(&logits, &y)?.f_neg()?,
-                Method::Rl | Method::Salun => {
-                    let yr = Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?;
-                    cross_entropy(&logits, &yr)?
+            let b = driver.records(idx)?;
+            let out = net.forward(&b, &weights)?;
+            let mut loss = match objective {
+                Some(obj) => {
+                    let labels = match (obj, random.is_empty()) {
+                        (Objective::Rl, false) => {
+                            Some(Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?)
+                        }
+                        _ => None,
+                    };
+                    let targets = match obj {
+                        Objective::Rl => random_targets(net, &b, labels, s.classes, &mut token_rng)?,
+                        _ => None,
+                    };
+                    forget_term(obj, net, &out, &b, targets.as_ref(), &frozen, s.npo_beta)?
                 }
-                _ => cross_entropy(&logits, &y)?,
+                None => net.loss(&out, &b, &Targets::True)?,
             };
-            if let (Method::Rl | Method::Salun, Some(r), true) = (s.method, retain, s.alpha != 0.0) {
-                let (xr, yr) = r.batch(&cycle.take(idx.len(), &mut rng))?;
-                let lr = cross_entropy(&clf.logits(&xr.f_to_device(dev)?, &weights)?, &yr)?;
+            let retain_term = matches!(objective, Some(o) if o.uses_retain() && o != Objective::Ga);
+            if let (true, Some(r), true) = (retain_term, retain, s.alpha != 0.0) {
+                let rb = r.records(&cycle.take(idx.len(), &mut rng))?;
+                let lr = net.loss(&net.forward(&rb, &weights)?, &rb, &Targets::True)?;
                 loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
             }
             if s.method == Method::L1 && l1 != 0.0 {
@@ -200,13 +214,13 @@ pub fn train(
             obs.epoch_progress(&at);
         }
         let weights = w.detached()?;
-        let forget_acc = clf.accuracy(forget, s.batch_size, &weights)?;
+        let forget_acc = net.accuracy(forget, s.batch_size, &weights)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch: epoch + 1,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
-            retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &weights)).transpose()?,
+            retain_acc: retain.map(|r| net.accuracy(r, s.batch_size, &weights)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: None,
         };

@@ -13,6 +13,14 @@ pub struct SemuFlags {
     /// Weight of the retain loss [default: 1.0; 0 without --retain].
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// The unlearning objective on the forget data, trained inside SEMU's subspace: rl (random
+    /// labels / random tokens), ga (gradient ascent), graddiff (ascent on the forget data +
+    /// α × descent on --retain), npo (Negative Preference Optimization) [default: rl].
+    #[arg(long, value_enum)]
+    pub objective: Option<semu::task::Objective>,
+    /// NPO's inverse temperature β [default: 0.1].
+    #[arg(long)]
+    pub npo_beta: Option<f64>,
     /// Explained-variance threshold that picks each layer's rank [default: 0.9].
     #[arg(long)]
     pub gamma: Option<f64>,
@@ -79,7 +87,7 @@ impl SemuFlags {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
         }
-        over!(alpha, gamma, epochs, lr, batch_size, optimizer, momentum, weight_decay, parity, seed);
+        over!(objective, npo_beta, alpha, gamma, epochs, lr, batch_size, optimizer, momentum, weight_decay, parity, seed);
         if self.no_projection {
             c.projection = false;
         }

@@ -1,10 +1,13 @@
 //! Data flags shared by commands that read data: how to decode (image preprocessing, CSV label
-//! column) and, for `unlearn`, how to choose the forget set from one training set.
-use anyhow::{anyhow, bail};
+//! column, text columns and tokenizer) and, for `unlearn`, how to choose the forget set from one
+//! training set.
+use super::fetch::RemoteArgs;
+use anyhow::{anyhow, bail, Context};
 use semu::data::forget::{select_forget, ForgetBy, ForgetRecord};
 use semu::data::preprocess::{parse_floats, parse_size, Preprocess};
-use semu::data::{self, DataSpec, Dataset};
+use semu::data::{self, DataSpec, Dataset, TextOptions};
 use semu::onnx::OnnxModel;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -30,7 +33,7 @@ pub struct DataArgs {
     pub decode: DecodeArgs,
 }
 
-/// How to decode data files: image preprocessing and the CSV label column.
+/// How to decode data files: image preprocessing, the CSV label column, text columns and tokenizer.
 #[derive(clap::Args, Debug, Default)]
 pub struct DecodeArgs {
     /// Images: resize to H,W (ImageFolder and CIFAR input).
@@ -45,9 +48,19 @@ pub struct DecodeArgs {
     /// Images: read as one grey channel.
     #[arg(long)]
     pub grayscale: bool,
-    /// CSV: the label column (name or 1-based number).
+    /// CSV and text: the label column (name, or a 1-based number for CSV; text default `label`).
     #[arg(long)]
     pub label_column: Option<String>,
+    /// Text (.jsonl, or .csv with this column): the column holding the text (default `text`).
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// Text: the tokenizer.json (default: tokenizer.json beside the model).
+    #[arg(long, value_name = "PATH|URL|hf://…")]
+    pub tokenizer: Option<PathBuf>,
+    /// Text: truncate every text to N tokens, special tokens included (default: the model's
+    /// fixed or maximum length, with a warning when a text is cut).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
 }
 
 /// The data of one unlearning run.
@@ -61,27 +74,94 @@ pub struct Loaded {
 }
 
 impl DecodeArgs {
-    /// Decoding options: these flags over the model's `semu.*` metadata over its input shape.
-    pub fn spec(&self, model: &OnnxModel, input: Option<&str>) -> anyhow::Result<DataSpec> {
+    /// Decoding options: these flags over the model's `semu.*` metadata over its input shape;
+    /// for text, the tokenizer and `config.json` beside the model and its declared `input_ids`
+    /// length. A remote `--tokenizer` is fetched through `remote`.
+    pub fn spec(&self, model: &OnnxModel, input: Option<&str>, remote: &RemoteArgs) -> anyhow::Result<DataSpec> {
         let flags = Preprocess {
             image_size: self.resize,
             mean: self.mean.clone(),
             std: self.std.clone(),
             grayscale: self.grayscale.then_some(true),
         };
-        let mut spec = DataSpec {
-            preprocess: Preprocess::for_model(&flags, model, input)?,
-            progress: Some(super::progress::reading()),
-            ..Default::default()
+        let preprocess = match Preprocess::for_model(&flags, model, input) {
+            Ok(p) => p,
+            // A graph of several inputs (a text model) has no one image input to read a shape from.
+            Err(_) if input.is_none() && graph_inputs(model) > 1 => flags.over(&Preprocess::from_model(model)?),
+            Err(e) => return Err(e.into()),
         };
+        let mut spec = DataSpec { preprocess, progress: Some(super::progress::reading()), ..Default::default() };
         spec.csv.label_column = self.label_column.clone();
+        let dir = model.path.parent().unwrap_or(Path::new("."));
+        let tokenizer = match &self.tokenizer {
+            Some(t) => remote.file(t).with_context(|| format!("--tokenizer {}", t.display()))?,
+            None => dir.join("tokenizer.json"),
+        };
+        let config = read_json(&dir.join("config.json"));
+        let tok_config = read_json(&dir.join("tokenizer_config.json"));
+        spec.text = TextOptions {
+            text_column: self.text_column.clone(),
+            label_column: self.label_column.clone(),
+            tokenizer: Some(tokenizer),
+            max_length: self.max_length,
+            pad_to: data::model_input(model, Some("input_ids")).ok().and_then(|(_, d)| d.get(1).copied().flatten()).map(|v| v as usize),
+            model_max_length: model_max_length(config.as_ref(), tok_config.as_ref()),
+            label2id: config.as_ref().and_then(label2id),
+            labels_required: true,
+        };
         Ok(spec)
     }
 }
 
+fn graph_inputs(model: &OnnxModel) -> usize {
+    let g = model.graph();
+    g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name() == i.name())).count()
+}
+
+/// A JSON file beside the model, when there is one; one that does not parse is skipped with a
+/// warning (it may belong to something else).
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("{}: not valid JSON ({e}); not read", path.display());
+            None
+        }
+    }
+}
+
+/// The model's string labels, as transformers writes them in config.json: `label2id`, else the
+/// inverse of `id2label`.
+fn label2id(config: &serde_json::Value) -> Option<HashMap<String, i64>> {
+    let from = |key: &str, flip: bool| -> Option<HashMap<String, i64>> {
+        let m = config.get(key)?.as_object()?;
+        let pairs = m.iter().map(|(k, v)| {
+            if flip {
+                Some((v.as_str()?.to_string(), k.parse().ok()?))
+            } else {
+                Some((k.clone(), v.as_i64()?))
+            }
+        });
+        pairs.collect::<Option<HashMap<_, _>>>().filter(|m| !m.is_empty())
+    };
+    from("label2id", false).or_else(|| from("id2label", true))
+}
+
+/// The longest sequence the model takes: tokenizer_config.json's `model_max_length` (when it is
+/// a real length, not transformers' "unbounded" 1e30), else config.json's
+/// `max_position_embeddings` / `n_positions`.
+fn model_max_length(config: Option<&serde_json::Value>, tok: Option<&serde_json::Value>) -> Option<usize> {
+    let tok_max = tok.and_then(|t| t.get("model_max_length")?.as_u64()).filter(|&m| m > 0 && m < 1 << 24);
+    let cfg_max = config.and_then(|c| {
+        ["max_position_embeddings", "n_positions"].iter().find_map(|k| c.get(*k)?.as_u64()).filter(|&m| m > 0)
+    });
+    tok_max.or(cfg_max).map(|m| m as usize)
+}
+
 impl DataArgs {
-    pub fn spec(&self, model: &OnnxModel, input: Option<&str>) -> anyhow::Result<DataSpec> {
-        self.decode.spec(model, input)
+    pub fn spec(&self, model: &OnnxModel, input: Option<&str>, remote: &RemoteArgs) -> anyhow::Result<DataSpec> {
+        self.decode.spec(model, input, remote)
     }
 
     pub fn has_retain(&self, retain: Option<&Path>) -> bool {

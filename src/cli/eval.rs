@@ -1,9 +1,11 @@
 //! `semu eval`: did it forget? UA, RA, TA and MIA-efficacy (SalUn / SEMU protocol), and the
-//! Avg. Gap to a model retrained without the forget data.
+//! Avg. Gap to a model retrained without the forget data; for a causal language model, the
+//! LLM-unlearning measures (perplexity, memorisation, extraction strength, Min-K% AUC).
 use super::unlearn::write_atomic;
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
-use semu::classifier::Classifier;
+use semu::eval::lm::LmEvaluation;
+use semu::task::{Model, Spec, TaskKind};
 use semu::data;
 use semu::engine::{device_name, parse_device};
 use semu::eval::{self, EvalData, EvalOptions, Evaluation, Feature};
@@ -22,6 +24,11 @@ All numbers are percentages. UA = 100 − accuracy on the forget data, RA = accu
 data, TA = accuracy on the test data (its samples of the other classes when a class is forgotten),\n\
 MIA = share of the forget data that an RBF SVM, trained to tell retain from test samples by the\n\
 model's confidence in the true label, calls unseen. Avg. Gap = mean |Δ| of the four to --retrained.\n\
+\n\
+Causal language models (--task causal-lm, inferred from the graph): --test holds texts never\n\
+trained on (the holdout); reported are perplexity and exact memorisation (greedy next-token\n\
+accuracy) on each set, the forget set's extraction strength, and the AUC of a Min-K% probability\n\
+attack telling forget from holdout texts (0.5 = it cannot).\n\
 Exit codes: 0 ok, 1 failure, 2 usage error.")]
 pub struct Args {
     /// The model to evaluate (ONNX).
@@ -54,12 +61,17 @@ pub struct Args {
     /// Seeds the choice of retain samples that serve as MIA members.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The model's input, when it has several.
+    /// What the model is for [default: inferred from the graph].
+    #[arg(long, value_enum)]
+    task: Option<TaskKind>,
+    /// The graph input that image / array data (`x`) feeds, when the model has several.
     #[arg(long)]
     input_name: Option<String>,
     /// The N×C logits output, when the model has several outputs.
     #[arg(long)]
     output_name: Option<String>,
+    #[command(flatten)]
+    decode: super::data_args::DecodeArgs,
     #[command(flatten)]
     weights: super::weights::WeightsArgs,
 }
@@ -87,13 +99,25 @@ struct Output<'a> {
     avg_gap: Option<f64>,
 }
 
-fn score(path: &Path, a: &Args, device: tch::Device, sets: EvalData, opts: &EvalOptions) -> anyhow::Result<Evaluation> {
+/// `path` planned for `task` (with --weights when it is --model).
+fn load(path: &Path, a: &Args, device: tch::Device, task: TaskKind) -> anyhow::Result<Model> {
     let mut model = OnnxModel::load(path)?;
     if path == a.model.as_path() {
         a.weights.bind(&mut model, &Default::default())?; // --weights are --model's, not --retrained's
     }
-    let clf = Classifier::new(&model, device, HashSet::new(), a.input_name.as_deref(), a.output_name.as_deref())?;
-    eval::evaluate(&clf, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))
+    let spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() };
+    Ok(Model::new(&model, device, HashSet::new(), &spec)?)
+}
+
+fn score(path: &Path, a: &Args, device: tch::Device, sets: EvalData, opts: &EvalOptions) -> anyhow::Result<Evaluation> {
+    let net = load(path, a, device, TaskKind::Classify)?;
+    eval::evaluate(&net, &HashMap::new(), sets, opts).with_context(|| format!("evaluating {}", path.display()))
+}
+
+fn score_lm(path: &Path, a: &Args, device: tch::Device, sets: EvalData) -> anyhow::Result<LmEvaluation> {
+    let net = load(path, a, device, TaskKind::CausalLm)?;
+    semu::eval::lm::evaluate(&net, &HashMap::new(), sets.forget, Some(sets.retain), Some(sets.test), a.batch_size)
+        .with_context(|| format!("evaluating {}", path.display()))
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -101,10 +125,19 @@ pub fn run(a: Args) -> CmdResult {
         return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
     }
     let device = parse_device(&a.device)?;
-    let spec = data::DataSpec { progress: Some(super::progress::reading()), ..Default::default() };
+    let model = OnnxModel::load(&a.model)?;
+    let (task, why) = match a.task {
+        Some(t) => (t, "given with --task".to_string()),
+        None => semu::task::infer(&model, a.output_name.as_deref()),
+    };
+    let mut spec = a.decode.spec(&model, a.input_name.as_deref(), &Default::default())?;
+    spec.text.labels_required = task == TaskKind::Classify;
     let open = |p: &Path| data::open_with(p, &spec);
     let (forget, retain, test) = (open(&a.forget)?, open(&a.retain)?, open(&a.test)?);
     let sets = EvalData { forget: forget.as_ref(), retain: retain.as_ref(), test: test.as_ref() };
+    if task == TaskKind::CausalLm {
+        return run_lm(&a, device, sets, &why);
+    }
     let forget_classes = (!a.forget_class.is_empty()).then(|| a.forget_class.clone());
     let opts = EvalOptions { forget_classes, seed: a.seed, batch_size: a.batch_size };
     let mine = score(&a.model, &a, device, sets, &opts)?;
@@ -126,6 +159,70 @@ pub fn run(a: Args) -> CmdResult {
                 .zip(reference.as_ref())
                 .map(|(p, e)| Scored { model: p.display().to_string(), eval: e }),
             avg_gap: gap,
+        };
+        let json = serde_json::to_string_pretty(&out)?;
+        write_atomic(p, json.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+        println!("json        {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LmOutput<'a> {
+    semu_version: &'static str,
+    task: &'static str,
+    model: String,
+    #[serde(flatten)]
+    eval: &'a LmEvaluation,
+    forget: String,
+    retain: String,
+    holdout: String,
+    device: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrained: Option<(String, &'a LmEvaluation)>,
+}
+
+/// A causal LM: the LLM-unlearning measures for --model and --retrained, side by side.
+fn run_lm(a: &Args, device: tch::Device, sets: EvalData, why: &str) -> CmdResult {
+    let mine = score_lm(&a.model, a, device, sets)?;
+    let reference = a.retrained.as_deref().map(|p| score_lm(p, a, device, sets)).transpose()?;
+    println!("semu eval: {} (task causal-lm: {why})", a.model.display());
+    println!(
+        "texts       forget {}, retain {}, holdout (--test) {}",
+        mine.forget.texts,
+        mine.retain.map_or(0, |r| r.texts),
+        mine.holdout.map_or(0, |h| h.texts)
+    );
+    let r = reference.as_ref();
+    let head = if r.is_some() { format!("{:>12}{:>12}{:>10}", "model", "retrained", "|Δ|") } else { format!("{:>12}", "model") };
+    println!("  {:<28}{head}", "measure");
+    let line = |name: &str, f: &dyn Fn(&LmEvaluation) -> Option<f64>| {
+        let Some(m) = f(&mine) else { return };
+        match r.and_then(|r| f(r)) {
+            Some(x) => println!("  {name:<28}{m:>12.3}{x:>12.3}{:>10.3}", (m - x).abs()),
+            None => println!("  {name:<28}{m:>12.3}"),
+        }
+    };
+    line("forget perplexity", &|e| Some(e.forget.perplexity));
+    line("retain perplexity", &|e| e.retain.map(|x| x.perplexity));
+    line("holdout perplexity", &|e| e.holdout.map(|x| x.perplexity));
+    line("forget memorisation (%)", &|e| Some(e.forget.memorisation));
+    line("retain memorisation (%)", &|e| e.retain.map(|x| x.memorisation));
+    line("holdout memorisation (%)", &|e| e.holdout.map(|x| x.memorisation));
+    line("forget extraction strength (%)", &|e| Some(e.forget.extraction_strength));
+    line("Min-K% AUC forget vs holdout", &|e| e.min_k_auc);
+    println!("  (Min-K% AUC 0.5: the attack cannot tell the forget texts from unseen ones; K = {})", mine.min_k);
+    if let Some(p) = &a.json {
+        let out = LmOutput {
+            semu_version: env!("CARGO_PKG_VERSION"),
+            task: "causal-lm",
+            model: a.model.display().to_string(),
+            eval: &mine,
+            forget: a.forget.display().to_string(),
+            retain: a.retain.display().to_string(),
+            holdout: a.test.display().to_string(),
+            device: device_name(device),
+            retrained: a.retrained.as_ref().zip(reference.as_ref()).map(|(p, e)| (p.display().to_string(), e)),
         };
         let json = serde_json::to_string_pretty(&out)?;
         write_atomic(p, json.as_bytes()).with_context(|| format!("writing {}", p.display()))?;

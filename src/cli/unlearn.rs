@@ -1,4 +1,5 @@
-//! `semu unlearn`: SEMU on a deployed ONNX classifier, exported as a verified drop-in ONNX.
+//! `semu unlearn`: SEMU on a deployed ONNX model (classifier or causal LM), exported as a
+//! verified drop-in ONNX.
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::audit::FileHash;
@@ -7,13 +8,15 @@ use semu::data::{self, Dataset, Subset};
 use semu::engine::{device_name, parse_device};
 use semu::export::{changed_elements, weight_replacements_with};
 use semu::onnx::OnnxModel;
-use semu::report::{sha256_file, Accuracy, Hashes, TestAccuracy, UnlearnReport};
+use semu::report::{sha256_file, Accuracy, Hashes, LmBeforeAfter, TestAccuracy, UnlearnReport};
 use semu::semu::Observer;
-use semu::verify::gate::{self, Probe};
+use semu::task::{Spec, TaskKind};
+use semu::verify::gate;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Make a deployed ONNX classifier forget data with SEMU and write a verified drop-in ONNX.
+/// Make a deployed ONNX model (classifier, text classifier, causal language model) forget data
+/// with SEMU and write a verified drop-in ONNX.
 #[derive(clap::Args)]
 #[command(after_help = "Example (forget class 3 of the shipped digits model, no remaining data):\n  \
 semu unlearn --model fixtures/digits/model.onnx --forget fixtures/digits/forget_class3.npz \\\n    \
@@ -70,10 +73,14 @@ pub struct Args {
     /// training curves and |ΔW| (files of the same names in it are replaced).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
-    /// The model's input, when it has several.
+    /// What the model is for [default: inferred from the graph: integer token ids in and
+    /// B×T×V logits out is a causal LM, anything else a classifier].
+    #[arg(long, value_enum)]
+    task: Option<TaskKind>,
+    /// The graph input that image / array data (`x`) feeds, when the model has several.
     #[arg(long)]
     input_name: Option<String>,
-    /// The N×C logits output, when the model has several outputs.
+    /// The output the task reads (N×C or B×T×V logits), when the model has several outputs.
     #[arg(long)]
     output_name: Option<String>,
     /// Skip the ONNX Runtime / tract verification (the report says so).
@@ -100,9 +107,17 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
+    let (task, why) = match a.task {
+        Some(t) => (t, "given with --task".to_string()),
+        None => semu::task::infer(&model, a.output_name.as_deref()),
+    };
+    if !quiet {
+        eprintln!("task        {} ({why})", task.name());
+    }
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
-    let spec = a.data.spec(&model, a.input_name.as_deref())?;
+    let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
+    spec.text.labels_required = task == TaskKind::Classify;
     let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
     let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
@@ -123,7 +138,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         &cfg,
         &extra,
         device,
-        (a.input_name.as_deref(), a.output_name.as_deref()),
+        &Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() },
         &mut progress,
     )?;
     let mut timings = u.timings.clone();
@@ -150,11 +165,14 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     } else {
         progress.phase("verify");
         let t = Instant::now();
-        let probes = probes(&u, forget.as_ref(), retain.as_deref().or(test.as_deref()))?;
+        let mut sets: Vec<(&str, &dyn Dataset)> = vec![("forget", forget.as_ref())];
+        if let Some(other) = retain.as_deref().or(test.as_deref()) {
+            sets.push(("retain/test", other));
+        }
+        let probes = gate::probes(&u.net, u.overrides(), &sets)?;
         let tol = gate::tolerance_for(&probes[0].expected);
-        let (input, output) = (&u.classifier.input, &u.classifier.output);
         let on_step = &mut |d, n| progress.step("verify", d, n);
-        let report = gate::check_with(&staged.model_path(), input, output, &probes, tol, on_step)?;
+        let report = gate::check_with(&staged.model_path(), &u.net.output, &probes, tol, on_step)?;
         timings.verify = t.elapsed().as_secs_f64();
         for w in &report.warnings {
             tracing::warn!("{w}");
@@ -186,14 +204,25 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("accuracy after");
     let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
     let mut step = |d, n| progress.step("accuracy after", d, n);
-    let forget_after = u.classifier.accuracy_with(forget.as_ref(), cfg.batch_size, u.overrides(), &mut step)?;
+    let forget_after = u.net.accuracy_with(forget.as_ref(), cfg.batch_size, u.overrides(), &mut step)?;
     let retain_after = match &retain {
-        Some(r) => Some(u.classifier.accuracy_with(r.as_ref(), cfg.batch_size, u.overrides(), &mut step)?),
+        Some(r) => Some(u.net.accuracy_with(r.as_ref(), cfg.batch_size, u.overrides(), &mut step)?),
         None => None,
+    };
+    let language_model = match task {
+        TaskKind::CausalLm => {
+            let lm = |w: &std::collections::HashMap<String, tch::Tensor>| {
+                semu::eval::lm::evaluate(&u.net, w, forget.as_ref(), retain.as_deref(), test.as_deref(), cfg.batch_size)
+            };
+            Some(LmBeforeAfter { before: lm(&Default::default())?, after: lm(u.overrides())? })
+        }
+        TaskKind::Classify => None,
     };
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
         method: a.method.name(),
+        task: task.name(),
+        task_reason: why.clone(),
         model: model_arg,
         output: saved.as_ref().map(|s| s.model.display().to_string()),
         forget_selection: loaded.selection.clone(),
@@ -219,6 +248,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             _ => None,
         },
         test_accuracy,
+        language_model,
         timings,
         verification: verification.clone(),
         verified,
@@ -274,31 +304,17 @@ fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Up to 64 forget samples and 64 retain/test samples, with the adapted engine's outputs.
-fn probes(u: &Outcome, forget: &dyn Dataset, other: Option<&dyn Dataset>) -> anyhow::Result<Vec<Probe>> {
-    let w = u.overrides();
-    let _g = tch::no_grad_guard();
-    let mut out = Vec::new();
-    for (name, ds) in [("forget", Some(forget)), ("retain/test", other)] {
-        let Some(ds) = ds else { continue };
-        let idx: Vec<usize> = (0..ds.len().min(64)).collect();
-        let (x, _) = ds.batch(&idx)?;
-        let expected = u.classifier.logits(&x.to_device(u.classifier.device()), w)?;
-        out.push(Probe { name: name.into(), x, expected });
-    }
-    Ok(out)
-}
-
 fn test_accuracy(u: &Outcome, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
     let w = u.overrides();
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
         Ok(Accuracy {
-            before: u.classifier.accuracy(ds, batch, &Default::default())?,
-            after: u.classifier.accuracy(ds, batch, w)?,
+            before: u.net.accuracy(ds, batch, &Default::default())?,
+            after: u.net.accuracy(ds, batch, w)?,
         })
     };
     let fl = data::labels(forget)?;
-    let single = fl.iter().all(|&y| y == fl[0]).then_some(fl[0]);
+    let classify = u.net.task == TaskKind::Classify;
+    let single = fl.iter().all(|&y| y == fl[0]).then_some(fl[0]).filter(|_| classify);
     let (mut on, mut off) = (None, None);
     if let Some(c) = single {
         let tl = data::labels(test)?;
@@ -319,7 +335,7 @@ fn pct(x: f64) -> String {
 }
 
 fn print_summary(r: &UnlearnReport) {
-    println!("semu unlearn: {} (method {})", r.model, r.method);
+    println!("semu unlearn: {} (method {}, task {})", r.model, r.method, r.task);
     println!(
         "changed     {} of {} parameters = {:.3}% in {:.1}s",
         r.changed_parameters,
@@ -346,7 +362,10 @@ fn print_summary(r: &UnlearnReport) {
             l.explained_variance
         );
     }
-    println!("accuracy             before    after");
+    if let Some(lm) = &r.language_model {
+        print_lm(lm);
+    }
+    println!("{:<21}before    after", if r.task == "classify" { "accuracy" } else { "next-token accuracy" });
     println!("  forget data       {}  {}", pct(r.forget_accuracy.before), pct(r.forget_accuracy.after));
     if let Some(a) = &r.retain_accuracy {
         println!("  retain data       {}  {}", pct(a.before), pct(a.after));
@@ -388,6 +407,22 @@ fn print_summary(r: &UnlearnReport) {
     }
     if let Some(o) = &r.output {
         println!("output      {o}");
+    }
+}
+
+/// The language-model measures, before and after.
+fn print_lm(lm: &LmBeforeAfter) {
+    println!("language model           before      after");
+    let (b, a) = (&lm.before, &lm.after);
+    let sets = [("forget", Some(b.forget), Some(a.forget)), ("retain", b.retain, a.retain), ("holdout", b.holdout, a.holdout)];
+    for (name, b, a) in sets {
+        let (Some(b), Some(a)) = (b, a) else { continue };
+        println!("  {:<21}{:>10.3} {:>10.3}", format!("{name} perplexity"), b.perplexity, a.perplexity);
+        println!("  {:<21}{:>9.2}% {:>9.2}%", format!("{name} memorisation"), b.memorisation, a.memorisation);
+    }
+    println!("  {:<21}{:>9.2}% {:>9.2}%", "forget extraction", b.forget.extraction_strength, a.forget.extraction_strength);
+    if let (Some(x), Some(y)) = (b.min_k_auc, a.min_k_auc) {
+        println!("  {:<21}{x:>10.3} {y:>10.3}   (0.5: the forget texts look unseen)", "Min-K% AUC");
     }
 }
 

@@ -2,11 +2,13 @@
 //! and in ONNX Runtime (e.g. a model before/after unlearning, or an export against its source).
 use super::{CmdResult, Exit};
 use anyhow::anyhow;
-use semu::data;
+use semu::data::{self, Dataset};
 use semu::engine::convert::{dtype_of, from_tensor};
 use semu::engine::parse_device;
 use semu::onnx::{OnnxModel, TensorData};
+use semu::task::{Model, Spec};
 use semu::verify::{compare, OrtSession, Tolerance};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Compare two models' outputs on data, with the engine and with ONNX Runtime.
@@ -22,7 +24,7 @@ pub struct Args {
     a: PathBuf,
     /// The model to compare with it.
     b: PathBuf,
-    /// Data to run both on (x is used; any format the data layer reads).
+    /// Data to run both on (any format the data layer reads: images, arrays, records, text).
     #[arg(long)]
     data: PathBuf,
     /// At most this many samples.
@@ -43,16 +45,24 @@ pub struct Args {
     b_weights: super::weights::WeightsArgsB,
 }
 
-fn outputs_engine(m: &OnnxModel, x: &tch::Tensor, dev: tch::Device) -> anyhow::Result<Vec<(String, TensorData)>> {
-    let plan = semu::engine::Plan::new(
-        m,
-        &semu::engine::Registry::standard(),
-        &semu::engine::PlanOptions { device: dev, ..Default::default() },
-    )?;
-    let input =
-        plan.inputs().first().ok_or_else(|| anyhow!("{}: the model has no input", m.path.display()))?.name.clone();
+/// Every graph input for `ds`'s records at `idx` (text ids, masks, image batches), as the graph
+/// declares them, on the CPU.
+fn feeds(m: &OnnxModel, ds: &dyn Dataset, idx: &[usize]) -> anyhow::Result<HashMap<String, tch::Tensor>> {
+    let first = m.graph().output.first().map(|o| o.name().to_string());
+    let net = Model::new(m, tch::Device::Cpu, Default::default(), &Spec { output: first, ..Default::default() })?;
+    Ok(net.feeds(&ds.records(idx)?)?)
+}
+
+fn outputs_engine(
+    m: &OnnxModel,
+    feeds: &HashMap<String, tch::Tensor>,
+    dev: tch::Device,
+) -> anyhow::Result<Vec<(String, TensorData)>> {
+    let opts = semu::engine::PlanOptions { device: dev, ..Default::default() };
+    let plan = semu::engine::Plan::new(m, &semu::engine::Registry::standard(), &opts)?;
     let _g = tch::no_grad_guard();
-    let outs = plan.run(&std::collections::HashMap::from([(input, x.shallow_clone())]))?;
+    let on_dev = feeds.iter().map(|(n, t)| Ok((n.clone(), t.f_to_device(dev)?))).collect::<anyhow::Result<_>>()?;
+    let outs = plan.run(&on_dev)?;
     plan.output_names()
         .iter()
         .zip(outs)
@@ -60,10 +70,10 @@ fn outputs_engine(m: &OnnxModel, x: &tch::Tensor, dev: tch::Device) -> anyhow::R
         .collect()
 }
 
-fn outputs_ort(m: &OnnxModel, x: &TensorData) -> anyhow::Result<Vec<(String, TensorData)>> {
+fn outputs_ort(m: &OnnxModel, feeds: &HashMap<String, tch::Tensor>) -> anyhow::Result<Vec<(String, TensorData)>> {
     let s = OrtSession::load(&m.path, 0)?;
-    let input = s.input_names().first().cloned().ok_or_else(|| anyhow!("{}: no input", m.path.display()))?;
-    Ok(s.run(&[(input, x.clone())])?)
+    let data = feeds.iter().map(|(n, t)| Ok((n.clone(), from_tensor(t, dtype_of(t.kind())?)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(s.run(&data)?)
 }
 
 fn top1(outs: &[(String, TensorData)]) -> anyhow::Result<Vec<usize>> {
@@ -81,12 +91,11 @@ pub fn run(a: Args) -> CmdResult {
     let b_weights = super::weights::WeightsArgs::from(&a.b_weights);
     let _bound_a = a.weights.bind(&mut ma, &remote)?.map(|_| super::weights::materialize(&mut ma)).transpose()?;
     let _bound_b = b_weights.bind(&mut mb, &remote)?.map(|_| super::weights::materialize(&mut mb)).transpose()?;
-    let ds = data::open_with(&a.data, &a.decode.spec(&ma, None)?)?;
+    let ds = data::open_with(&a.data, &a.decode.spec(&ma, None, &remote)?)?;
     let idx: Vec<usize> = (0..ds.len().min(a.limit)).collect();
-    let (x, _) = ds.batch(&idx)?;
-    let xd = from_tensor(&x, dtype_of(x.kind())?)?;
-    let (ea, eb) = (outputs_engine(&ma, &x, dev)?, outputs_engine(&mb, &x, dev)?);
-    let (oa, ob) = (outputs_ort(&ma, &xd)?, outputs_ort(&mb, &xd)?);
+    let (fa, fb) = (feeds(&ma, ds.as_ref(), &idx)?, feeds(&mb, ds.as_ref(), &idx)?);
+    let (ea, eb) = (outputs_engine(&ma, &fa, dev)?, outputs_engine(&mb, &fb, dev)?);
+    let (oa, ob) = (outputs_ort(&ma, &fa)?, outputs_ort(&mb, &fb)?);
     let tol = Tolerance::new(a.tolerance.unwrap_or(1e-4) / 10.0, a.tolerance.unwrap_or(1e-4));
     println!("{} samples of {}", idx.len(), ds.source());
     let rows = [

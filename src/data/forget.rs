@@ -171,8 +171,30 @@ pub fn select_forget(train: Rc<dyn Dataset>, by: &ForgetBy) -> Result<ForgetSpli
     })
 }
 
-/// SHA-256 of each sample's input bytes and label, batch by batch.
+/// The input names of a record set (text, record arrays), sorted; `None` for a set of one
+/// unnamed input `x`.
+fn record_names(ds: &dyn Dataset) -> Result<Option<Vec<String>>> {
+    let b = ds.records(&[0])?;
+    if let [(name, _)] = b.inputs.as_slice() {
+        if name.is_empty() {
+            return Ok(None);
+        }
+    }
+    let mut names: Vec<String> = b.inputs.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    Ok(Some(names))
+}
+
+/// SHA-256 of each sample's input bytes and label. A set of one input `x` is hashed batch by
+/// batch as float32; a record set sample by sample (so that a text is not padded to others):
+/// every input's name, dtype, shape and bytes, in name order.
 fn digests(ds: &dyn Dataset) -> Result<Vec<[u8; 32]>> {
+    if ds.is_empty() {
+        return Ok(Vec::new());
+    }
+    if record_names(ds)?.is_some() {
+        return (0..ds.len()).map(|i| record_digest(ds, i)).collect();
+    }
     let order: Vec<usize> = (0..ds.len()).collect();
     let mut out = Vec::with_capacity(ds.len());
     for idx in batches(&order, 1024) {
@@ -190,13 +212,45 @@ fn digests(ds: &dyn Dataset) -> Result<Vec<[u8; 32]>> {
     Ok(out)
 }
 
+fn record_digest(ds: &dyn Dataset, i: usize) -> Result<[u8; 32]> {
+    let b = ds.records(&[i])?;
+    let mut inputs: Vec<&(String, tch::Tensor)> = b.inputs.iter().collect();
+    inputs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = Sha256::new();
+    for (name, t) in inputs {
+        let t = t.f_contiguous()?;
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        h.update(&bytes);
+    }
+    for label in Vec::<i64>::try_from(&b.y)? {
+        h.update(label.to_le_bytes());
+    }
+    Ok(h.finalize().into())
+}
+
 /// Training indices whose sample equals one of `forget`'s (all copies of a duplicated sample).
 fn matching(train: &dyn Dataset, forget: &dyn Dataset) -> Result<BTreeSet<usize>> {
     if forget.is_empty() {
         return Err(Error::msg(format!("{}: the forget set holds no samples", forget.source())));
     }
+    let (tn, fnames) = (record_names(train)?, record_names(forget)?);
+    if tn != fnames {
+        let show = |n: &Option<Vec<String>>| n.as_ref().map_or("one input x".to_string(), |n| n.join(", "));
+        return Err(Error::msg(format!(
+            "{}: samples with inputs [{}] cannot come from {} (inputs [{}])",
+            forget.source(),
+            show(&fnames),
+            train.source(),
+            show(&tn)
+        )));
+    }
     let (ts, fs) = (train.sample_shape()?, forget.sample_shape()?);
-    if ts != fs {
+    if tn.is_none() && ts != fs {
         return Err(Error::msg(format!(
             "{}: samples of shape {fs:?} cannot come from {} (shape {ts:?})",
             forget.source(),

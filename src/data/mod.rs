@@ -13,8 +13,11 @@ pub mod image_folder;
 pub mod npy;
 pub mod npz;
 pub mod preprocess;
+pub mod records;
 pub mod safetensors_file;
 pub mod subset;
+pub mod text;
+mod text_rows;
 pub mod validate;
 
 pub use cifar::{Cifar, Split};
@@ -23,11 +26,37 @@ pub use forget::{indices_sha256, read_indices, select_forget, ForgetBy, ForgetSp
 pub use image_folder::ImageFolder;
 pub use npz::NpzDataset;
 pub use preprocess::Preprocess;
+pub use records::RecordDataset;
 pub use safetensors_file::SafetensorsDataset;
 pub use subset::{OwnedSubset, Subset};
+pub use text::{TextDataset, TextOptions};
 pub use validate::{check_input_shape, model_input, validate};
 
-/// A classification data set: preprocessed inputs `x` (float32) and class ids `y` (int64).
+/// One batch of records: named inputs (each B×…, any dtype) and targets `y` (B, int64: class
+/// ids; zeros where the task takes its targets from the inputs, as a language model does).
+/// An input named "" is "the model's one input": formats that hold a single `x` produce it.
+pub struct Batch {
+    pub inputs: Vec<(String, Tensor)>,
+    pub y: Tensor,
+}
+
+impl Batch {
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&Tensor> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.y.size().first().copied().unwrap_or(0) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A data set of records: preprocessed inputs and class ids `y` (int64). Image and array formats
+/// hold one float input `x`; record formats (text, npz with one array per graph input) hold
+/// several named inputs and override [`Dataset::records`].
 pub trait Dataset {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -35,6 +64,12 @@ pub trait Dataset {
     }
     /// The samples at `idx`, stacked: (x: B×…, y: B), on the CPU.
     fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)>;
+    /// The records at `idx`, every input named. The default wraps [`Dataset::batch`]'s `x` as
+    /// the one unnamed input.
+    fn records(&self, idx: &[usize]) -> Result<Batch> {
+        let (x, y) = self.batch(idx)?;
+        Ok(Batch { inputs: vec![(String::new(), x)], y })
+    }
     /// Where the data came from (file, folder), for messages and reports.
     fn source(&self) -> String;
     /// Every label, in order. Formats that know their labels without decoding inputs override it.
@@ -72,6 +107,9 @@ pub struct DataSpec {
     pub preprocess: Preprocess,
     /// CSV: label column and header handling.
     pub csv: CsvOptions,
+    /// Text (`.jsonl`, `.csv` with a text column): columns, tokenizer, lengths, string labels;
+    /// and, for text and record arrays, whether labels are required.
+    pub text: TextOptions,
     /// CIFAR folders hold both splits: which one to read (training batches by default).
     pub split: Split,
     /// `.npy` inputs: the labels file, when it is not `y.npy` beside `x.npy`.
@@ -131,8 +169,10 @@ pub fn open(path: &Path) -> Result<Box<dyn Dataset>> {
 
 /// Opens a data set by its path, the format chosen by extension or folder layout:
 /// `.npz`; `.npy` (x, with `spec.y` or `y.npy` beside it) or a folder holding `x.npy` and `y.npy`;
-/// `.safetensors` (`x`, `y`); `.csv`; CIFAR `.bin` files or their folder; any other folder is an
-/// ImageFolder (`root/<class>/<image>`).
+/// `.safetensors` (`x`, `y`); `.npz`/`.safetensors` without `x`: record arrays, one per graph
+/// input; `.jsonl` text; `.csv`: text when it has the text column (or `--text-column` was given),
+/// else a numeric table; CIFAR `.bin` files or their folder; any other folder is an ImageFolder
+/// (`root/<class>/<image>`).
 pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     if !path.exists() {
@@ -145,7 +185,7 @@ pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
             }
         }
     };
-    let (bytes, images) = (on("bytes"), on("images"));
+    let (bytes, images, texts) = (on("bytes"), on("images"), on("texts"));
     if path.is_dir() {
         if path.join("x.npy").is_file() {
             let (x, y) = (path.join("x.npy"), path.join("y.npy"));
@@ -157,7 +197,7 @@ pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
         return Ok(Box::new(ImageFolder::open_with_progress(path, &spec.preprocess, Some(&images))?));
     }
     match ext.as_deref() {
-        Some("npz") => in_one_go(&[path], &bytes, || Ok(Box::new(NpzDataset::open(path)?))),
+        Some("npz") => in_one_go(&[path], &bytes, || NpzDataset::open_any(path, spec.text.labels_required)),
         Some("npy") => {
             let y = match &spec.y {
                 Some(y) => y.clone(),
@@ -165,11 +205,17 @@ pub fn open_with(path: &Path, spec: &DataSpec) -> Result<Box<dyn Dataset>> {
             };
             in_one_go(&[path, &y], &bytes, || Ok(Box::new(NpzDataset::open_npy_pair(path, &y)?)))
         }
-        Some("safetensors") => in_one_go(&[path], &bytes, || Ok(Box::new(SafetensorsDataset::open(path)?))),
+        Some("safetensors") => {
+            in_one_go(&[path], &bytes, || safetensors_file::open_any(path, spec.text.labels_required))
+        }
+        Some("jsonl") => Ok(Box::new(TextDataset::open_with_progress(path, &spec.text, Some(&texts))?)),
+        Some("csv") if text::is_text_csv(path, &spec.text)? => {
+            Ok(Box::new(TextDataset::open_with_progress(path, &spec.text, Some(&texts))?))
+        }
         Some("csv") => Ok(Box::new(CsvDataset::open_with_progress(path, &spec.csv, Some(&bytes))?)),
         Some("bin") => Ok(Box::new(Cifar::open_with_progress(&[path.to_path_buf()], &spec.preprocess, Some(&bytes))?)),
         _ => Err(Error::msg(format!(
-            "{}: unknown data format (expected .npz, .npy, .safetensors, .csv, CIFAR .bin, or an \
+            "{}: unknown data format (expected .npz, .npy, .safetensors, .csv, .jsonl, CIFAR .bin, or an \
              ImageFolder directory root/<class>/<image>)",
             path.display()
         ))),

@@ -1,6 +1,7 @@
 //! Data held in memory as two tensors: `.npz` archives holding `x` (N×…) and `y` (integer class
-//! ids, N), `.npy` pairs (see `npy.rs`), and tables parsed from CSV.
-use super::Dataset;
+//! ids, N), `.npy` pairs (see `npy.rs`), and tables parsed from CSV. An `.npz` without `x` holds
+//! record arrays (`records.rs`).
+use super::{Dataset, RecordDataset};
 use crate::error::{Error, Result};
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -27,6 +28,28 @@ impl NpzDataset {
                 .ok_or_else(|| bad(format!("has no array `{name}` (found: {})", names(&arrays))))
         };
         Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)
+    }
+
+    /// An `.npz` archive: `x` and `y` as [`Self::open`] reads them, or, without `x`, record
+    /// arrays (one per graph input, see [`RecordDataset`]).
+    pub fn open_any(path: &Path, labels_required: bool) -> Result<Box<dyn Dataset>> {
+        let bad = |reason: String| Error::msg(format!("{}: {reason}", path.display()));
+        if !path.exists() {
+            return Err(bad("no such file".into()));
+        }
+        let arrays = Tensor::read_npz(path).map_err(|e| bad(format!("not a readable .npz archive ({e})")))?;
+        let has = |name: &str| arrays.iter().any(|(n, _)| n == name || n == &format!("{name}.npy"));
+        if !has("x") {
+            return Ok(Box::new(RecordDataset::from_arrays(path.display().to_string(), arrays, labels_required)?));
+        }
+        let get = |name: &str| {
+            arrays
+                .iter()
+                .find(|(n, _)| n == name || n == &format!("{name}.npy"))
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| bad(format!("has no array `{name}` (found: {})", names(&arrays))))
+        };
+        Ok(Box::new(Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)?))
     }
 
     /// Checks and keeps `x` (any numeric type, stored as float32) and `y` (integer class ids).

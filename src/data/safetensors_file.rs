@@ -1,6 +1,7 @@
 //! safetensors files holding `x` (N×…, any float or integer type) and `y` (integer class ids,
-//! N). The file is memory-mapped; labels are read at open, inputs row by row per batch.
-use super::Dataset;
+//! N). The file is memory-mapped; labels are read at open, inputs row by row per batch. A file
+//! without `x` holds record arrays (`records.rs`).
+use super::{Dataset, RecordDataset};
 use crate::error::{Error, Result};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -60,6 +61,29 @@ impl SafetensorsDataset {
             map,
         })
     }
+}
+
+/// A safetensors file: `x` and `y` as [`SafetensorsDataset::open`] reads them, or, without `x`,
+/// record arrays (one per graph input, see [`RecordDataset`]), read into memory.
+pub fn open_any(path: &Path, labels_required: bool) -> Result<Box<dyn Dataset>> {
+    let bad = |why: String| Error::msg(format!("{}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: as in `SafetensorsDataset::open`: read-only, read as bytes.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| bad(format!("not a readable safetensors file ({e:?})")))?;
+    if st.names().iter().any(|n| n.as_str() == "x") {
+        return Ok(Box::new(SafetensorsDataset::open(path)?));
+    }
+    let mut arrays = Vec::new();
+    for (name, view) in st.tensors() {
+        let k = match view.dtype() {
+            Dtype::BOOL => Kind::Bool,
+            d => kind(d).ok_or_else(|| bad(format!("array `{name}` has unsupported type {d:?}")))?,
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        arrays.push((name, Tensor::f_from_data_size(view.data(), &shape, k)?));
+    }
+    Ok(Box::new(RecordDataset::from_arrays(path.display().to_string(), arrays, labels_required)?))
 }
 
 fn kind(d: Dtype) -> Option<Kind> {

@@ -1,6 +1,6 @@
 //! Chosen samples of another data set: [`Subset`] borrows it (e.g. one class of a test set for a
 //! moment), [`OwnedSubset`] shares it (forget and retain sets that outlive their selection).
-use super::Dataset;
+use super::{Batch, Dataset};
 use crate::error::{Error, Result};
 use std::rc::Rc;
 use tch::Tensor;
@@ -54,6 +54,9 @@ impl Dataset for Subset<'_> {
     fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
         self.inner.batch(&map(&self.idx, self.inner, idx)?)
     }
+    fn records(&self, idx: &[usize]) -> Result<Batch> {
+        self.inner.records(&map(&self.idx, self.inner, idx)?)
+    }
     fn source(&self) -> String {
         format!("{} ({} selected samples)", self.inner.source(), self.idx.len())
     }
@@ -74,6 +77,9 @@ impl Dataset for OwnedSubset {
     }
     fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
         self.inner.batch(&map(&self.idx, self.inner.as_ref(), idx)?)
+    }
+    fn records(&self, idx: &[usize]) -> Result<Batch> {
+        self.inner.records(&map(&self.idx, self.inner.as_ref(), idx)?)
     }
     fn source(&self) -> String {
         format!("{} ({}: {} samples)", self.inner.source(), self.label, self.idx.len())

@@ -3,14 +3,16 @@
 //! the other four SalUn features), and the Avg. Gap to a retrained model.
 //!
 //! [`evaluate_tables`] does the arithmetic from probability tables and labels; [`evaluate`] runs a
-//! [`Classifier`] (with optional weight overrides, e.g. SEMU's adapters) over the data first.
-use crate::classifier::Classifier;
+//! classifier [`Model`] (with optional weight overrides, e.g. SEMU's adapters) over the data first.
+//! Language models have their own measures in [`lm`].
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
+use crate::task::Model;
 use serde::Serialize;
 use std::collections::HashMap;
 use tch::Tensor;
 
+pub mod lm;
 pub mod metrics;
 pub mod mia;
 
@@ -210,7 +212,7 @@ pub fn evaluate_tables(forget: Split, retain: Split, test: Split, opts: &EvalOpt
 /// Runs `classifier` (with `overrides` for its dynamic initializers, empty for the model as
 /// shipped) over the three data sets and applies the protocol.
 pub fn evaluate(
-    classifier: &Classifier,
+    classifier: &Model,
     overrides: &HashMap<String, Tensor>,
     data: EvalData,
     opts: &EvalOptions,

@@ -53,11 +53,13 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
     };
     let _ = writeln!(
         o,
-        "Model {} → {}: {verdict}. semu {}, method `{}`, device `{}`. Full data: [report.json](report.json).\n",
+        "Model {} → {}: {verdict}. semu {}, method `{}`, task `{}` ({}), device `{}`. Full data: [report.json](report.json).\n",
         code(&r.model),
         r.output.as_deref().map(code).unwrap_or_else(|| "no output".into()),
         r.semu_version,
         r.method,
+        r.task,
+        cell(&r.task_reason),
         r.device
     );
 
@@ -117,7 +119,30 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         let _ = writeln!(o, "Not adapted (zero forget gradient): {}.\n", names.join(", "));
     }
 
+    if let Some(lm) = &r.language_model {
+        let _ = writeln!(o, "## Language model before and after\n");
+        let (b, a) = (&lm.before, &lm.after);
+        let mut rows = Vec::new();
+        for (name, x, y) in [("forget", Some(b.forget), Some(a.forget)), ("retain", b.retain, a.retain), ("holdout", b.holdout, a.holdout)] {
+            if let (Some(x), Some(y)) = (x, y) {
+                rows.push(vec![format!("{name} perplexity"), format!("{:.3}", x.perplexity), format!("{:.3}", y.perplexity)]);
+                rows.push(vec![format!("{name} memorisation"), format!("{:.2}%", x.memorisation), format!("{:.2}%", y.memorisation)]);
+            }
+        }
+        rows.push(vec![
+            "forget extraction strength".into(),
+            format!("{:.2}%", b.forget.extraction_strength),
+            format!("{:.2}%", a.forget.extraction_strength),
+        ]);
+        if let (Some(x), Some(y)) = (b.min_k_auc, a.min_k_auc) {
+            rows.push(vec!["Min-K% AUC, forget vs holdout (0.5 = unseen)".into(), format!("{x:.3}"), format!("{y:.3}")]);
+        }
+        table(&mut o, &["measure", "before", "after"], &rows);
+    }
     let _ = writeln!(o, "## Accuracy before and after\n");
+    if r.task != "classify" {
+        let _ = writeln!(o, "Accuracy here is greedy next-token accuracy over the texts' tokens.\n");
+    }
     let mut rows = vec![acc_row("forget data", &r.forget_accuracy)];
     if let Some(a) = &r.retain_accuracy {
         rows.push(acc_row("retain data", a));

@@ -23,6 +23,12 @@ pub struct Accuracy {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct LmBeforeAfter {
+    pub before: crate::eval::lm::LmEvaluation,
+    pub after: crate::eval::lm::LmEvaluation,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Hashes {
     pub model: String,
     pub forget: String,
@@ -41,6 +47,9 @@ pub struct Hashes {
 pub struct UnlearnReport {
     pub semu_version: &'static str,
     pub method: &'static str,
+    /// The task ("classify", "causal-lm") and why it was chosen.
+    pub task: &'static str,
+    pub task_reason: String,
     pub model: String,
     pub output: Option<String>,
     pub device: String,
@@ -48,6 +57,7 @@ pub struct UnlearnReport {
     pub used_retain_data: bool,
     /// How the forget set was chosen from a training set (`--train`), with its exact indices.
     pub forget_selection: Option<crate::data::forget::ForgetRecord>,
+    /// Classes, or a language model's vocabulary size (the output's last axis).
     pub classes: i64,
     pub layers: Vec<LayerReport>,
     pub skipped_zero_gradient: Vec<String>,
@@ -70,6 +80,10 @@ pub struct UnlearnReport {
     pub forget_accuracy: Accuracy,
     pub retain_accuracy: Option<Accuracy>,
     pub test_accuracy: Option<TestAccuracy>,
+    /// Language models: perplexity, memorisation, extraction strength and the Min-K% attack on
+    /// the forget, retain and holdout (--test) texts, before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language_model: Option<LmBeforeAfter>,
     pub timings: Timings,
     pub verification: Option<GateReport>,
     pub verified: bool,

@@ -1,16 +1,17 @@
 //! Step 2 of SEMU.md: the forget-set gradient of every adapted weight,
-//! `G_W = Σ_batches ∇_W CE(f(x), y)` with true labels and batch-mean loss, summed (not averaged).
+//! `G_W = Σ_batches ∇_W L(f(x), y)` with the task's loss on the true targets (cross-entropy on
+//! class ids; next-token NLL for a language model), batch-mean, summed over batches.
 //! Memory: one batch's activations plus one gradient per weight.
-use crate::classifier::{cross_entropy, Classifier};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
+use crate::task::{Model, Targets};
 use std::collections::HashMap;
 use tch::Tensor;
 
-/// Accumulates the forget gradient of `names` (dynamic initializers of the classifier's plan).
+/// Accumulates the forget gradient of `names` (dynamic initializers of the model's plan).
 /// `on_batch(samples_done)` reports progress.
 pub fn forget_gradient(
-    clf: &mut Classifier,
+    net: &mut Model,
     names: &[String],
     forget: &dyn Dataset,
     batch_size: usize,
@@ -19,7 +20,7 @@ pub fn forget_gradient(
     // Leaves that require grad stand in for the weights during this pass only.
     let mut leaves = Vec::with_capacity(names.len());
     for n in names {
-        let w = clf.plan.param(n).expect("planned as dynamic").f_detach()?.f_set_requires_grad(true)?;
+        let w = net.plan.param(n).expect("planned as dynamic").f_detach()?.f_set_requires_grad(true)?;
         leaves.push(w);
     }
     let overrides: HashMap<String, Tensor> =
@@ -28,9 +29,8 @@ pub fn forget_gradient(
     let order: Vec<usize> = (0..forget.len()).collect();
     let mut done = 0;
     for idx in batches(&order, batch_size) {
-        let (x, y) = forget.batch(idx)?;
-        let x = x.f_to_device(clf.device())?;
-        let loss = cross_entropy(&clf.logits(&x, &overrides)?, &y)?;
+        let b = forget.records(idx)?;
+        let loss = net.loss(&net.forward(&b, &overrides)?, &b, &Targets::True)?;
         let grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
         for (a, g) in acc.iter_mut().zip(grads) {
             let g = g.f_to_kind(tch::Kind::Float)?;

@@ -1,12 +1,14 @@
-//! Step 6 of SEMU.md: fine-tune only the R matrices with the random-label loss on the forget set
-//! (labels redrawn every epoch, uniform over the other classes) plus α × the retain loss when
-//! remaining data is given.
+//! Step 6 of SEMU.md: fine-tune only the R matrices with the unlearning objective on the forget
+//! set — by default the random-label loss (labels redrawn every epoch, uniform over the other
+//! classes; random tokens for a language model) — plus α × the retain loss when remaining data
+//! is given.
 use super::adapter::Adapter;
 use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
-use crate::classifier::{cross_entropy, Classifier};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
+use crate::task::objective::{forget_term, random_targets};
+use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -22,6 +24,9 @@ pub struct TrainSettings {
     pub momentum: f64,
     pub weight_decay: f64,
     pub alpha: f64,
+    pub objective: Objective,
+    /// NPO's inverse temperature β.
+    pub npo_beta: f64,
     pub early_exit: bool,
     pub seed: u64,
     /// Keep each epoch's sample order and random labels in its stats (parity checks).
@@ -74,11 +79,17 @@ pub fn random_other_label(rng: &mut StdRng, y: i64, classes: i64) -> i64 {
     (y + rng.random_range(1..classes)) % classes
 }
 
+/// A separate stream for random tokens, so that a classifier's labels and order keep the
+/// stream they always had (same seed, same bytes).
+pub fn token_rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ 0x746f_6b65_6e73)
+}
+
 /// Trains the adapters' R; `obs` sees each batch and each epoch's statistics. Returns all epochs.
 /// With early exit, training stops when the score has not improved by 0.01 for 2 epochs and
 /// the best epoch's R is kept.
 pub fn train(
-    clf: &Classifier,
+    net: &Model,
     adapters: &mut [Adapter],
     forget: &dyn Dataset,
     retain: Option<&dyn Dataset>,
@@ -88,9 +99,12 @@ pub fn train(
 ) -> Result<Vec<EpochStats>> {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
-    let dev = clf.device();
+    let dev = net.device();
+    let mut token_rng = token_rng(s.seed);
+    let frozen = HashMap::new();
+    let classify = net.task == TaskKind::Classify;
     // Labels only: formats that store them apart (ImageFolder, CIFAR) decode no images for this.
-    let forget_labels = forget.labels()?;
+    let forget_labels = if classify { forget.labels()? } else { Vec::new() };
     let mut retain_order: Vec<usize> = retain.map(|r| (0..r.len()).collect()).unwrap_or_default();
     let mut retain_pos = retain_order.len(); // forces a shuffle before first use
     let mut history: Vec<EpochStats> = Vec::new();
@@ -98,7 +112,11 @@ pub fn train(
     let mut stale = 0;
     for epoch in 1..=s.epochs {
         let t0 = std::time::Instant::now();
-        let random: Vec<i64> = forget_labels.iter().map(|&y| random_other_label(&mut rng, y, classes)).collect();
+        let random: Vec<i64> = if s.objective == Objective::Rl {
+            forget_labels.iter().map(|&y| random_other_label(&mut rng, y, classes)).collect()
+        } else {
+            Vec::new()
+        };
         let mut order: Vec<usize> = (0..forget.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut steps) = (0.0, 0);
@@ -111,11 +129,20 @@ pub fn train(
             forget_acc: None,
         };
         for idx in batches(&order, s.batch_size) {
-            let (xf, _) = forget.batch(idx)?;
-            let yf = Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?.f_to_device(dev)?;
+            let fb = forget.records(idx)?;
+            let labels = if random.is_empty() {
+                None
+            } else {
+                Some(Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?.f_to_device(dev)?)
+            };
+            let targets = match s.objective {
+                Objective::Rl => random_targets(net, &fb, labels, classes, &mut token_rng)?,
+                _ => None,
+            };
             let w = overrides(adapters)?;
-            let mut loss = cross_entropy(&clf.logits(&xf.f_to_device(dev)?, &w)?, &yf)?;
-            if let (Some(r), true) = (retain, s.alpha != 0.0) {
+            let out = net.forward(&fb, &w)?;
+            let mut loss = forget_term(s.objective, net, &out, &fb, targets.as_ref(), &frozen, s.npo_beta)?;
+            if let (Some(r), true) = (retain.filter(|_| s.objective.uses_retain()), s.alpha != 0.0) {
                 let mut ridx = Vec::with_capacity(idx.len());
                 while ridx.len() < idx.len().min(r.len()) {
                     if retain_pos == retain_order.len() {
@@ -125,8 +152,8 @@ pub fn train(
                     ridx.push(retain_order[retain_pos]);
                     retain_pos += 1;
                 }
-                let (xr, yr) = r.batch(&ridx)?;
-                let lr = cross_entropy(&clf.logits(&xr.f_to_device(dev)?, &w)?, &yr)?;
+                let rb = r.records(&ridx)?;
+                let lr = net.loss(&net.forward(&rb, &w)?, &rb, &Targets::True)?;
                 loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
             }
             loss.f_backward()?;
@@ -138,13 +165,13 @@ pub fn train(
             obs.epoch_progress(&at);
         }
         let w = overrides(adapters)?;
-        let forget_acc = clf.accuracy(forget, s.batch_size, &w)?;
+        let forget_acc = net.accuracy(forget, s.batch_size, &w)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
-            retain_acc: retain.map(|r| clf.accuracy(r, s.batch_size, &w)).transpose()?,
+            retain_acc: retain.map(|r| net.accuracy(r, s.batch_size, &w)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };

@@ -1,4 +1,4 @@
-//! SEMU end to end on a classifier: gradient → SVD → adapters → training. Export and
+//! SEMU end to end on a model of any task: gradient → SVD → adapters → training. Export and
 //! verification of the result live in `crate::export` and `crate::verify`.
 use super::adapter::Adapter;
 use super::gradient::forget_gradient;
@@ -6,10 +6,10 @@ use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
 use super::svd::{decompose, project, Parity};
 use super::train::{overrides, train, EpochProgress, EpochStats, TrainSettings};
-use crate::classifier::Classifier;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::onnx::OnnxModel;
+use crate::task::{Model, Objective, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::Device;
@@ -20,6 +20,10 @@ use tch::Device;
 pub struct SemuConfig {
     pub alpha: f64,
     pub gamma: f64,
+    /// The unlearning objective on the forget set (SEMU trains it inside its subspace).
+    pub objective: Objective,
+    /// NPO's inverse temperature β.
+    pub npo_beta: f64,
     pub epochs: usize,
     pub lr: f64,
     pub batch_size: usize,
@@ -42,6 +46,8 @@ impl Default for SemuConfig {
         SemuConfig {
             alpha: 1.0,
             gamma: 0.9,
+            objective: Objective::Rl,
+            npo_beta: 0.1,
             epochs: 10,
             lr: 0.01,
             batch_size: 256,
@@ -67,8 +73,11 @@ impl SemuConfig {
         if self.batch_size == 0 || self.epochs == 0 {
             return bad("batch size and epochs must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.alpha < 0.0 {
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.alpha >= 0.0 && self.alpha.is_finite()) {
             return bad(format!("lr must be > 0 and alpha ≥ 0 (lr {}, alpha {})", self.lr, self.alpha));
+        }
+        if !(self.npo_beta > 0.0 && self.npo_beta.is_finite()) {
+            return bad(format!("the NPO beta must be > 0, got {}", self.npo_beta));
         }
         Ok(())
     }
@@ -136,7 +145,7 @@ pub struct Quiet;
 impl Observer for Quiet {}
 
 pub struct Unlearned {
-    pub classifier: Classifier,
+    pub net: Model,
     pub adapters: Vec<Adapter>,
     pub layers: Vec<LayerReport>,
     pub skipped_zero_gradient: Vec<String>,
@@ -150,13 +159,6 @@ pub struct Unlearned {
     pub retain_acc_before: Option<f64>,
 }
 
-/// Number of classes: the logits' width on one forget sample.
-fn class_count(clf: &Classifier, forget: &dyn Dataset) -> Result<i64> {
-    let _g = tch::no_grad_guard();
-    let (x, _) = forget.batch(&[0])?;
-    Ok(clf.logits(&x, &Default::default())?.size()[1])
-}
-
 /// Runs SEMU on `model` for `forget` (and `retain` when given, weighted by α).
 pub fn unlearn(
     model: &OnnxModel,
@@ -164,7 +166,7 @@ pub fn unlearn(
     retain: Option<&dyn Dataset>,
     cfg: &SemuConfig,
     device: Device,
-    names: (Option<&str>, Option<&str>),
+    spec: &Spec,
     obs: &mut dyn Observer,
 ) -> Result<Unlearned> {
     cfg.validate()?;
@@ -176,24 +178,28 @@ pub fn unlearn(
         return Err(Error::msg(format!("{}: no Conv/Gemm/MatMul weight to adapt", model.path.display())));
     }
     let names_set = layers.iter().map(|l| l.name.clone()).collect();
-    let mut clf = Classifier::new(model, device, names_set, names.0, names.1)?;
-    let classes = class_count(&clf, forget)?;
-    check_labels(forget, classes)?;
-    if let Some(r) = retain {
-        check_labels(r, classes)?;
+    let mut net = Model::new(model, device, names_set, spec)?;
+    let retain = retain.filter(|_| cfg.objective.uses_retain());
+    if cfg.objective.needs_retain() && retain.is_none() {
+        return Err(Error::msg(format!("--objective {} needs remaining data: give --retain", cfg.objective.name())));
+    }
+    // Classes, or the vocabulary of a language model: the output's last axis.
+    let classes = net.width(forget)?;
+    for ds in std::iter::once(forget).chain(retain) {
+        net.check_labels(ds, classes)?;
     }
     let mut timings = Timings::default();
     let unchanged = Default::default();
     obs.phase("accuracy before");
     let mut step = |d, n| obs.step("accuracy before", d, n);
-    let forget_acc_before = clf.accuracy_with(forget, cfg.batch_size, &unchanged, &mut step)?;
-    let retain_acc_before = retain.map(|r| clf.accuracy_with(r, cfg.batch_size, &unchanged, &mut step)).transpose()?;
+    let forget_acc_before = net.accuracy_with(forget, cfg.batch_size, &unchanged, &mut step)?;
+    let retain_acc_before = retain.map(|r| net.accuracy_with(r, cfg.batch_size, &unchanged, &mut step)).transpose()?;
 
     obs.phase("gradient");
     let t = Instant::now();
     let weight_names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let total = forget.len();
-    let grads = forget_gradient(&mut clf, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
+    let grads = forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
     timings.gradient = t.elapsed().as_secs_f64();
 
     obs.phase("svd");
@@ -201,7 +207,7 @@ pub fn unlearn(
     let mut adapters = Vec::new();
     let mut skipped = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let w = clf.plan.param(&l.name).expect("dynamic").shallow_clone();
+        let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
         let g = &grads[&l.name];
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
         let d = decompose(&g, l.kind == super::LayerKind::Conv)?;
@@ -227,11 +233,13 @@ pub fn unlearn(
         momentum: cfg.momentum,
         weight_decay: cfg.weight_decay,
         alpha: cfg.alpha,
+        objective: cfg.objective,
+        npo_beta: cfg.npo_beta,
         early_exit: cfg.early_exit,
         seed: cfg.seed,
         record_batches: cfg.record_batches,
     };
-    let epochs = train(&clf, &mut adapters, forget, retain, classes, &settings, obs)?;
+    let epochs = train(&net, &mut adapters, forget, retain, classes, &settings, obs)?;
     timings.training = t.elapsed().as_secs_f64();
 
     let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
@@ -253,7 +261,7 @@ pub fn unlearn(
         });
     }
     Ok(Unlearned {
-        classifier: clf,
+        net,
         adapters,
         layers: reports,
         skipped_zero_gradient: skipped,
@@ -267,21 +275,9 @@ pub fn unlearn(
     })
 }
 
-/// Labels must be valid class ids of the model.
-fn check_labels(ds: &dyn Dataset, classes: i64) -> Result<()> {
-    let ys = ds.labels()?;
-    if let Some((i, &bad)) = ys.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes) {
-        return Err(Error::msg(format!(
-            "{}: sample {i} has label {bad}, outside the model's {classes} classes",
-            ds.source()
-        )));
-    }
-    Ok(())
-}
-
 impl Unlearned {
     /// Accuracy with the current adapters.
     pub fn accuracy(&self, ds: &dyn Dataset, batch: usize) -> Result<f64> {
-        self.classifier.accuracy(ds, batch, &overrides(&self.adapters)?)
+        self.net.accuracy(ds, batch, &overrides(&self.adapters)?)
     }
 }

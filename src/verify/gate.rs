@@ -2,19 +2,46 @@
 //! tract (a second opinion), must compute what the engine computed with the adapters, and what
 //! the engine computes from the folded file itself.
 use super::{compare_tensor, OrtSession, Tolerance, TractSession};
+use crate::data::Dataset;
 use crate::engine::convert::{dtype_of, from_tensor};
 use crate::engine::{Plan, PlanOptions, Registry};
 use crate::error::{Error, Result};
 use crate::onnx::{OnnxModel, TensorData};
+use crate::task::Model;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;
 
-/// A batch of inputs to check on, with the engine's outputs for it (adapted model).
+/// A batch to check on: every graph input (ints included, as the graph declares them, on the
+/// CPU), with the engine's output for it (adapted model).
 pub struct Probe {
     pub name: String,
-    pub x: Tensor,
+    pub feeds: Vec<(String, Tensor)>,
     pub expected: Tensor,
+}
+
+/// Up to 64 records of each named data set (exactly the declared batch for a fixed-batch
+/// graph), with `net`'s output under `overrides`.
+pub fn probes(net: &Model, overrides: &HashMap<String, Tensor>, sets: &[(&str, &dyn Dataset)]) -> Result<Vec<Probe>> {
+    let _g = tch::no_grad_guard();
+    let mut out = Vec::new();
+    for (name, ds) in sets.iter().filter(|(_, d)| !d.is_empty()) {
+        let n = ds.len();
+        let idx: Vec<usize> = match net.fixed_batch {
+            Some(fb) => (0..fb as usize).map(|j| j.min(n - 1)).collect(),
+            None => (0..n.min(64)).collect(),
+        };
+        let b = ds.records(&idx)?;
+        let expected = net.forward(&b, overrides)?;
+        let mut feeds: Vec<(String, Tensor)> = net
+            .feeds(&b)?
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.f_to_device(tch::Device::Cpu)?)))
+            .collect::<Result<_>>()?;
+        feeds.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push(Probe { name: name.to_string(), feeds, expected });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -59,17 +86,16 @@ pub fn tolerance_for(t: &Tensor) -> Tolerance {
     }
 }
 
-/// Checks `model_path` on every probe: ONNX Runtime against the adapted engine's outputs and
-/// against the engine running the file itself; tract against the same (a load failure of
-/// tract is a warning, a disagreement fails).
-pub fn check(model_path: &Path, input: &str, output: &str, probes: &[Probe], tol: Tolerance) -> Result<GateReport> {
-    check_with(model_path, input, output, probes, tol, &mut |_, _| {})
+/// Checks `model_path` on every probe: ONNX Runtime against the adapted engine's output
+/// `output` and against the engine running the file itself; tract against the same (a load
+/// failure of tract is a warning, a disagreement fails).
+pub fn check(model_path: &Path, output: &str, probes: &[Probe], tol: Tolerance) -> Result<GateReport> {
+    check_with(model_path, output, probes, tol, &mut |_, _| {})
 }
 
 /// [`check`], telling `progress` its steps: the runtimes loaded, then each probe run in all.
 pub fn check_with(
     model_path: &Path,
-    input: &str,
     output: &str,
     probes: &[Probe],
     tol: Tolerance,
@@ -98,9 +124,10 @@ pub fn check_with(
     let mut rows = Vec::new();
     for (i, p) in probes.iter().enumerate() {
         let _g = tch::no_grad_guard();
-        let x = p.x.f_to_device(tch::Device::Cpu)?;
-        let folded = plan.run(&HashMap::from([(input.to_string(), x.shallow_clone())]))?.swap_remove(out_idx);
-        let feeds = vec![(input.to_string(), data(&x)?)];
+        let engine_feeds: HashMap<String, Tensor> =
+            p.feeds.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let folded = plan.run(&engine_feeds)?.swap_remove(out_idx);
+        let feeds = p.feeds.iter().map(|(n, t)| Ok((n.clone(), data(t)?))).collect::<Result<Vec<_>>>()?;
         let expected = data(&p.expected.f_to_device(tch::Device::Cpu)?)?;
         let folded = data(&folded)?;
         let mut row = |runtime: &str, got: &TensorData, reference: &str, want: &TensorData| {
