@@ -83,3 +83,99 @@ fn two_nc_outputs_without_output_name_is_an_error_naming_both() {
     let o = semu(&[&args[..], &["--out", out.to_str().unwrap(), "--epochs", "1", "--output-name", "scores_copy"]].concat());
     assert!(o.status.success(), "{}", text(&o));
 }
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs `semu unlearn` with `args` plus an output and a report; returns (output, report).
+fn unlearn(dir: &Path, args: &[&str]) -> (Output, Option<serde_json::Value>) {
+    let (out, rep) = (dir.join("out.onnx"), dir.join("report.json"));
+    let mut all = vec!["unlearn", "--out", out.to_str().unwrap(), "--report", rep.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = semu(&all);
+    let r = rep.exists().then(|| report(&rep));
+    (o, r)
+}
+
+#[test]
+fn a_three_input_bert_export_unlearns_and_passes_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, train, test) = (fx("text_cls/model.onnx"), fx("text_cls/train.jsonl"), fx("text_cls/test.jsonl"));
+    let args = ["--model", &model, "--train", &train, "--forget-class", "4", "--test", &test, "--epochs", "2"];
+    let (o, r) = unlearn(dir.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("task: classify ("), "{}", text(&o));
+    let r = r.unwrap();
+    assert_eq!(r["task"], "classify");
+    assert_eq!(r["verified"], true);
+    let rows = r["verification"]["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|x| x["runtime"] == "onnxruntime") && rows.iter().any(|x| x["runtime"] == "tract"));
+    assert!(!r["layers"].as_array().unwrap().is_empty());
+    let want = std::fs::read_to_string(&train).unwrap().lines().filter(|l| l.contains("\"label\": 4")).count();
+    assert_eq!(r["forget_selection"]["count"].as_u64().unwrap() as usize, want);
+}
+
+#[test]
+fn a_fixed_batch_export_runs_at_its_declared_batch() {
+    // model_fixed.onnx declares input_ids 4×48: batches of 7 are split and padded to 4 rows,
+    // texts padded to 48 tokens; the gate feeds onnxruntime exactly 4 rows.
+    let dir = tempfile::tempdir().unwrap();
+    let (model, train) = (fx("text_cls/model_fixed.onnx"), fx("text_cls/train.jsonl"));
+    let args = ["--model", &model, "--train", &train, "--forget-class", "4", "--epochs", "1", "--batch-size", "7"];
+    let (o, r) = unlearn(dir.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(r.unwrap()["verified"], true);
+}
+
+/// The LM fixture's texts, tokenized with its tokenizer.json (no labels: a language model's
+/// targets are its inputs).
+fn lm_texts(file: &str) -> Box<dyn semu::data::Dataset> {
+    let mut spec = semu::data::DataSpec::default();
+    spec.text.tokenizer = Some(PathBuf::from(fx("text_lm/tokenizer.json")));
+    spec.text.labels_required = false;
+    semu::data::open_with(Path::new(&fx(&format!("text_lm/{file}"))), &spec).unwrap()
+}
+
+#[test]
+fn causal_lm_loss_equals_pytorchs() {
+    use semu::task::{Model, TaskKind, Targets};
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx("text_lm/loss_ref.json")).unwrap()).unwrap();
+    let m = semu::onnx::OnnxModel::load(fx("text_lm/model.onnx")).unwrap();
+    let net = Model::new(&m, tch::Device::Cpu, Default::default(), &Default::default()).unwrap();
+    assert_eq!(net.task, TaskKind::CausalLm, "inferred from int64 input_ids and B×T×V logits");
+    let ds = lm_texts("forget.jsonl");
+    let n = want["texts_count"].as_u64().unwrap() as usize;
+    let b = ds.records(&(0..n).collect::<Vec<_>>()).unwrap();
+    let _g = tch::no_grad_guard();
+    let out = net.forward(&b, &HashMap::new()).unwrap();
+    let loss = net.loss(&out, &b, &Targets::True).unwrap().double_value(&[]);
+    let reference = want["loss"].as_f64().unwrap();
+    assert!((loss - reference).abs() < 1e-4 * reference, "engine {loss} vs PyTorch {reference}");
+    // Per text: −log-likelihood / tokens.
+    let ll = Vec::<f32>::try_from(net.log_likelihood(&out, &b).unwrap()).unwrap();
+    let mask = Vec::<i64>::try_from(net.mask(&b).unwrap().narrow(1, 1, out.size()[1] - 1).sum_dim_intlist(1, false, tch::Kind::Int64)).unwrap();
+    for (i, w) in want["per_text_loss"].as_array().unwrap().iter().enumerate() {
+        let got = -(ll[i] as f64) / mask[i] as f64;
+        assert!((got - w.as_f64().unwrap()).abs() < 1e-4, "text {i}: {got} vs {w}");
+    }
+}
+
+#[test]
+fn a_causal_lm_unlearns_with_its_task_printed_and_passes_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, forget, holdout) = (fx("text_lm/model.onnx"), fx("text_lm/forget.jsonl"), fx("text_lm/holdout.jsonl"));
+    let args = ["--model", &model, "--forget", &forget, "--test", &holdout, "--epochs", "1", "--batch-size", "16"];
+    let (o, r) = unlearn(dir.path(), &args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("task: causal-lm (integer input 'input_ids'"), "{}", text(&o));
+    let r = r.unwrap();
+    assert_eq!((r["task"].as_str(), r["verified"].as_bool()), (Some("causal-lm"), Some(true)));
+    let lm = &r["language_model"];
+    for when in ["before", "after"] {
+        assert!(lm[when]["forget"]["perplexity"].as_f64().unwrap() > 1.0);
+        assert!(lm[when]["min_k_auc"].as_f64().is_some());
+    }
+    assert_eq!(r["classes"], 1500, "a language model's width is its vocabulary");
+}

@@ -232,3 +232,29 @@ impl DataArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{label2id, model_max_length};
+    use serde_json::json;
+
+    #[test]
+    fn label2id_reads_transformers_config_or_inverts_id2label() {
+        let both = json!({"label2id": {"neg": 0, "pos": 1}, "id2label": {"0": "x", "1": "y"}});
+        assert_eq!(label2id(&both).unwrap().get("pos"), Some(&1));
+        let only_ids = json!({"id2label": {"0": "neg", "1": "pos"}});
+        let m = label2id(&only_ids).unwrap();
+        assert_eq!((m["neg"], m["pos"], m.len()), (0, 1, 2));
+        assert!(label2id(&json!({"label2id": {}})).is_none());
+    }
+
+    #[test]
+    fn model_max_length_prefers_the_tokenizer_config_unless_unbounded() {
+        let cfg = json!({"max_position_embeddings": 514});
+        assert_eq!(model_max_length(Some(&cfg), Some(&json!({"model_max_length": 512}))), Some(512));
+        let unbounded = json!({"model_max_length": 1e30});
+        assert_eq!(model_max_length(Some(&cfg), Some(&unbounded)), Some(514));
+        assert_eq!(model_max_length(Some(&json!({"n_positions": 1024})), None), Some(1024));
+        assert_eq!(model_max_length(None, None), None);
+    }
+}

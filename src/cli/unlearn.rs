@@ -111,9 +111,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         Some(t) => (t, "given with --task".to_string()),
         None => semu::task::infer(&model, a.output_name.as_deref()),
     };
-    if !quiet {
-        eprintln!("task        {} ({why})", task.name());
-    }
+    tracing::info!("task: {} ({why})", task.name());
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
