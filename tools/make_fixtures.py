@@ -50,6 +50,9 @@ def main():
     external_variants()
     if os.path.exists(os.path.join(HERE, "export_models.py")):
         run("export_models.py")
+    # Text fixtures (transformers + tokenizers); each script skips when its outputs exist.
+    run("make_text_classifier.py")
+    run("make_text_lm.py")
     print("fixtures ready")
 
 
