@@ -189,7 +189,8 @@ fn texts_are_truncated_keeping_special_tokens() {
     assert!((0..fixed.len()).all(|i| fixed.token_ids(i).unwrap().len() <= 20));
     assert_eq!(fixed.records(&first(5)).unwrap().input("input_ids").unwrap().size(), [5, 20]);
     // A --max-length the model cannot take is an error, not a silent cut.
-    let e = err(TextDataset::open(&fx("test.jsonl"), &TextOptions { pad_to: Some(20), max_length: Some(30), ..opts() }));
+    let e =
+        err(TextDataset::open(&fx("test.jsonl"), &TextOptions { pad_to: Some(20), max_length: Some(30), ..opts() }));
     assert!(e.contains("test.jsonl") && e.contains("--max-length 30") && e.contains("fixed sequence length 20"), "{e}");
     let e = err(TextDataset::open(&fx("test.jsonl"), &TextOptions { max_length: Some(2), ..opts() }));
     assert!(e.contains("no room for text") && e.contains("2 special tokens"), "{e}");
@@ -204,7 +205,11 @@ fn string_labels_map_through_label2id() {
     assert_eq!(named.labels().unwrap().iter().max(), Some(&4));
 
     let dir = tempfile::tempdir().unwrap();
-    let f = write(dir.path(), "s.jsonl", "{\"text\": \"a b\", \"label\": \"GPL-3\"}\n{\"text\": \"c\", \"label\": \"BSD\"}\n");
+    let f = write(
+        dir.path(),
+        "s.jsonl",
+        "{\"text\": \"a b\", \"label\": \"GPL-3\"}\n{\"text\": \"c\", \"label\": \"BSD\"}\n",
+    );
     let e = err(TextDataset::open(&f, &TextOptions { label2id: Some(label2id()), ..opts() }));
     assert!(e.contains("s.jsonl:2") && e.contains("\"BSD\"") && e.contains("\"Apache-2.0\"=0"), "{e}");
     let e = err(TextDataset::open(&f, &opts()));
@@ -333,7 +338,11 @@ fn forget_selection_works_on_a_text_set() {
     // A text that is not in the training set, or the right text with another label, is not found.
     let v: serde_json::Value = serde_json::from_str(lines[5]).unwrap();
     let other = (v["label"].as_i64().unwrap() + 1) % 5;
-    let f = write(dir.path(), "g.jsonl", &format!("{}\n{}\n", lines[7], serde_json::json!({"text": v["text"], "label": other})));
+    let f = write(
+        dir.path(),
+        "g.jsonl",
+        &format!("{}\n{}\n", lines[7], serde_json::json!({"text": v["text"], "label": other})),
+    );
     let forget: Rc<dyn Dataset> = Rc::new(TextDataset::open(&f, &opts()).unwrap());
     let e = err(select_forget(train, &ForgetBy::Samples(forget)));
     assert!(e.contains("sample 1 (g.jsonl:2) is not in the training set"), "{e}");

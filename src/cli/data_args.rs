@@ -104,7 +104,10 @@ impl DecodeArgs {
             label_column: self.label_column.clone(),
             tokenizer: Some(tokenizer),
             max_length: self.max_length,
-            pad_to: data::model_input(model, Some("input_ids")).ok().and_then(|(_, d)| d.get(1).copied().flatten()).map(|v| v as usize),
+            pad_to: data::model_input(model, Some("input_ids"))
+                .ok()
+                .and_then(|(_, d)| d.get(1).copied().flatten())
+                .map(|v| v as usize),
             model_max_length: model_max_length(config.as_ref(), tok_config.as_ref()),
             label2id: config.as_ref().and_then(label2id),
             labels_required: true,
@@ -235,8 +238,37 @@ impl DataArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::{label2id, model_max_length};
+    use super::{label2id, model_max_length, DecodeArgs, RemoteArgs};
+    use semu::onnx::OnnxModel;
     use serde_json::json;
+    use std::path::Path;
+
+    #[test]
+    fn text_options_come_from_the_files_beside_the_model() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/text_cls");
+        for (file, pad_to) in [("model_fixed.onnx", Some(48)), ("model.onnx", None)] {
+            let model = OnnxModel::load(dir.join(file)).unwrap();
+            let spec = DecodeArgs::default().spec(&model, None, &RemoteArgs::default()).unwrap();
+            let t = &spec.text;
+            assert_eq!(t.pad_to, pad_to, "{file}: input_ids dim 1");
+            assert_eq!(t.tokenizer.as_deref(), Some(dir.join("tokenizer.json").as_path()));
+            assert_eq!(t.model_max_length, Some(128), "config.json max_position_embeddings");
+            assert_eq!(t.label2id.as_ref().map(|m| m["MPL-2.0"]), Some(4));
+            assert!(t.labels_required);
+        }
+        let model = OnnxModel::load(dir.join("model.onnx")).unwrap();
+        let flags = DecodeArgs {
+            text_column: Some("body".into()),
+            label_column: Some("licence".into()),
+            max_length: Some(32),
+            tokenizer: Some(dir.join("other.json")),
+            ..Default::default()
+        };
+        let spec = flags.spec(&model, None, &RemoteArgs::default()).unwrap();
+        assert_eq!((spec.text.text_column(), spec.text.label_column()), ("body", "licence"));
+        assert_eq!((spec.text.max_length, spec.csv.label_column.as_deref()), (Some(32), Some("licence")));
+        assert_eq!(spec.text.tokenizer.as_deref(), Some(dir.join("other.json").as_path()));
+    }
 
     #[test]
     fn label2id_reads_transformers_config_or_inverts_id2label() {

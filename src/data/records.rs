@@ -39,15 +39,19 @@ impl RecordDataset {
             }
         }
         inputs.sort_by(|a, b| a.0.cmp(&b.0));
-        let Some(n) = inputs.first().map(|(_, t)| t.size().first().copied().unwrap_or(0)) else {
+        if inputs.is_empty() {
             return Err(bad("holds no input arrays: give `x`, or one array per graph input".into()));
+        }
+        // N: the number of labels, else the first input's first dim.
+        let (n, by) = match &labels {
+            Some((name, y)) => (y.size().first().copied().unwrap_or(0), name.as_str()),
+            None => (inputs[0].1.size().first().copied().unwrap_or(0), inputs[0].0.as_str()),
         };
         for (name, t) in &inputs {
             if t.dim() == 0 || t.size()[0] != n {
                 return Err(bad(format!(
-                    "array `{name}` is {:?}, but `{}` has {n} samples: every array needs the same first dim N",
-                    t.size(),
-                    inputs[0].0
+                    "array `{name}` is {:?}, but `{by}` has {n} samples: every array needs the same first dim N",
+                    t.size()
                 )));
             }
             if t.is_floating_point() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
@@ -59,8 +63,8 @@ impl RecordDataset {
         }
         let y = match labels {
             Some((name, y)) => {
-                if y.size() != [n] {
-                    return Err(bad(format!("`{name}` is {:?}: need {n} labels (N) for {n} samples", y.size())));
+                if y.dim() != 1 {
+                    return Err(bad(format!("`{name}` is {:?}: need one label per sample (N)", y.size())));
                 }
                 if !INTEGER.contains(&y.kind()) {
                     return Err(bad(format!("`{name}` must hold integer class ids, found {:?}", y.kind())));

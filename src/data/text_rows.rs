@@ -21,7 +21,7 @@ struct Labels<'a> {
 }
 
 impl Labels<'_> {
-    fn from_str(&self, at: &str, column: &str, s: &str) -> Result<i64> {
+    fn id_of_str(&self, at: &str, column: &str, s: &str) -> Result<i64> {
         if s.trim().is_empty() {
             return Err(Error::msg(format!("{at}: `{column}` is empty: every sample needs a label")));
         }
@@ -49,12 +49,12 @@ impl Labels<'_> {
         }))
     }
 
-    fn from_json(&self, at: &str, column: &str, v: &Value) -> Result<i64> {
+    fn id_of_json(&self, at: &str, column: &str, v: &Value) -> Result<i64> {
         match v {
             Value::Number(n) => n.as_i64().ok_or_else(|| {
                 Error::msg(format!("{at}: `{column}` is {n}, not an integer class id (nor a string label)"))
             }),
-            Value::String(s) => self.from_str(at, column, s),
+            Value::String(s) => self.id_of_str(at, column, s),
             other => Err(Error::msg(format!("{at}: `{column}` is {other}, not an integer class id or a string label"))),
         }
     }
@@ -90,7 +90,7 @@ pub(super) fn read_jsonl(path: &Path, opt: &TextOptions) -> Result<Vec<Row>> {
             }
         };
         let label = match obj.get(label_col) {
-            Some(v) => labels.from_json(&at, label_col, v)?,
+            Some(v) => labels.id_of_json(&at, label_col, v)?,
             None if opt.labels_required || opt.label_column.is_some() => {
                 return Err(Error::msg(format!(
                     "{at}: no `{label_col}` key (keys: {}); --label-column NAME names the label",
@@ -128,13 +128,35 @@ pub(super) fn csv_header(path: &Path) -> Result<Vec<String>> {
     Ok(h.iter().map(str::to_string).collect())
 }
 
+/// Line numbers of records by their byte offset. The csv crate's own line count is one short
+/// after a CRLF line end (it starts the next record before the `\n`); this skips line ends at a
+/// record's start. Offsets are asked in increasing order.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    newlines: u64,
+}
+
+impl Lines<'_> {
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut b = (byte as usize).min(self.bytes.len());
+        while b < self.bytes.len() && matches!(self.bytes[b], b'\r' | b'\n') {
+            b += 1;
+        }
+        if b >= self.at {
+            self.newlines += self.bytes[self.at..b].iter().filter(|&&c| c == b'\n').count() as u64;
+            self.at = b;
+        }
+        self.newlines + 1
+    }
+}
+
 /// Reads a `.csv` file with a header row naming its text column (and label column).
 pub(super) fn read_csv(path: &Path, opt: &TextOptions) -> Result<Vec<Row>> {
     let file = path.display();
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| Error::msg(format!("{file}: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ::csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
+    let mut lines = Lines { bytes: &bytes, at: 0, newlines: 0 };
     let names: Vec<String> =
         reader.headers().map_err(|e| Error::msg(format!("{file}: {e}")))?.iter().map(str::to_string).collect();
     if names.iter().all(String::is_empty) {
@@ -162,11 +184,11 @@ pub(super) fn read_csv(path: &Path, opt: &TextOptions) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| Error::msg(format!("{file}: {e}")))?;
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position().map_or(0, |p| lines.line_at(p.byte()));
         let at = format!("{file}:{line}");
         let cell = |i: usize| rec.get(i).ok_or_else(|| Error::msg(format!("{at}: has no column {}", i + 1)));
         let y = match label {
-            Some(i) => labels.from_str(&at, &names[i], cell(i)?)?,
+            Some(i) => labels.id_of_str(&at, &names[i], cell(i)?)?,
             None => 0,
         };
         rows.push(Row { line, text: cell(text)?.to_string(), label: y });
