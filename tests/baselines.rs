@@ -126,7 +126,8 @@ fn every_other_method_exports_through_the_gate() {
     }
     // ft without remaining data is a usage error naming the flag.
     let f = open("forget_class3.npz");
-    let e = run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
+    let e =
+        run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
     assert!(e.err().unwrap().to_string().contains("--retain"));
 }
 

@@ -32,10 +32,62 @@ fn image_runs() -> Vec<(&'static str, Vec<String>)> {
     let d = |f: &str| fx(&format!("digits/{f}"));
     let common = ["--seed", "0", "--device", "cpu", "--no-verify", "-q"];
     let mut runs = vec![
-        ("semu", vec!["--forget".into(), d("forget_class3.npz"), "--lr".into(), "1e-3".into(), "--gamma".into(), "0.6".into(), "--epochs".into(), "3".into()]),
-        ("semu_retain", vec!["--forget".into(), d("forget_class3.npz"), "--retain".into(), d("retain_class3.npz"), "--lr".into(), "5e-4".into(), "--gamma".into(), "0.6".into(), "--epochs".into(), "2".into()]),
-        ("rl", vec!["--method".into(), "rl".into(), "--forget".into(), d("forget_random10.npz"), "--retain".into(), d("retain_random10.npz"), "--lr".into(), "1e-3".into(), "--epochs".into(), "2".into()]),
-        ("ga", vec!["--method".into(), "ga".into(), "--forget".into(), d("forget_class3.npz"), "--lr".into(), "1e-4".into(), "--epochs".into(), "1".into()]),
+        (
+            "semu",
+            vec![
+                "--forget".into(),
+                d("forget_class3.npz"),
+                "--lr".into(),
+                "1e-3".into(),
+                "--gamma".into(),
+                "0.6".into(),
+                "--epochs".into(),
+                "3".into(),
+            ],
+        ),
+        (
+            "semu_retain",
+            vec![
+                "--forget".into(),
+                d("forget_class3.npz"),
+                "--retain".into(),
+                d("retain_class3.npz"),
+                "--lr".into(),
+                "5e-4".into(),
+                "--gamma".into(),
+                "0.6".into(),
+                "--epochs".into(),
+                "2".into(),
+            ],
+        ),
+        (
+            "rl",
+            vec![
+                "--method".into(),
+                "rl".into(),
+                "--forget".into(),
+                d("forget_random10.npz"),
+                "--retain".into(),
+                d("retain_random10.npz"),
+                "--lr".into(),
+                "1e-3".into(),
+                "--epochs".into(),
+                "2".into(),
+            ],
+        ),
+        (
+            "ga",
+            vec![
+                "--method".into(),
+                "ga".into(),
+                "--forget".into(),
+                d("forget_class3.npz"),
+                "--lr".into(),
+                "1e-4".into(),
+                "--epochs".into(),
+                "1".into(),
+            ],
+        ),
     ];
     for (_, r) in &mut runs {
         r.extend(common.iter().map(|s| s.to_string()));
@@ -53,7 +105,13 @@ fn image_classifiers_give_the_same_bytes_as_before_the_task_layer() {
     let dir = tempfile::tempdir().unwrap();
     for (name, args) in image_runs() {
         let out = dir.path().join(format!("{name}.onnx"));
-        let mut all = vec!["unlearn".to_string(), "--model".into(), fx("digits/model.onnx"), "--out".into(), out.display().to_string()];
+        let mut all = vec![
+            "unlearn".to_string(),
+            "--model".into(),
+            fx("digits/model.onnx"),
+            "--out".into(),
+            out.display().to_string(),
+        ];
         all.extend(args);
         let o = semu(&all.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{name}: {}", text(&o));
@@ -80,7 +138,8 @@ fn two_nc_outputs_without_output_name_is_an_error_naming_both() {
     assert!(t.contains(&first) && t.contains("scores_copy") && t.contains("--output-name"), "{t}");
     assert!(!out.exists());
     // Naming one of them works.
-    let o = semu(&[&args[..], &["--out", out.to_str().unwrap(), "--epochs", "1", "--output-name", "scores_copy"]].concat());
+    let o =
+        semu(&[&args[..], &["--out", out.to_str().unwrap(), "--epochs", "1", "--output-name", "scores_copy"]].concat());
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -139,7 +198,7 @@ fn lm_texts(file: &str) -> Box<dyn semu::data::Dataset> {
 
 #[test]
 fn causal_lm_loss_equals_pytorchs() {
-    use semu::task::{Model, TaskKind, Targets};
+    use semu::task::{Model, Targets, TaskKind};
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fx("text_lm/loss_ref.json")).unwrap()).unwrap();
     let m = semu::onnx::OnnxModel::load(fx("text_lm/model.onnx")).unwrap();
@@ -155,7 +214,12 @@ fn causal_lm_loss_equals_pytorchs() {
     assert!((loss - reference).abs() < 1e-4 * reference, "engine {loss} vs PyTorch {reference}");
     // Per text: −log-likelihood / tokens.
     let ll = Vec::<f32>::try_from(net.log_likelihood(&out, &b).unwrap()).unwrap();
-    let mask = Vec::<i64>::try_from(net.mask(&b).unwrap().narrow(1, 1, out.size()[1] - 1).sum_dim_intlist(1, false, tch::Kind::Int64)).unwrap();
+    let mask = Vec::<i64>::try_from(net.mask(&b).unwrap().narrow(1, 1, out.size()[1] - 1).sum_dim_intlist(
+        1,
+        false,
+        tch::Kind::Int64,
+    ))
+    .unwrap();
     for (i, w) in want["per_text_loss"].as_array().unwrap().iter().enumerate() {
         let got = -(ll[i] as f64) / mask[i] as f64;
         assert!((got - w.as_f64().unwrap()).abs() < 1e-4, "text {i}: {got} vs {w}");

@@ -1,7 +1,6 @@
 //! SEMU end to end on the digits fixture: adapters start as the identity, the fold is exact,
 //! the export is the input graph with only adapted weights changed, the gate catches tampering,
 //! runs are reproducible, and forgetting reaches the quality bar.
-use semu::task::Model;
 use semu::data::{self, Dataset, NpzDataset, Subset};
 use semu::export::folded_weights;
 use semu::onnx::OnnxModel;
@@ -10,6 +9,7 @@ use semu::semu::svd::decompose;
 use semu::semu::train::overrides;
 use semu::semu::unlearn::Quiet;
 use semu::semu::{find_layers, unlearn, Adapter, LayerKind, Parity, SemuConfig};
+use semu::task::Model;
 use semu::verify::gate::{self, Probe};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +119,11 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
     assert!(max_diff(&folded.logits(&x, &HashMap::new()).unwrap(), &adapted) <= 1e-5);
 
     // The gate passes the honest export (onnxruntime + tract) ...
-    let probes = vec![Probe { name: "test".into(), feeds: vec![("input".into(), x.shallow_clone())], expected: adapted.shallow_clone() }];
+    let probes = vec![Probe {
+        name: "test".into(),
+        feeds: vec![("input".into(), x.shallow_clone())],
+        expected: adapted.shallow_clone(),
+    }];
     let tol = gate::tolerance_for(&adapted);
     let ok = gate::check(&out, "logits", &probes, tol).unwrap();
     assert!(ok.passed, "{:?}", ok.failure());

@@ -3,8 +3,8 @@
 //! protocol. Each finished run is cached in `OUT/runs/<key>/` (`result.json`, and the verified
 //! `model.onnx`), the key hashing the run's configuration with the inputs' SHA-256, the device
 //! and the evaluation options, so a restarted sweep skips what it already did.
-use super::spec::{RunConfig, SweepSpec};
 use super::run;
+use super::spec::{RunConfig, SweepSpec};
 use crate::data::{self, Dataset};
 use crate::engine::{device_name, parse_device};
 use crate::error::{Error, Result};

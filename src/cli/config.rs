@@ -87,7 +87,20 @@ impl SemuFlags {
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
         }
-        over!(objective, npo_beta, alpha, gamma, epochs, lr, batch_size, optimizer, momentum, weight_decay, parity, seed);
+        over!(
+            objective,
+            npo_beta,
+            alpha,
+            gamma,
+            epochs,
+            lr,
+            batch_size,
+            optimizer,
+            momentum,
+            weight_decay,
+            parity,
+            seed
+        );
         if self.no_projection {
             c.projection = false;
         }

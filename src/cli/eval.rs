@@ -4,12 +4,12 @@
 use super::unlearn::write_atomic;
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
-use semu::eval::lm::LmEvaluation;
-use semu::task::{Model, Spec, TaskKind};
 use semu::data;
 use semu::engine::{device_name, parse_device};
+use semu::eval::lm::LmEvaluation;
 use semu::eval::{self, EvalData, EvalOptions, Evaluation, Feature};
 use semu::onnx::OnnxModel;
+use semu::task::{Model, Spec, TaskKind};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -194,11 +194,15 @@ fn run_lm(a: &Args, device: tch::Device, sets: EvalData, why: &str) -> CmdResult
         mine.holdout.map_or(0, |h| h.texts)
     );
     let r = reference.as_ref();
-    let head = if r.is_some() { format!("{:>12}{:>12}{:>10}", "model", "retrained", "|Δ|") } else { format!("{:>12}", "model") };
+    let head = if r.is_some() {
+        format!("{:>12}{:>12}{:>10}", "model", "retrained", "|Δ|")
+    } else {
+        format!("{:>12}", "model")
+    };
     println!("  {:<28}{head}", "measure");
     let line = |name: &str, f: &dyn Fn(&LmEvaluation) -> Option<f64>| {
         let Some(m) = f(&mine) else { return };
-        match r.and_then(|r| f(r)) {
+        match r.and_then(f) {
             Some(x) => println!("  {name:<28}{m:>12.3}{x:>12.3}{:>10.3}", (m - x).abs()),
             None => println!("  {name:<28}{m:>12.3}"),
         }

@@ -305,10 +305,7 @@ fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
 fn test_accuracy(u: &Outcome, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
     let w = u.overrides();
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
-        Ok(Accuracy {
-            before: u.net.accuracy(ds, batch, &Default::default())?,
-            after: u.net.accuracy(ds, batch, w)?,
-        })
+        Ok(Accuracy { before: u.net.accuracy(ds, batch, &Default::default())?, after: u.net.accuracy(ds, batch, w)? })
     };
     let fl = data::labels(forget)?;
     let classify = u.net.task == TaskKind::Classify;
@@ -412,13 +409,17 @@ fn print_summary(r: &UnlearnReport) {
 fn print_lm(lm: &LmBeforeAfter) {
     println!("language model           before      after");
     let (b, a) = (&lm.before, &lm.after);
-    let sets = [("forget", Some(b.forget), Some(a.forget)), ("retain", b.retain, a.retain), ("holdout", b.holdout, a.holdout)];
+    let sets =
+        [("forget", Some(b.forget), Some(a.forget)), ("retain", b.retain, a.retain), ("holdout", b.holdout, a.holdout)];
     for (name, b, a) in sets {
         let (Some(b), Some(a)) = (b, a) else { continue };
         println!("  {:<21}{:>10.3} {:>10.3}", format!("{name} perplexity"), b.perplexity, a.perplexity);
         println!("  {:<21}{:>9.2}% {:>9.2}%", format!("{name} memorisation"), b.memorisation, a.memorisation);
     }
-    println!("  {:<21}{:>9.2}% {:>9.2}%", "forget extraction", b.forget.extraction_strength, a.forget.extraction_strength);
+    println!(
+        "  {:<21}{:>9.2}% {:>9.2}%",
+        "forget extraction", b.forget.extraction_strength, a.forget.extraction_strength
+    );
     if let (Some(x), Some(y)) = (b.min_k_auc, a.min_k_auc) {
         println!("  {:<21}{x:>10.3} {y:>10.3}   (0.5: the forget texts look unseen)", "Min-K% AUC");
     }

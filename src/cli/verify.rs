@@ -72,7 +72,10 @@ fn outputs_engine(
 
 fn outputs_ort(m: &OnnxModel, feeds: &HashMap<String, tch::Tensor>) -> anyhow::Result<Vec<(String, TensorData)>> {
     let s = OrtSession::load(&m.path, 0)?;
-    let data = feeds.iter().map(|(n, t)| Ok((n.clone(), from_tensor(t, dtype_of(t.kind())?)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    let data = feeds
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), from_tensor(t, dtype_of(t.kind())?)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(s.run(&data)?)
 }
 

@@ -123,10 +123,22 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         let _ = writeln!(o, "## Language model before and after\n");
         let (b, a) = (&lm.before, &lm.after);
         let mut rows = Vec::new();
-        for (name, x, y) in [("forget", Some(b.forget), Some(a.forget)), ("retain", b.retain, a.retain), ("holdout", b.holdout, a.holdout)] {
+        for (name, x, y) in [
+            ("forget", Some(b.forget), Some(a.forget)),
+            ("retain", b.retain, a.retain),
+            ("holdout", b.holdout, a.holdout),
+        ] {
             if let (Some(x), Some(y)) = (x, y) {
-                rows.push(vec![format!("{name} perplexity"), format!("{:.3}", x.perplexity), format!("{:.3}", y.perplexity)]);
-                rows.push(vec![format!("{name} memorisation"), format!("{:.2}%", x.memorisation), format!("{:.2}%", y.memorisation)]);
+                rows.push(vec![
+                    format!("{name} perplexity"),
+                    format!("{:.3}", x.perplexity),
+                    format!("{:.3}", y.perplexity),
+                ]);
+                rows.push(vec![
+                    format!("{name} memorisation"),
+                    format!("{:.2}%", x.memorisation),
+                    format!("{:.2}%", y.memorisation),
+                ]);
             }
         }
         rows.push(vec![
@@ -135,7 +147,11 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
             format!("{:.2}%", a.forget.extraction_strength),
         ]);
         if let (Some(x), Some(y)) = (b.min_k_auc, a.min_k_auc) {
-            rows.push(vec!["Min-K% AUC, forget vs holdout (0.5 = unseen)".into(), format!("{x:.3}"), format!("{y:.3}")]);
+            rows.push(vec![
+                "Min-K% AUC, forget vs holdout (0.5 = unseen)".into(),
+                format!("{x:.3}"),
+                format!("{y:.3}"),
+            ]);
         }
         table(&mut o, &["measure", "before", "after"], &rows);
     }

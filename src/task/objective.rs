@@ -5,6 +5,7 @@
 //! - `graddiff`: gradient ascent on the forget set plus α × the loss on the remaining data.
 //! - `npo`: Negative Preference Optimization (Zhang et al. 2024),
 //!   `−(2/β)·mean log σ(−β·(log π(x) − log π_ref(x)))` with π_ref the frozen input model.
+//!
 //! The caller adds α × the remaining-data loss for `rl` and `npo` when remaining data is given.
 use super::{Model, TaskKind};
 use crate::data::Batch;
