@@ -75,6 +75,11 @@ impl SemuFlags {
     /// The effective settings and device string. `has_retain` decides α's default (0 without
     /// remaining data: SEMU then runs on the forget set alone).
     pub fn resolve(&self, has_retain: bool) -> anyhow::Result<(SemuConfig, String)> {
+        self.resolve_for(has_retain, semu::task::TaskKind::Classify)
+    }
+
+    /// [`Self::resolve`] from the task's defaults (`SemuConfig::for_task`).
+    pub fn resolve_for(&self, has_retain: bool, task: semu::task::TaskKind) -> anyhow::Result<(SemuConfig, String)> {
         let (mut c, mut device) = match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -82,7 +87,7 @@ impl SemuFlags {
                     toml::from_str(&text).with_context(|| format!("{}: invalid config", p.display()))?;
                 (f.semu, f.device)
             }
-            None => (SemuConfig::default(), None),
+            None => (SemuConfig::for_task(task, has_retain), None),
         };
         macro_rules! over {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };

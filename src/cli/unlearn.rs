@@ -112,6 +112,10 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         None => semu::task::infer(&model, a.output_name.as_deref()),
     };
     tracing::info!("task: {} ({why})", task.name());
+    // The task's defaults for every setting not given (the file or flags still override).
+    let (cfg, _) =
+        a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
+    cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;

@@ -65,6 +65,25 @@ impl Default for SemuConfig {
 }
 
 impl SemuConfig {
+    /// The defaults for a task. Classifiers keep the reference classification runs' settings.
+    /// A causal LM has few, long forget records that it has memorised: small batches, Adam, a
+    /// smaller γ (its weights are wide: γ 0.8 keeps the trained share under 1.5%), and an
+    /// objective that moves memorised text (gradient ascent against the remaining data, or NPO
+    /// without it); measured on fixtures/text_lm (README).
+    pub fn for_task(task: crate::task::TaskKind, has_retain: bool) -> Self {
+        match task {
+            crate::task::TaskKind::Classify => SemuConfig::default(),
+            crate::task::TaskKind::CausalLm => SemuConfig {
+                objective: if has_retain { Objective::GradDiff } else { Objective::Npo },
+                optimizer: OptimizerKind::Adam,
+                lr: 3e-3,
+                batch_size: 8,
+                gamma: 0.8,
+                ..SemuConfig::default()
+            },
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::msg(m));
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
