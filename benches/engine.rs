@@ -17,9 +17,9 @@
 //! (`semu::engine::memory::keep_freed_memory`; `SEMU_STOCK_MALLOC=1` turns them off). PyTorch runs
 //! twice side by side: stock, and given the same settings through glibc's `MALLOC_*_` variables,
 //! so the ratio is shown both against PyTorch as users run it and against PyTorch tuned alike.
-use semu::task::cross_entropy;
 use semu::engine::{Plan, PlanOptions, Registry};
 use semu::onnx::OnnxModel;
+use semu::task::cross_entropy;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
