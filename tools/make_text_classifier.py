@@ -4,6 +4,7 @@ text-classification` does, and writes the data, tokenizer and references the Rus
 
 Output (committed; regenerate with `make fixtures FORCE=1`):
   fixtures/text_cls/train.jsonl, test.jsonl  {"text", "label", "licence"} per line; stratified 80/20, seed 0
+  fixtures/text_cls/forget_class4.jsonl, retain_class4.jsonl  the training set split by the forget class
   fixtures/text_cls/tokenizer.json           WordPiece (BERT normaliser/pre-tokenizer), no padding/truncation
   fixtures/text_cls/model.onnx               BertForSequenceClassification, opset 17; inputs input_ids,
                                              attention_mask, token_type_ids (int64 [batch_size, sequence_length]),
@@ -235,6 +236,9 @@ def main():
     train_rows, test_rows = [rows[i] for i in tr], [rows[i] for i in te]
     write_jsonl(os.path.join(OUT, "train.jsonl"), train_rows)
     write_jsonl(os.path.join(OUT, "test.jsonl"), test_rows)
+    # The class-forgetting split of the training set, for `semu sweep` / `semu eval`.
+    write_jsonl(os.path.join(OUT, f"forget_class{FORGET_CLASS}.jsonl"), [r for r in train_rows if r["label"] == FORGET_CLASS])
+    write_jsonl(os.path.join(OUT, f"retain_class{FORGET_CLASS}.jsonl"), [r for r in train_rows if r["label"] != FORGET_CLASS])
     with open(os.path.join(OUT, "test_head.csv"), "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, quoting=csv.QUOTE_MINIMAL)
         w.writerow(["text", "label"])

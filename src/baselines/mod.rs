@@ -240,9 +240,11 @@ pub fn run(
     let mut timings = Timings::default();
     obs.phase("accuracy before");
     let mut step = |d, n| obs.step("accuracy before", d, n);
-    let forget_acc_before = net.accuracy_with(forget, cfg.batch_size, &HashMap::new(), &mut step)?;
-    let retain_acc_before =
-        retain.map(|r| net.accuracy_with(r, cfg.batch_size, &HashMap::new(), &mut step)).transpose()?;
+    let forget_acc_before =
+        net.accuracy_with(forget, crate::semu::train::eval_batch(cfg.batch_size), &HashMap::new(), &mut step)?;
+    let retain_acc_before = retain
+        .map(|r| net.accuracy_with(r, crate::semu::train::eval_batch(cfg.batch_size), &HashMap::new(), &mut step))
+        .transpose()?;
 
     let mask = if method == Method::Salun {
         obs.phase("saliency mask");

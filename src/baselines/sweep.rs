@@ -159,11 +159,14 @@ impl Inputs {
             "eval_seed": spec.seed,
             "names": [spec.input_name, spec.output_name],
         });
+        let model = OnnxModel::load(&spec.model)?;
+        // Text data is tokenized with the tokenizer.json beside the model.
+        let read = data::DataSpec { text: data::text::TextOptions::beside_model(&model), ..Default::default() };
         Ok(Inputs {
-            model: OnnxModel::load(&spec.model)?,
-            forget: data::open(&spec.forget)?,
-            retain: data::open(&spec.retain)?,
-            test: data::open(&spec.test)?,
+            forget: data::open_with(&spec.forget, &read)?,
+            retain: data::open_with(&spec.retain, &read)?,
+            test: data::open_with(&spec.test, &read)?,
+            model,
             device,
             opts,
             identity,

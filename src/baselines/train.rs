@@ -4,7 +4,7 @@ use super::{Method, Schedule};
 use crate::data::{batches, Dataset};
 use crate::error::Result;
 use crate::semu::optim::{Optimizer, OptimizerKind};
-use crate::semu::train::{random_other_label, token_rng, EpochProgress, EpochStats};
+use crate::semu::train::{eval_batch, random_other_label, token_rng, EpochProgress, EpochStats};
 use crate::semu::Observer;
 use crate::task::objective::{forget_term, random_targets};
 use crate::task::{Model, Objective, Targets, TaskKind};
@@ -214,13 +214,13 @@ pub fn train(
             obs.epoch_progress(&at);
         }
         let weights = w.detached()?;
-        let forget_acc = net.accuracy(forget, s.batch_size, &weights)?;
+        let forget_acc = net.accuracy(forget, eval_batch(s.batch_size), &weights)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch: epoch + 1,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
-            retain_acc: retain.map(|r| net.accuracy(r, s.batch_size, &weights)).transpose()?,
+            retain_acc: retain.map(|r| net.accuracy(r, eval_batch(s.batch_size), &weights)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: None,
         };

@@ -7,7 +7,6 @@ use semu::data::forget::{select_forget, ForgetBy, ForgetRecord};
 use semu::data::preprocess::{parse_floats, parse_size, Preprocess};
 use semu::data::{self, DataSpec, Dataset, TextOptions};
 use semu::onnx::OnnxModel;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -92,26 +91,15 @@ impl DecodeArgs {
         };
         let mut spec = DataSpec { preprocess, progress: Some(super::progress::reading()), ..Default::default() };
         spec.csv.label_column = self.label_column.clone();
-        let dir = model.path.parent().unwrap_or(Path::new("."));
-        let tokenizer = match &self.tokenizer {
-            Some(t) => remote.file(t).with_context(|| format!("--tokenizer {}", t.display()))?,
-            None => dir.join("tokenizer.json"),
-        };
-        let config = read_json(&dir.join("config.json"));
-        let tok_config = read_json(&dir.join("tokenizer_config.json"));
         spec.text = TextOptions {
             text_column: self.text_column.clone(),
             label_column: self.label_column.clone(),
-            tokenizer: Some(tokenizer),
             max_length: self.max_length,
-            pad_to: data::model_input(model, Some("input_ids"))
-                .ok()
-                .and_then(|(_, d)| d.get(1).copied().flatten())
-                .map(|v| v as usize),
-            model_max_length: model_max_length(config.as_ref(), tok_config.as_ref()),
-            label2id: config.as_ref().and_then(label2id),
-            labels_required: true,
+            ..TextOptions::beside_model(model)
         };
+        if let Some(t) = &self.tokenizer {
+            spec.text.tokenizer = Some(remote.file(t).with_context(|| format!("--tokenizer {}", t.display()))?);
+        }
         Ok(spec)
     }
 }
@@ -119,47 +107,6 @@ impl DecodeArgs {
 fn graph_inputs(model: &OnnxModel) -> usize {
     let g = model.graph();
     g.input.iter().filter(|i| !g.initializer.iter().any(|t| t.name() == i.name())).count()
-}
-
-/// A JSON file beside the model, when there is one; one that does not parse is skipped with a
-/// warning (it may belong to something else).
-fn read_json(path: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str(&text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!("{}: not valid JSON ({e}); not read", path.display());
-            None
-        }
-    }
-}
-
-/// The model's string labels, as transformers writes them in config.json: `label2id`, else the
-/// inverse of `id2label`.
-fn label2id(config: &serde_json::Value) -> Option<HashMap<String, i64>> {
-    let from = |key: &str, flip: bool| -> Option<HashMap<String, i64>> {
-        let m = config.get(key)?.as_object()?;
-        let pairs = m.iter().map(|(k, v)| {
-            if flip {
-                Some((v.as_str()?.to_string(), k.parse().ok()?))
-            } else {
-                Some((k.clone(), v.as_i64()?))
-            }
-        });
-        pairs.collect::<Option<HashMap<_, _>>>().filter(|m| !m.is_empty())
-    };
-    from("label2id", false).or_else(|| from("id2label", true))
-}
-
-/// The longest sequence the model takes: tokenizer_config.json's `model_max_length` (when it is
-/// a real length, not transformers' "unbounded" 1e30), else config.json's
-/// `max_position_embeddings` / `n_positions`.
-fn model_max_length(config: Option<&serde_json::Value>, tok: Option<&serde_json::Value>) -> Option<usize> {
-    let tok_max = tok.and_then(|t| t.get("model_max_length")?.as_u64()).filter(|&m| m > 0 && m < 1 << 24);
-    let cfg_max = config.and_then(|c| {
-        ["max_position_embeddings", "n_positions"].iter().find_map(|k| c.get(*k)?.as_u64()).filter(|&m| m > 0)
-    });
-    tok_max.or(cfg_max).map(|m| m as usize)
 }
 
 impl DataArgs {
@@ -268,25 +215,5 @@ mod tests {
         assert_eq!((spec.text.text_column(), spec.text.label_column()), ("body", "licence"));
         assert_eq!((spec.text.max_length, spec.csv.label_column.as_deref()), (Some(32), Some("licence")));
         assert_eq!(spec.text.tokenizer.as_deref(), Some(dir.join("other.json").as_path()));
-    }
-
-    #[test]
-    fn label2id_reads_transformers_config_or_inverts_id2label() {
-        let both = json!({"label2id": {"neg": 0, "pos": 1}, "id2label": {"0": "x", "1": "y"}});
-        assert_eq!(label2id(&both).unwrap().get("pos"), Some(&1));
-        let only_ids = json!({"id2label": {"0": "neg", "1": "pos"}});
-        let m = label2id(&only_ids).unwrap();
-        assert_eq!((m["neg"], m["pos"], m.len()), (0, 1, 2));
-        assert!(label2id(&json!({"label2id": {}})).is_none());
-    }
-
-    #[test]
-    fn model_max_length_prefers_the_tokenizer_config_unless_unbounded() {
-        let cfg = json!({"max_position_embeddings": 514});
-        assert_eq!(model_max_length(Some(&cfg), Some(&json!({"model_max_length": 512}))), Some(512));
-        let unbounded = json!({"model_max_length": 1e30});
-        assert_eq!(model_max_length(Some(&cfg), Some(&unbounded)), Some(514));
-        assert_eq!(model_max_length(Some(&json!({"n_positions": 1024})), None), Some(1024));
-        assert_eq!(model_max_length(None, None), None);
     }
 }

@@ -204,17 +204,37 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let hash_of = |p: &Option<PathBuf>| p.as_deref().filter(|_| ok).map(sha256_file).transpose();
 
     progress.phase("accuracy after");
-    let test_accuracy = test.as_deref().map(|t| test_accuracy(&u, t, forget.as_ref(), cfg.batch_size)).transpose()?;
+    let test_accuracy = test
+        .as_deref()
+        .map(|t| test_accuracy(&u, t, forget.as_ref(), semu::semu::train::eval_batch(cfg.batch_size)))
+        .transpose()?;
     let mut step = |d, n| progress.step("accuracy after", d, n);
-    let forget_after = u.net.accuracy_with(forget.as_ref(), cfg.batch_size, u.overrides(), &mut step)?;
+    let forget_after = u.net.accuracy_with(
+        forget.as_ref(),
+        semu::semu::train::eval_batch(cfg.batch_size),
+        u.overrides(),
+        &mut step,
+    )?;
     let retain_after = match &retain {
-        Some(r) => Some(u.net.accuracy_with(r.as_ref(), cfg.batch_size, u.overrides(), &mut step)?),
+        Some(r) => Some(u.net.accuracy_with(
+            r.as_ref(),
+            semu::semu::train::eval_batch(cfg.batch_size),
+            u.overrides(),
+            &mut step,
+        )?),
         None => None,
     };
     let language_model = match task {
         TaskKind::CausalLm => {
             let lm = |w: &std::collections::HashMap<String, tch::Tensor>| {
-                semu::eval::lm::evaluate(&u.net, w, forget.as_ref(), retain.as_deref(), test.as_deref(), cfg.batch_size)
+                semu::eval::lm::evaluate(
+                    &u.net,
+                    w,
+                    forget.as_ref(),
+                    retain.as_deref(),
+                    test.as_deref(),
+                    semu::semu::train::eval_batch(cfg.batch_size),
+                )
             };
             Some(LmBeforeAfter { before: lm(&Default::default())?, after: lm(u.overrides())? })
         }

@@ -94,7 +94,9 @@ pub fn run(a: Args) -> CmdResult {
     let b_weights = super::weights::WeightsArgs::from(&a.b_weights);
     let _bound_a = a.weights.bind(&mut ma, &remote)?.map(|_| super::weights::materialize(&mut ma)).transpose()?;
     let _bound_b = b_weights.bind(&mut mb, &remote)?.map(|_| super::weights::materialize(&mut mb)).transpose()?;
-    let ds = data::open_with(&a.data, &a.decode.spec(&ma, None, &remote)?)?;
+    let mut spec = a.decode.spec(&ma, None, &remote)?;
+    spec.text.labels_required = false; // outputs are compared, labels are not read
+    let ds = data::open_with(&a.data, &spec)?;
     let idx: Vec<usize> = (0..ds.len().min(a.limit)).collect();
     let (fa, fb) = (feeds(&ma, ds.as_ref(), &idx)?, feeds(&mb, ds.as_ref(), &idx)?);
     let (ea, eb) = (outputs_engine(&ma, &fa, dev)?, outputs_engine(&mb, &fb, dev)?);

@@ -17,6 +17,7 @@ pub mod records;
 pub mod safetensors_file;
 pub mod subset;
 pub mod text;
+pub mod text_config;
 mod text_rows;
 pub mod validate;
 

@@ -79,6 +79,12 @@ pub fn random_other_label(rng: &mut StdRng, y: i64, classes: i64) -> i64 {
     (y + rng.random_range(1..classes)) % classes
 }
 
+/// Scoring needs no gradients: it runs in batches of at least 64 whatever the training batch
+/// (a language model trains on a few texts at a time but is scored on hundreds).
+pub fn eval_batch(train_batch: usize) -> usize {
+    train_batch.max(64)
+}
+
 /// A separate stream for random tokens, so that a classifier's labels and order keep the
 /// stream they always had (same seed, same bytes).
 pub fn token_rng(seed: u64) -> StdRng {
@@ -165,13 +171,13 @@ pub fn train(
             obs.epoch_progress(&at);
         }
         let w = overrides(adapters)?;
-        let forget_acc = net.accuracy(forget, s.batch_size, &w)?;
+        let forget_acc = net.accuracy(forget, eval_batch(s.batch_size), &w)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
-            retain_acc: retain.map(|r| net.accuracy(r, s.batch_size, &w)).transpose()?,
+            retain_acc: retain.map(|r| net.accuracy(r, eval_batch(s.batch_size), &w)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };

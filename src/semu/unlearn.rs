@@ -5,7 +5,7 @@ use super::gradient::forget_gradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
 use super::svd::{decompose, project, Parity};
-use super::train::{overrides, train, EpochProgress, EpochStats, TrainSettings};
+use super::train::{eval_batch, overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::onnx::OnnxModel;
@@ -211,8 +211,9 @@ pub fn unlearn(
     let unchanged = Default::default();
     obs.phase("accuracy before");
     let mut step = |d, n| obs.step("accuracy before", d, n);
-    let forget_acc_before = net.accuracy_with(forget, cfg.batch_size, &unchanged, &mut step)?;
-    let retain_acc_before = retain.map(|r| net.accuracy_with(r, cfg.batch_size, &unchanged, &mut step)).transpose()?;
+    let forget_acc_before = net.accuracy_with(forget, eval_batch(cfg.batch_size), &unchanged, &mut step)?;
+    let retain_acc_before =
+        retain.map(|r| net.accuracy_with(r, eval_batch(cfg.batch_size), &unchanged, &mut step)).transpose()?;
 
     obs.phase("gradient");
     let t = Instant::now();
