@@ -15,41 +15,31 @@ pub struct NpzDataset {
 impl NpzDataset {
     /// An `.npz` archive with arrays `x` and `y`.
     pub fn open(path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::msg(format!("{}: {reason}", path.display()));
-        if !path.exists() {
-            return Err(bad("no such file".into()));
-        }
-        let arrays = Tensor::read_npz(path).map_err(|e| bad(format!("not a readable .npz archive ({e})")))?;
-        let get = |name: &str| {
-            arrays
-                .iter()
-                .find(|(n, _)| n == name || n == &format!("{name}.npy"))
-                .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| bad(format!("has no array `{name}` (found: {})", names(&arrays))))
-        };
-        Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)
+        Self::from_xy(path, read(path)?)
     }
 
     /// An `.npz` archive: `x` and `y` as [`Self::open`] reads them, or, without `x`, record
     /// arrays (one per graph input, see [`RecordDataset`]).
     pub fn open_any(path: &Path, labels_required: bool) -> Result<Box<dyn Dataset>> {
-        let bad = |reason: String| Error::msg(format!("{}: {reason}", path.display()));
-        if !path.exists() {
-            return Err(bad("no such file".into()));
-        }
-        let arrays = Tensor::read_npz(path).map_err(|e| bad(format!("not a readable .npz archive ({e})")))?;
-        let has = |name: &str| arrays.iter().any(|(n, _)| n == name || n == &format!("{name}.npy"));
-        if !has("x") {
+        let arrays = read(path)?;
+        if !arrays.iter().any(|(n, _)| n == "x" || n == "x.npy") {
             return Ok(Box::new(RecordDataset::from_arrays(path.display().to_string(), arrays, labels_required)?));
         }
+        Ok(Box::new(Self::from_xy(path, arrays)?))
+    }
+
+    /// The arrays `x` and `y` of an archive read from `path`.
+    fn from_xy(path: &Path, arrays: Vec<(String, Tensor)>) -> Result<Self> {
         let get = |name: &str| {
             arrays
                 .iter()
                 .find(|(n, _)| n == name || n == &format!("{name}.npy"))
                 .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| bad(format!("has no array `{name}` (found: {})", names(&arrays))))
+                .ok_or_else(|| {
+                    Error::msg(format!("{}: has no array `{name}` (found: {})", path.display(), names(&arrays)))
+                })
         };
-        Ok(Box::new(Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)?))
+        Self::from_tensors(path.display().to_string(), get("x")?, get("y")?)
     }
 
     /// Checks and keeps `x` (any numeric type, stored as float32) and `y` (integer class ids).
@@ -77,6 +67,15 @@ impl NpzDataset {
     pub fn label_tensor(&self) -> &Tensor {
         &self.y
     }
+}
+
+/// Every array of the archive at `path`.
+fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bad = |reason: String| Error::msg(format!("{}: {reason}", path.display()));
+    if !path.exists() {
+        return Err(bad("no such file".into()));
+    }
+    Tensor::read_npz(path).map_err(|e| bad(format!("not a readable .npz archive ({e})")))
 }
 
 fn names(a: &[(String, Tensor)]) -> String {

@@ -2,7 +2,6 @@
 //! the shape the model declares, something to work on. Errors name the data and the sample.
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::onnx::proto::{tensor_shape_proto::dimension, type_proto};
 use crate::onnx::OnnxModel;
 
 /// The data set is not empty and every label is a class id of a `classes`-way classifier.
@@ -45,22 +44,7 @@ pub fn model_input(model: &OnnxModel, name: Option<&str>) -> Result<(String, Vec
             }
         },
     };
-    let dims = match chosen.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(dimension::Value::DimValue(v)) if v > 0 => Some(v),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let dims = crate::task::declared_dims(chosen);
     Ok((chosen.name().to_string(), dims))
 }
 
