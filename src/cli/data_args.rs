@@ -185,9 +185,8 @@ impl DataArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::{label2id, model_max_length, DecodeArgs, RemoteArgs};
+    use super::{DecodeArgs, RemoteArgs};
     use semu::onnx::OnnxModel;
-    use serde_json::json;
     use std::path::Path;
 
     #[test]
