@@ -243,3 +243,11 @@ fn a_causal_lm_unlearns_with_its_task_printed_and_passes_the_gate() {
     }
     assert_eq!(r["classes"], 1500, "a language model's width is its vocabulary");
 }
+
+#[test]
+fn verify_feeds_a_fixed_batch_graph_its_declared_batch() {
+    let (m, data) = (fx("text_cls/model_fixed.onnx"), fx("text_cls/test.jsonl"));
+    let o = semu(&["verify", &m, &m, "--data", &data]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 samples of"), "{}", text(&o));
+}

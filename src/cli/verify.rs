@@ -97,7 +97,14 @@ pub fn run(a: Args) -> CmdResult {
     let mut spec = a.decode.spec(&ma, None, &remote)?;
     spec.text.labels_required = false; // outputs are compared, labels are not read
     let ds = data::open_with(&a.data, &spec)?;
-    let idx: Vec<usize> = (0..ds.len().min(a.limit)).collect();
+    // A graph with a fixed batch size takes exactly that many rows (the last one repeated).
+    let first = ma.graph().output.first().map(|o| o.name().to_string());
+    let fixed = Model::new(&ma, tch::Device::Cpu, Default::default(), &Spec { output: first, ..Default::default() })?
+        .fixed_batch;
+    let idx: Vec<usize> = match fixed {
+        Some(fb) if !ds.is_empty() => (0..fb as usize).map(|j| j.min(ds.len() - 1)).collect(),
+        _ => (0..ds.len().min(a.limit)).collect(),
+    };
     let (fa, fb) = (feeds(&ma, ds.as_ref(), &idx)?, feeds(&mb, ds.as_ref(), &idx)?);
     let (ea, eb) = (outputs_engine(&ma, &fa, dev)?, outputs_engine(&mb, &fb, dev)?);
     let (oa, ob) = (outputs_ort(&ma, &fa)?, outputs_ort(&mb, &fb)?);
