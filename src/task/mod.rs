@@ -76,8 +76,9 @@ pub fn declared_dims(v: &ValueInfoProto) -> Vec<Option<i64>> {
     }
 }
 
+/// An ONNX element type the engine computes in as a float.
 pub(crate) fn is_float_type(elem: i32) -> bool {
-    matches!(elem, 1 | 10 | 11 | 16)
+    crate::onnx::DType::from_onnx(elem).is_ok_and(crate::onnx::DType::is_float)
 }
 
 pub(crate) fn is_int_type(elem: i32) -> bool {

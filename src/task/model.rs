@@ -3,6 +3,7 @@
 use super::{declared, declared_dims, infer, is_float_type, lm, Targets, TaskKind};
 use crate::data::{batches, Batch, Dataset};
 use crate::engine::convert::kind_of;
+use crate::engine::ops::elementwise::is_float;
 use crate::engine::{Plan, PlanOptions, Registry};
 use crate::error::{Error, Result};
 use crate::onnx::{DType, OnnxModel};
@@ -75,7 +76,7 @@ impl Model {
             Some(n) if names.contains(&n) => Some(n.to_string()),
             Some(n) => return Err(Error::msg(format!("{path}: no graph input '{n}' (inputs: {})", names.join(", ")))),
             None => {
-                let floats: Vec<&GraphInput> = inputs.iter().filter(|i| is_float_kind(i.kind)).collect();
+                let floats: Vec<&GraphInput> = inputs.iter().filter(|i| is_float(i.kind)).collect();
                 match (inputs.as_slice(), floats.as_slice()) {
                     ([one], _) => Some(one.name.clone()),
                     (_, [one]) => Some(one.name.clone()),
@@ -378,10 +379,6 @@ impl Model {
         }
         Ok(())
     }
-}
-
-fn is_float_kind(k: Kind) -> bool {
-    matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
 fn is_int_kind(k: Kind) -> bool {
