@@ -164,14 +164,8 @@ pub fn train(
             let out = net.forward(&b, &weights)?;
             let mut loss = match objective {
                 Some(obj) => {
-                    let labels = match (obj, random.is_empty()) {
-                        (Objective::Rl, false) => {
-                            Some(Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?)
-                        }
-                        _ => None,
-                    };
                     let targets = match obj {
-                        Objective::Rl => random_targets(net, &b, labels, s.classes, &mut token_rng)?,
+                        Objective::Rl => Some(random_targets(net, &b, idx, &random, s.classes, &mut token_rng)?),
                         _ => None,
                     };
                     forget_term(obj, net, &out, &b, targets.as_ref(), &frozen, s.npo_beta)?

@@ -105,7 +105,6 @@ pub fn train(
 ) -> Result<Vec<EpochStats>> {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
-    let dev = net.device();
     let mut token_rng = token_rng(s.seed);
     let frozen = HashMap::new();
     let classify = net.task == TaskKind::Classify;
@@ -136,13 +135,8 @@ pub fn train(
         };
         for idx in batches(&order, s.batch_size) {
             let fb = forget.records(idx)?;
-            let labels = if random.is_empty() {
-                None
-            } else {
-                Some(Tensor::f_from_slice(&idx.iter().map(|&i| random[i]).collect::<Vec<_>>())?.f_to_device(dev)?)
-            };
             let targets = match s.objective {
-                Objective::Rl => random_targets(net, &fb, labels, classes, &mut token_rng)?,
+                Objective::Rl => Some(random_targets(net, &fb, idx, &random, classes, &mut token_rng)?),
                 _ => None,
             };
             let w = overrides(adapters)?;

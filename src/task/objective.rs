@@ -105,17 +105,18 @@ pub fn forget_term(
     }
 }
 
-/// The `rl` targets of a batch for a task: class ids from `labels` (drawn per epoch by the
-/// caller), or random tokens drawn now.
+/// The `rl` targets of the records at `idx` (batch `b`): a classifier's random labels drawn for
+/// this epoch by the caller (`labels`, one per record of the set), or random tokens drawn now.
 pub fn random_targets(
     model: &Model,
     b: &Batch,
-    labels: Option<Tensor>,
+    idx: &[usize],
+    labels: &[i64],
     vocab: i64,
     rng: &mut StdRng,
-) -> Result<Option<Tensor>> {
+) -> Result<Tensor> {
     match model.task {
-        TaskKind::Classify => Ok(labels),
-        TaskKind::CausalLm => Ok(Some(random_tokens(&model.token_ids(b)?, vocab, rng)?)),
+        TaskKind::Classify => Ok(Tensor::f_from_slice(&idx.iter().map(|&i| labels[i]).collect::<Vec<_>>())?),
+        TaskKind::CausalLm => random_tokens(&model.token_ids(b)?, vocab, rng),
     }
 }
