@@ -2,7 +2,7 @@
 //! and in ONNX Runtime (e.g. a model before/after unlearning, or an export against its source).
 use super::{CmdResult, Exit};
 use anyhow::anyhow;
-use semu::data::{self, Dataset};
+use semu::data;
 use semu::engine::convert::{dtype_of, from_tensor};
 use semu::engine::parse_device;
 use semu::onnx::{OnnxModel, TensorData};
@@ -45,12 +45,11 @@ pub struct Args {
     b_weights: super::weights::WeightsArgsB,
 }
 
-/// Every graph input for `ds`'s records at `idx` (text ids, masks, image batches), as the graph
-/// declares them, on the CPU.
-fn feeds(m: &OnnxModel, ds: &dyn Dataset, idx: &[usize]) -> anyhow::Result<HashMap<String, tch::Tensor>> {
+/// `m` as a task sees its inputs (on the CPU): what turns records into every graph input (text
+/// ids, masks, image batches) as the graph declares them, and its fixed batch size.
+fn inputs_view(m: &OnnxModel) -> anyhow::Result<Model> {
     let first = m.graph().output.first().map(|o| o.name().to_string());
-    let net = Model::new(m, tch::Device::Cpu, Default::default(), &Spec { output: first, ..Default::default() })?;
-    Ok(net.feeds(&ds.records(idx)?)?)
+    Ok(Model::new(m, tch::Device::Cpu, Default::default(), &Spec { output: first, ..Default::default() })?)
 }
 
 fn outputs_engine(
@@ -97,15 +96,14 @@ pub fn run(a: Args) -> CmdResult {
     let mut spec = a.decode.spec(&ma, None, &remote)?;
     spec.text.labels_required = false; // outputs are compared, labels are not read
     let ds = data::open_with(&a.data, &spec)?;
+    let (va, vb) = (inputs_view(&ma)?, inputs_view(&mb)?);
     // A graph with a fixed batch size takes exactly that many rows (the last one repeated).
-    let first = ma.graph().output.first().map(|o| o.name().to_string());
-    let fixed = Model::new(&ma, tch::Device::Cpu, Default::default(), &Spec { output: first, ..Default::default() })?
-        .fixed_batch;
-    let idx: Vec<usize> = match fixed {
+    let idx: Vec<usize> = match va.fixed_batch {
         Some(fb) if !ds.is_empty() => (0..fb as usize).map(|j| j.min(ds.len() - 1)).collect(),
         _ => (0..ds.len().min(a.limit)).collect(),
     };
-    let (fa, fb) = (feeds(&ma, ds.as_ref(), &idx)?, feeds(&mb, ds.as_ref(), &idx)?);
+    let records = ds.records(&idx)?;
+    let (fa, fb) = (va.feeds(&records)?, vb.feeds(&records)?);
     let (ea, eb) = (outputs_engine(&ma, &fa, dev)?, outputs_engine(&mb, &fb, dev)?);
     let (oa, ob) = (outputs_ort(&ma, &fa)?, outputs_ort(&mb, &fb)?);
     let tol = Tolerance::new(a.tolerance.unwrap_or(1e-4) / 10.0, a.tolerance.unwrap_or(1e-4));
