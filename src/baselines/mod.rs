@@ -153,6 +153,10 @@ pub struct Outcome {
     pub wall_seconds: f64,
     pub forget_acc_before: f64,
     pub retain_acc_before: Option<f64>,
+    /// SEMU with `--lr auto`: the rate chosen and why.
+    pub lr_choice: Option<crate::semu::auto::LrChoice>,
+    /// The forget accuracy SEMU trained down to (the retrained level), when known.
+    pub target: Option<crate::semu::auto::Target>,
 }
 
 impl Outcome {
@@ -175,6 +179,7 @@ pub fn run(
     model: &OnnxModel,
     forget: &dyn Dataset,
     retain: Option<&dyn Dataset>,
+    test: Option<&dyn Dataset>,
     method: Method,
     cfg: &SemuConfig,
     extra: &BaselineSettings,
@@ -184,7 +189,7 @@ pub fn run(
 ) -> Result<Outcome> {
     let t0 = Instant::now();
     if method == Method::Semu {
-        let u = unlearn(model, forget, retain, cfg, device, spec, obs)?;
+        let u = unlearn(model, forget, retain, test, cfg, device, spec, obs)?;
         let weights = {
             let _g = tch::no_grad_guard();
             overrides(&u.adapters)?.into_iter().map(|(n, t)| Ok((n, t.f_detach()?))).collect::<Result<_>>()?
@@ -205,6 +210,8 @@ pub fn run(
             wall_seconds: t0.elapsed().as_secs_f64(),
             forget_acc_before: u.forget_acc_before,
             retain_acc_before: u.retain_acc_before,
+            lr_choice: u.lr_choice,
+            target: u.target,
         });
     }
     cfg.validate()?;
@@ -286,7 +293,8 @@ pub fn run(
     let settings = train::LoopSettings {
         method,
         epochs: cfg.epochs,
-        lr: cfg.lr,
+        // The baselines do not probe: `auto` is their usual rate.
+        lr: cfg.lr.or(0.01),
         schedule: extra.schedule_for(method),
         batch_size: cfg.batch_size,
         optimizer: cfg.optimizer,
@@ -324,6 +332,8 @@ pub fn run(
         wall_seconds: t0.elapsed().as_secs_f64(),
         forget_acc_before,
         retain_acc_before,
+        lr_choice: None,
+        target: None,
     })
 }
 

@@ -23,7 +23,8 @@
 use super::{BaselineSettings, Method, Schedule};
 use crate::error::{Error, Result};
 use crate::semu::optim::OptimizerKind;
-use crate::semu::{Parity, SemuConfig};
+use crate::semu::{Lr, Parity, SemuConfig};
+use crate::task::Objective;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -32,8 +33,12 @@ use std::path::{Path, PathBuf};
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub epochs: Option<usize>,
-    pub lr: Option<f64>,
+    pub lr: Option<Lr>,
     pub gamma: Option<f64>,
+    /// SEMU's forget objective (the baselines' follow from their method).
+    pub objective: Option<Objective>,
+    pub kl_weight: Option<f64>,
+    pub stop_at_target: Option<bool>,
     pub batch_size: Option<usize>,
     pub optimizer: Option<OptimizerKind>,
     pub momentum: Option<f64>,
@@ -60,6 +65,9 @@ impl Settings {
         set!(c.epochs, self.epochs);
         set!(c.lr, self.lr);
         set!(c.gamma, self.gamma);
+        set!(c.objective, self.objective);
+        set!(c.kl_weight, self.kl_weight);
+        set!(c.stop_at_target, self.stop_at_target);
         set!(c.batch_size, self.batch_size);
         set!(c.optimizer, self.optimizer);
         set!(c.momentum, self.momentum);
@@ -84,8 +92,10 @@ pub struct Grid {
     pub methods: Vec<Method>,
     /// Empty: the settings' γ.
     pub gamma: Vec<f64>,
-    /// Empty: the settings' lr.
-    pub lr: Vec<f64>,
+    /// Empty: the settings' lr. Numbers or "auto".
+    pub lr: Vec<Lr>,
+    /// SEMU's forget objectives (empty: the settings' objective).
+    pub objective: Vec<Objective>,
     /// With (true) / without (false) remaining data; empty: every mode the method supports.
     /// Modes a method cannot run in are skipped (ft needs D_r, ga never uses it).
     pub remaining: Vec<bool>,
@@ -172,7 +182,12 @@ impl RunConfig {
     pub fn label(&self) -> String {
         let gamma = if self.method == Method::Semu { format!(" γ={:.2}", self.semu.gamma) } else { String::new() };
         let dr = if self.remaining { " +D_r" } else { "" };
-        format!("{}{gamma} lr={:e}{dr}", self.method.name(), self.semu.lr)
+        let objective = if self.method == Method::Semu && self.semu.objective != Objective::Rl {
+            format!(" {}", self.semu.objective.name())
+        } else {
+            String::new()
+        };
+        format!("{}{objective}{gamma} lr={}{dr}", self.method.name(), self.semu.lr)
     }
 }
 
@@ -215,15 +230,15 @@ impl SweepSpec {
                 };
                 let gammas = if m == Method::Semu && !g.gamma.is_empty() { g.gamma.clone() } else { vec![c.gamma] };
                 let lrs = if g.lr.is_empty() { vec![c.lr] } else { g.lr.clone() };
+                let objectives =
+                    if m == Method::Semu && !g.objective.is_empty() { g.objective.clone() } else { vec![c.objective] };
                 for &remaining in &modes {
-                    for &gamma in &gammas {
-                        for &lr in &lrs {
-                            let semu = SemuConfig { gamma, lr, ..c.clone() };
-                            semu.validate()?;
-                            let run = RunConfig::new(m, remaining, semu, b.clone());
-                            if !out.iter().any(|o| o.canonical() == run.canonical()) {
-                                out.push(run);
-                            }
+                    for (&gamma, &lr, &objective) in iproduct(&gammas, &lrs, &objectives) {
+                        let semu = SemuConfig { gamma, lr, objective, ..c.clone() };
+                        semu.validate()?;
+                        let run = RunConfig::new(m, remaining, semu, b.clone());
+                        if !out.iter().any(|o| o.canonical() == run.canonical()) {
+                            out.push(run);
                         }
                     }
                 }
@@ -276,4 +291,9 @@ mod tests {
         assert_eq!(spec.reference_run().baseline.schedule, Some(Schedule::Cosine));
         assert!(toml::from_str::<SweepSpec>("model='m'\nforget='f'\nretain='r'\ntest='t'\nout='o'\nbogus=1").is_err());
     }
+}
+
+/// Every (a, b, c) of three lists, a slowest.
+fn iproduct<'a, A, B, C>(a: &'a [A], b: &'a [B], c: &'a [C]) -> impl Iterator<Item = (&'a A, &'a B, &'a C)> {
+    a.iter().flat_map(move |x| b.iter().flat_map(move |y| c.iter().map(move |z| (x, y, z))))
 }

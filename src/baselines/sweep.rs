@@ -77,6 +77,9 @@ pub struct RunResult {
     pub trained_share: f64,
     pub wall_seconds: f64,
     pub epochs_run: usize,
+    /// SEMU with `lr = "auto"`: the rate chosen and why.
+    #[serde(default)]
+    pub lr_choice: Option<crate::semu::auto::LrChoice>,
     pub verified: bool,
     /// Why the gate failed, when it did.
     pub verification_failure: Option<String>,
@@ -255,6 +258,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         &inputs.model,
         inputs.forget.as_ref(),
         retain,
+        Some(inputs.test.as_ref()),
         rc.method,
         &rc.semu,
         &rc.baseline,
@@ -289,6 +293,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         trained_share: o.trainable as f64 / total.max(1) as f64,
         wall_seconds: o.wall_seconds,
         epochs_run: o.epochs.len(),
+        lr_choice: o.lr_choice.clone(),
         verified: report.passed,
         verification_failure: report.failure(),
         model,

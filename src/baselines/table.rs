@@ -83,9 +83,12 @@ fn row(r: &RunResult, gap: Option<f64>, class_col: bool, name: &str) -> String {
         (true, None) => " – |".into(),
         _ => String::new(),
     };
+    let lr = match &r.lr_choice {
+        Some(l) => format!("auto ({:e})", l.lr),
+        None => c.semu.lr.to_string(),
+    };
     format!(
-        "| {name} | {gamma} | {:e} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {gap} |{class} {:.3} | {:.3} | {:.1} | {} | `{}` |\n",
-        c.semu.lr,
+        "| {name} | {gamma} | {lr} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {gap} |{class} {:.3} | {:.3} | {:.1} | {} | `{}` |\n",
         r.epochs_run,
         s.ua,
         s.ra,

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::semu::optim::{Optimizer, OptimizerKind};
 use crate::semu::train::{eval_batch, random_other_label, token_rng, EpochProgress, EpochStats};
 use crate::semu::Observer;
-use crate::task::objective::{forget_term, random_targets};
+use crate::task::objective::{random_targets, ForgetLoss};
 use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -168,7 +168,14 @@ pub fn train(
                         Objective::Rl => Some(random_targets(net, &b, idx, &random, s.classes, &mut token_rng)?),
                         _ => None,
                     };
-                    forget_term(obj, net, &out, &b, targets.as_ref(), &frozen, s.npo_beta)?
+                    let loss = ForgetLoss {
+                        objective: obj,
+                        npo_beta: s.npo_beta,
+                        kl_weight: 0.0,
+                        frozen: &frozen,
+                        forget_classes: &[],
+                    };
+                    loss.term(net, &out, &b, targets.as_ref())?
                 }
                 None => net.loss(&out, &b, &Targets::True)?,
             };
@@ -214,6 +221,7 @@ pub fn train(
             epoch: epoch + 1,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
+            forget_loss: None,
             retain_acc: retain.map(|r| net.accuracy(r, eval_batch(s.batch_size), &weights)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: None,

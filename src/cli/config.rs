@@ -13,23 +13,32 @@ pub struct SemuFlags {
     /// Weight of the retain loss [default: 1.0; 0 without --retain].
     #[arg(long)]
     pub alpha: Option<f64>,
-    /// The unlearning objective on the forget data, trained inside SEMU's subspace: rl (random
-    /// labels / random tokens), ga (gradient ascent), graddiff (ascent on the forget data +
-    /// α × descent on --retain), npo (Negative Preference Optimization) [default: rl].
+    /// The unlearning objective on the forget data, trained inside SEMU's subspace: nearest
+    /// (each sample to the input model's nearest other class, keeping its odds between the
+    /// others), redistribute (the true class's probability handed to the others), rl (the
+    /// paper's recipe: random labels / random tokens, lr 0.01, every epoch), ga (gradient
+    /// ascent), graddiff (ascent on the forget data + α × descent on --retain), npo (Negative
+    /// Preference Optimization) [default: nearest; graddiff / npo for a causal LM].
     #[arg(long, value_enum)]
     pub objective: Option<semu::task::Objective>,
     /// NPO's inverse temperature β [default: 0.1].
     #[arg(long)]
     pub npo_beta: Option<f64>,
+    /// redistribute / nearest: weight λ of the KL term that keeps the input model's odds between
+    /// the classes not forgotten [default: 1].
+    #[arg(long)]
+    pub kl_weight: Option<f64>,
     /// Explained-variance threshold that picks each layer's rank [default: 0.9].
     #[arg(long)]
     pub gamma: Option<f64>,
     /// [default: 10]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// [default: 0.01]
+    /// A learning rate, or `auto`: the smallest rate that forgets the forget set to the level a
+    /// retrained model would show within the epochs (the report says which and why)
+    /// [default: auto; 0.01 with --objective rl, 3e-3 for a causal LM].
     #[arg(long)]
-    pub lr: Option<f64>,
+    pub lr: Option<semu::semu::Lr>,
     /// [default: 256]
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -87,6 +96,10 @@ impl SemuFlags {
                     toml::from_str(&text).with_context(|| format!("{}: invalid config", p.display()))?;
                 (f.semu, f.device)
             }
+            // `--objective rl` alone is the paper's recipe, as before the other objectives.
+            None if task == semu::task::TaskKind::Classify && self.objective == Some(semu::task::Objective::Rl) => {
+                (SemuConfig::default(), None)
+            }
             None => (SemuConfig::for_task(task, has_retain), None),
         };
         macro_rules! over {
@@ -95,6 +108,7 @@ impl SemuFlags {
         over!(
             objective,
             npo_beta,
+            kl_weight,
             alpha,
             gamma,
             epochs,

@@ -49,9 +49,12 @@ pub struct Args {
     /// SEMU's γ values (with --methods).
     #[arg(long, value_delimiter = ',')]
     gamma: Vec<f64>,
-    /// Learning rates (with --methods).
+    /// Learning rates, numbers or `auto` (with --methods).
     #[arg(long, value_delimiter = ',')]
-    lr: Vec<f64>,
+    lr: Vec<semu::semu::Lr>,
+    /// SEMU's forget objectives (with --methods).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    objective: Vec<semu::task::Objective>,
     /// Remaining-data modes (with --methods) [default: every mode each method supports].
     #[arg(long, value_enum, value_delimiter = ',')]
     remaining: Vec<Remaining>,
@@ -147,17 +150,18 @@ fn spec(a: &Args) -> Result<SweepSpec, Exit> {
     d.l1 = a.l1.or(d.l1);
     d.schedule = a.schedule.or(d.schedule);
     s.reference.epochs = a.reference_epochs.or(s.reference.epochs);
-    s.reference.lr = a.reference_lr.or(s.reference.lr);
+    s.reference.lr = a.reference_lr.map(semu::semu::Lr::Fixed).or(s.reference.lr);
     if !a.methods.is_empty() {
         s.grid = vec![Grid {
             methods: a.methods.clone(),
             gamma: a.gamma.clone(),
             lr: a.lr.clone(),
+            objective: a.objective.clone(),
             remaining: a.remaining.iter().map(|r| *r == Remaining::With).collect(),
             set: Settings::default(),
         }];
-    } else if !(a.gamma.is_empty() && a.lr.is_empty() && a.remaining.is_empty()) {
-        return Err(usage("--gamma, --lr and --remaining shape a grid: give its --methods too"));
+    } else if !(a.gamma.is_empty() && a.lr.is_empty() && a.remaining.is_empty() && a.objective.is_empty()) {
+        return Err(usage("--gamma, --lr, --objective and --remaining shape a grid: give its --methods too"));
     }
     if s.grid.is_empty() {
         return Err(usage("nothing to run: give --methods, or a --config with [[grid]] blocks"));

@@ -113,8 +113,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     };
     tracing::info!("task: {} ({why})", task.name());
     // The task's defaults for every setting not given (the file or flags still override).
-    let (cfg, _) =
+    let (mut cfg, _) =
         a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
+    cfg.forget_classes = a.data.forget_class.clone();
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
@@ -136,6 +137,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         &model,
         forget.as_ref(),
         retain.as_deref(),
+        test.as_deref(),
         a.method,
         &cfg,
         &extra,
@@ -250,6 +252,8 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         forget_selection: loaded.selection.clone(),
         device: device_name(device),
         settings: cfg.clone(),
+        lr_choice: u.lr_choice.clone(),
+        forget_target: u.target.clone(),
         used_retain_data: u.used_retain_data,
         classes: u.classes,
         layers: u.layers.clone(),
@@ -370,6 +374,22 @@ fn print_summary(r: &UnlearnReport) {
         r.total_parameters,
         if r.used_retain_data { "with remaining data" } else { "no remaining data" }
     );
+    if r.method == "semu" {
+        let stopped = match (&r.forget_target, r.epochs.last()) {
+            (Some(t), Some(e)) if t.reached(e) => ", stopped at the retrained level",
+            (Some(_), _) => ", the retrained level NOT reached (give more --epochs)",
+            _ => "",
+        };
+        let lr = if r.lr_choice.is_some() { " (auto)" } else { "" };
+        let lr = format!("{}{lr}", r.lr_choice.as_ref().map_or(r.settings.lr, |c| semu::semu::Lr::Fixed(c.lr)));
+        println!("training    objective {}, lr {lr}, {} epoch(s){stopped}", r.settings.objective.name(), r.epochs.len());
+        if let Some(t) = &r.forget_target {
+            println!("target      {}", t.reason);
+        }
+        if let Some(c) = &r.lr_choice {
+            println!("lr auto     {}{}", c.reason, semu::report::md::tried(c));
+        }
+    }
     for l in &r.layers {
         println!(
             "    {:<32} {:<6} {:>14} k={:<3} trainable {:>6}  explained {:.3}",

@@ -71,6 +71,12 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         ],
         vec!["classes".into(), r.classes.to_string()],
     ];
+    if let Some(t) = &r.forget_target {
+        rows.push(vec!["forget target".into(), cell(&t.reason)]);
+    }
+    if let Some(c) = &r.lr_choice {
+        rows.push(vec!["lr auto".into(), cell(&format!("{:e}: {}{}", c.lr, c.reason, tried(c)))]);
+    }
     let baseline = r.baseline_settings.as_ref().map(serde_json::to_value);
     for v in [Some(serde_json::to_value(&r.settings)), baseline].into_iter().flatten() {
         if let Ok(serde_json::Value::Object(m)) = v {
@@ -251,4 +257,21 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
     }
     table(&mut o, &["file", "sha256"], &rows);
     o
+}
+
+/// The rates `--lr auto` tried, for a line of text: ` (tried 1e-4: 80.00% in 10 epochs; …)`.
+pub fn tried(c: &crate::semu::auto::LrChoice) -> String {
+    let t: Vec<String> = c
+        .tried
+        .iter()
+        .map(|t| {
+            let loss = t.forget_loss.map(|l| format!(", loss {l:.4}")).unwrap_or_default();
+            format!("{:e}: forget accuracy {:.2}%{loss} after {} epoch(s)", t.lr, 100.0 * t.forget_acc, t.epochs)
+        })
+        .collect();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(" (tried {})", t.join("; "))
+    }
 }

@@ -54,6 +54,13 @@ pub struct UnlearnReport {
     pub output: Option<String>,
     pub device: String,
     pub settings: SemuConfig,
+    /// `--lr auto`: the rate chosen, why, and every rate tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_choice: Option<crate::semu::auto::LrChoice>,
+    /// The forget accuracy SEMU trained down to (the retrained level) and why; training stopped
+    /// at the first epoch that reached it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forget_target: Option<crate::semu::auto::Target>,
     pub used_retain_data: bool,
     /// How the forget set was chosen from a training set (`--train`), with its exact indices.
     pub forget_selection: Option<crate::data::forget::ForgetRecord>,

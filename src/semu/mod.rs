@@ -1,5 +1,6 @@
 //! SEMU (SEMU.md): forget-set gradient → SVD → rank by γ → train R in `W + U R Vᵀ` → fold.
 pub mod adapter;
+pub mod auto;
 pub mod gradient;
 pub mod layers;
 pub mod optim;
@@ -8,6 +9,7 @@ pub mod train;
 pub mod unlearn;
 
 pub use adapter::Adapter;
+pub use auto::Lr;
 pub use layers::{find_layers, Layer, LayerKind};
 pub use svd::Parity;
 pub use unlearn::{unlearn, Observer, SemuConfig, Unlearned};

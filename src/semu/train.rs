@@ -7,7 +7,7 @@ use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
 use crate::error::Result;
-use crate::task::objective::{forget_term, random_targets};
+use crate::task::objective::{random_targets, ForgetLoss};
 use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -27,7 +27,13 @@ pub struct TrainSettings {
     pub objective: Objective,
     /// NPO's inverse temperature β.
     pub npo_beta: f64,
+    /// λ of the KL term of `redistribute` / `nearest`.
+    pub kl_weight: f64,
+    /// Classes forgotten as a whole (class forgetting), else empty.
+    pub forget_classes: Vec<i64>,
     pub early_exit: bool,
+    /// Stop after the first epoch that reaches this (the retrained level).
+    pub stop_at: Option<super::auto::Target>,
     pub seed: u64,
     /// Keep each epoch's sample order and random labels in its stats (parity checks).
     pub record_batches: bool,
@@ -39,6 +45,9 @@ pub struct EpochStats {
     pub epoch: usize,
     pub loss: f64,
     pub forget_acc: f64,
+    /// Median loss on the forget set's true targets, when the stop target is a loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forget_loss: Option<f64>,
     pub retain_acc: Option<f64>,
     pub seconds: f64,
     /// With `record_batches`: the forget-set order and the random label of every sample.
@@ -107,6 +116,13 @@ pub fn train(
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
     let mut token_rng = token_rng(s.seed);
     let frozen = HashMap::new();
+    let objective = ForgetLoss {
+        objective: s.objective,
+        npo_beta: s.npo_beta,
+        kl_weight: s.kl_weight,
+        frozen: &frozen,
+        forget_classes: &s.forget_classes,
+    };
     let classify = net.task == TaskKind::Classify;
     // Labels only: formats that store them apart (ImageFolder, CIFAR) decode no images for this.
     let forget_labels = if classify { forget.labels()? } else { Vec::new() };
@@ -141,7 +157,7 @@ pub fn train(
             };
             let w = overrides(adapters)?;
             let out = net.forward(&fb, &w)?;
-            let mut loss = forget_term(s.objective, net, &out, &fb, targets.as_ref(), &frozen, s.npo_beta)?;
+            let mut loss = objective.term(net, &out, &fb, targets.as_ref())?;
             if let (Some(r), true) = (retain.filter(|_| s.objective.uses_retain()), s.alpha != 0.0) {
                 let mut ridx = Vec::with_capacity(idx.len());
                 while ridx.len() < idx.len().min(r.len()) {
@@ -171,12 +187,19 @@ pub fn train(
             epoch,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
+            forget_loss: match &s.stop_at {
+                Some(t) if t.metric == super::auto::Metric::Loss => {
+                    Some(net.median_loss(forget, eval_batch(s.batch_size), &w)?)
+                }
+                _ => None,
+            },
             retain_acc: retain.map(|r| net.accuracy(r, eval_batch(s.batch_size), &w)).transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };
         obs.epoch(&stats);
         let score = stats.score();
+        let forgotten = s.stop_at.as_ref().is_some_and(|t| t.reached(&stats));
         history.push(stats);
         if s.early_exit {
             let improved = best.as_ref().is_none_or(|(b, _)| score > *b + 0.01);
@@ -188,6 +211,9 @@ pub fn train(
             if stale >= 2 {
                 break;
             }
+        }
+        if forgotten {
+            break;
         }
     }
     if let Some((_, snapshot)) = best {

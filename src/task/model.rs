@@ -285,6 +285,26 @@ impl Model {
 
     /// Each record's log-likelihood of its true targets (a class's log-probability, or the sum
     /// over a text's tokens): B values, f32.
+    /// Every scored prediction of a batch as rows: logits (M×C, f32), their targets (M) and
+    /// weights (M: 1, or 0 at a language model's padding). A classifier has one row per record;
+    /// a causal LM one per position, predicting the next token.
+    pub fn scored(&self, out: &Tensor, b: &Batch) -> Result<(Tensor, Tensor, Tensor)> {
+        let out = out.f_to_kind(Kind::Float)?;
+        match self.task {
+            TaskKind::Classify => {
+                let y = b.y.f_to_device(out.device())?;
+                let w = y.f_ones_like()?.f_to_kind(Kind::Float)?;
+                Ok((out, y, w))
+            }
+            TaskKind::CausalLm => {
+                let (t, v) = (out.size()[1], out.size()[2]);
+                let rows = out.f_narrow(1, 0, t - 1)?.f_reshape([-1, v])?;
+                let next = self.token_ids(b)?.f_narrow(1, 1, t - 1)?.f_to_kind(Kind::Int64)?;
+                let m = self.mask(b)?.f_narrow(1, 1, t - 1)?.f_to_kind(Kind::Float)?;
+                Ok((rows, next.f_reshape([-1])?.f_to_device(out.device())?, m.f_reshape([-1])?.f_to_device(out.device())?))
+            }
+        }
+    }
     pub fn log_likelihood(&self, out: &Tensor, b: &Batch) -> Result<Tensor> {
         match self.task {
             TaskKind::Classify => {
@@ -338,6 +358,23 @@ impl Model {
             progress(done, ds.len());
         }
         Ok(if scored == 0 { 0.0 } else { correct as f64 / scored as f64 })
+    }
+    /// Median loss on the true targets over `ds`: of the records for a classifier, of the
+    /// predicted tokens for a causal LM. The median, not the mean: a few misclassified held-out
+    /// samples would otherwise set the level for all.
+    pub fn median_loss(&self, ds: &dyn Dataset, batch: usize, overrides: &HashMap<String, Tensor>) -> Result<f64> {
+        let _g = tch::no_grad_guard();
+        let order: Vec<usize> = (0..ds.len()).collect();
+        let mut all = Vec::new();
+        for idx in batches(&order, batch) {
+            let b = ds.records(idx)?;
+            let (logits, y, w) = self.scored(&self.forward(&b, overrides)?, &b)?;
+            let lp = logits.f_log_softmax(-1, Kind::Float)?.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+            let kept = lp.f_masked_select(&w.f_gt(0.0)?)?.f_neg()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+            all.extend(Vec::<f64>::try_from(kept)?);
+        }
+        all.sort_by(f64::total_cmp);
+        Ok(all.get(all.len() / 2).copied().unwrap_or(0.0))
     }
 
     /// Softmax probabilities for every record (N×C, CPU, f32); classifiers only.
