@@ -26,14 +26,14 @@ fn digits() -> OnnxModel {
 }
 
 fn cfg(epochs: usize, lr: f64) -> SemuConfig {
-    SemuConfig { epochs, lr, ..Default::default() }
+    SemuConfig { epochs, lr: semu::semu::Lr::Fixed(lr), ..Default::default() }
 }
 
 /// Runs `method` on class-3 forgetting (with the retain split when `retain`).
 fn class3(m: &OnnxModel, method: Method, retain: bool, c: &SemuConfig, b: &BaselineSettings) -> Outcome {
     let (f, r) = (open("forget_class3.npz"), open("retain_class3.npz"));
     let r: Option<&dyn Dataset> = if retain { Some(&r) } else { None };
-    run(m, &f, r, method, c, b, Device::Cpu, &Default::default(), &mut Quiet).unwrap()
+    run(m, &f, r, None, method, c, b, Device::Cpu, &Default::default(), &mut Quiet).unwrap()
 }
 
 /// Test accuracy on class 3 and on the other classes.
@@ -127,7 +127,7 @@ fn every_other_method_exports_through_the_gate() {
     // ft without remaining data is a usage error naming the flag.
     let f = open("forget_class3.npz");
     let e =
-        run(&m, &f, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
+        run(&m, &f, None, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
     assert!(e.err().unwrap().to_string().contains("--retain"));
 }
 
@@ -146,8 +146,8 @@ fn tiny_sweep(out: &Path) -> SweepSpec {
         input_name: None,
         output_name: None,
         defaults: settings,
-        reference: Settings { epochs: Some(2), lr: Some(0.05), ..Default::default() },
-        grid: vec![Grid { methods: vec![Method::Ga, Method::Ft], lr: vec![1e-3], ..Default::default() }],
+        reference: Settings { epochs: Some(2), lr: Some(semu::semu::Lr::Fixed(0.05)), ..Default::default() },
+        grid: vec![Grid { methods: vec![Method::Ga, Method::Ft], lr: vec![semu::semu::Lr::Fixed(1e-3)], ..Default::default() }],
     }
 }
 

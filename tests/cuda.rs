@@ -41,9 +41,9 @@ fn cuda_forward_and_unlearning_match_cpu() {
     let d = (logits(Device::Cpu) - logits(Device::Cuda(0))).abs().max().double_value(&[]);
     assert!(d < 1e-3, "CUDA vs CPU logits differ by {d}");
     let forget = NpzDataset::open(&root.join("forget_class3.npz")).unwrap();
-    let cfg = SemuConfig { lr: 0.001, gamma: 0.6, alpha: 0.0, ..Default::default() };
-    let cpu = unlearn(&m, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
-    let gpu = unlearn(&m, &forget, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
+    let cfg = SemuConfig { lr: semu::semu::Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() };
+    let cpu = unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let gpu = unlearn(&m, &forget, None, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
     for (a, b) in cpu.adapters.iter().zip(&gpu.adapters) {
         assert_eq!(a.k, b.k, "{}: rank on CPU vs CUDA", a.name);
     }

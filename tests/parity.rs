@@ -25,14 +25,14 @@ fn parity_case(parity: Parity, forget: &str, gamma: f64) {
     let cfg = SemuConfig {
         epochs: 1,
         gamma,
-        lr: 0.01,
+        lr: semu::semu::Lr::Fixed(0.01),
         batch_size: 64,
         parity,
         alpha: 0.0,
         record_batches: true,
         ..Default::default()
     };
-    let u = unlearn(&m, &f, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let u = unlearn(&m, &f, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let (order, labels) = u.epochs[0].batches.clone().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let batches = dir.path().join("batches.npz");

@@ -27,7 +27,8 @@ fn sha256(p: &Path) -> String {
 }
 
 /// The image-classifier runs whose exports were hashed with the binary built just before the
-/// task layer (commit b08015b, this machine): name, then the arguments after `--out`.
+/// task layer (commit b08015b, this machine): name, then the arguments after `--out`. SEMU's
+/// runs name `--objective rl`, the paper's recipe, which was the default then.
 fn image_runs() -> Vec<(&'static str, Vec<String>)> {
     let d = |f: &str| fx(&format!("digits/{f}"));
     let common = ["--seed", "0", "--device", "cpu", "--no-verify", "-q"];
@@ -35,6 +36,8 @@ fn image_runs() -> Vec<(&'static str, Vec<String>)> {
         (
             "semu",
             vec![
+                "--objective".into(),
+                "rl".into(),
                 "--forget".into(),
                 d("forget_class3.npz"),
                 "--lr".into(),
@@ -48,6 +51,8 @@ fn image_runs() -> Vec<(&'static str, Vec<String>)> {
         (
             "semu_retain",
             vec![
+                "--objective".into(),
+                "rl".into(),
                 "--forget".into(),
                 d("forget_class3.npz"),
                 "--retain".into(),

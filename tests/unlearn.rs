@@ -8,7 +8,7 @@ use semu::semu::gradient::forget_gradient;
 use semu::semu::svd::decompose;
 use semu::semu::train::overrides;
 use semu::semu::unlearn::Quiet;
-use semu::semu::{find_layers, unlearn, Adapter, LayerKind, Parity, SemuConfig};
+use semu::semu::{find_layers, unlearn, Adapter, LayerKind, Lr, Parity, SemuConfig};
 use semu::task::Model;
 use semu::verify::gate::{self, Probe};
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn tuned() -> SemuConfig {
-    SemuConfig { lr: 0.001, gamma: 0.6, alpha: 0.0, ..Default::default() }
+    SemuConfig { lr: Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() }
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
     let m = digits();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let cfg = SemuConfig { epochs: 2, ..tuned() };
-    let u = unlearn(&m, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let u = unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let weights = folded_weights(&m, &u.adapters).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
@@ -146,7 +146,7 @@ fn class_forgetting_without_remaining_data_meets_the_quality_bar() {
     let m = digits();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let test = NpzDataset::open(&fx("test.npz")).unwrap();
-    let u = unlearn(&m, &forget, None, &tuned(), Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let u = unlearn(&m, &forget, None, None, &tuned(), Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let labels = data::labels(&test).unwrap();
     let class3 = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] == 3).collect() };
     let others = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] != 3).collect() };
@@ -165,8 +165,8 @@ fn class_forgetting_with_remaining_data_meets_the_quality_bar() {
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
     let retain = NpzDataset::open(&fx("retain_class3.npz")).unwrap();
     let test = NpzDataset::open(&fx("test.npz")).unwrap();
-    let cfg = SemuConfig { lr: 0.0005, gamma: 0.6, alpha: 1.0, ..Default::default() };
-    let u = unlearn(&m, &forget, Some(&retain), &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let cfg = SemuConfig { lr: Lr::Fixed(0.0005), gamma: 0.6, alpha: 1.0, ..Default::default() };
+    let u = unlearn(&m, &forget, Some(&retain), None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let labels = data::labels(&test).unwrap();
     let class3 = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] == 3).collect() };
     let others = Subset { inner: &test, idx: (0..labels.len()).filter(|&i| labels[i] != 3).collect() };
@@ -182,7 +182,7 @@ fn same_seed_same_bytes_and_f16_weights_stay_f16() {
     let forget = NpzDataset::open(&fx("forget_random10.npz")).unwrap();
     let cfg = SemuConfig { epochs: 2, ..tuned() };
     let run = |model: &OnnxModel, out: &Path| {
-        let u = unlearn(model, &forget, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+        let u = unlearn(model, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
         model.save(out, &folded_weights(model, &u.adapters).unwrap()).unwrap();
     };
     let m = digits();

@@ -203,3 +203,57 @@ pub fn random_targets(
         TaskKind::CausalLm => random_tokens(&model.token_ids(b)?, vocab, rng),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random logits whose arg-max is the true class in every row: the hard case for relabelling.
+    fn confident(rows: i64, classes: i64, seed: i64) -> (Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let logits = Tensor::randn([rows, classes], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::randint(classes, [rows], (Kind::Int64, tch::Device::Cpu));
+        let boosted = logits.scatter_value(1, &y.unsqueeze(1), 50.0);
+        (boosted, y)
+    }
+
+    #[test]
+    fn nearest_never_returns_the_true_class_or_a_forgotten_one() {
+        for seed in 0..20 {
+            let (frozen, y) = confident(64, 10, seed);
+            let forgotten = forgotten_mask(&y, 10, &[3, 7]).unwrap();
+            let t = Vec::<i64>::try_from(nearest_other(&frozen, &forgotten).unwrap()).unwrap();
+            let y = Vec::<i64>::try_from(&y).unwrap();
+            for (t, y) in t.iter().zip(&y) {
+                assert!(t != y && *t != 3 && *t != 7, "seed {seed}: target {t} for true class {y}");
+            }
+        }
+        // It is the frozen model's best remaining class.
+        let frozen = Tensor::from_slice(&[9.0f32, 1.0, 5.0, 4.0]).reshape([1, 4]);
+        let forgotten = forgotten_mask(&Tensor::from_slice(&[0i64]), 4, &[]).unwrap();
+        assert_eq!(nearest_other(&frozen, &forgotten).unwrap().int64_value(&[0]), 2);
+    }
+
+    #[test]
+    fn the_kl_term_is_zero_at_the_frozen_model_and_positive_away_from_it() {
+        let (frozen, y) = confident(32, 10, 1);
+        let forgotten = forgotten_mask(&y, 10, &[]).unwrap();
+        let same = kept_kl(&frozen, &frozen, &forgotten).unwrap();
+        assert!(same.abs().max().double_value(&[]) < 1e-6, "KL at R = 0: {same:?}");
+        // Moving only the forgotten class's logit leaves the odds between the others alone.
+        let pushed = frozen.masked_fill(&forgotten, -20.0);
+        assert!(kept_kl(&frozen, &pushed, &forgotten).unwrap().abs().max().double_value(&[]) < 1e-5);
+        let moved = &frozen + Tensor::randn([32, 10], (Kind::Float, tch::Device::Cpu));
+        let kl = kept_kl(&frozen, &moved, &forgotten).unwrap();
+        assert!(kl.min().double_value(&[]) > 0.0, "KL must be positive once the other classes' odds move");
+    }
+
+    #[test]
+    fn push_down_vanishes_once_the_forgotten_class_holds_no_probability() {
+        let (frozen, y) = confident(8, 5, 2);
+        let forgotten = forgotten_mask(&y, 5, &[]).unwrap();
+        assert!(push_down(&frozen, &forgotten).unwrap().min().double_value(&[]) > 10.0);
+        let gone = frozen.masked_fill(&forgotten, -100.0);
+        assert!(push_down(&gone, &forgotten).unwrap().abs().max().double_value(&[]) < 1e-6);
+    }
+}
