@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the shipped default: make the digits CNN forget class 3 with no remaining data,
-# reading the training images as users keep them (an ImageFolder of PNGs), then check the result.
+# reading the training images as users keep them (an ImageFolder of PNGs), with the default
+# settings (no learning rate given: `--lr auto`), then check the result.
 set -euo pipefail
 SEMU=${1:-target/release/semu}
 OUT=${DEMO_OUT:-target/demo}
@@ -11,7 +12,7 @@ echo
 echo "== semu unlearn: forget class 3 of the ImageFolder training set, no remaining data"
 "$SEMU" unlearn --model fixtures/digits/model.onnx \
   --train fixtures/digits_png/train --forget-class 3 --test fixtures/digits_png/test \
-  --gamma 0.6 --lr 0.001 --device auto \
+  --device auto \
   --out "$OUT/digits-forgot3.onnx" --report-dir "$OUT/report"
 echo
 echo "== semu verify: the unlearned model against the original, on the test images"

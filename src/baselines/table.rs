@@ -8,7 +8,8 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// A method as the paper's tables name it, with "+ D_r" when it used the remaining data.
+/// A method as the paper's tables name it, with "+ D_r" when it used the remaining data. SEMU
+/// also names its objective when it is not the paper's random labels, and `lr auto`.
 pub fn display_name(c: &RunConfig) -> String {
     let m = match c.method {
         Method::Semu => "SEMU",
@@ -21,11 +22,20 @@ pub fn display_name(c: &RunConfig) -> String {
         Method::GradDiff => "GradDiff",
         Method::Npo => "NPO",
     };
+    let mut m = m.to_string();
+    if c.method == Method::Semu {
+        if c.semu.objective != crate::task::Objective::Rl {
+            m = format!("{m} {}", c.semu.objective.name());
+        }
+        if c.semu.lr == crate::semu::Lr::Auto {
+            m.push_str(" (lr auto)");
+        }
+    }
     // Methods that cannot run otherwise do not need the mark.
     if c.remaining && c.method.retain_modes().len() > 1 {
         format!("{m} + D_r")
     } else {
-        m.to_string()
+        m
     }
 }
 
