@@ -1,7 +1,7 @@
 //! `semu patch apply|revert|show`: re-create an unlearned model from the original and the patch
 //! `semu unlearn --out-patch` wrote (byte for byte), or undo it.
 use super::weights::WeightsArgs;
-use super::CmdResult;
+use super::{CmdResult, Exit};
 use anyhow::Context;
 use semu::audit::{self, FileHash};
 use semu::onnx::OnnxModel;
@@ -105,6 +105,8 @@ fn change(mut c: Change, forward: bool) -> CmdResult {
         Some(o) => Some(patch::max_error(&done.replacements, &OnnxModel::load(o)?)?),
         None => None,
     };
+    semu::verify::gate::check_finite_weights(&done.replacements)
+        .map_err(|e| Exit { code: 3, err: anyhow::anyhow!("nothing written at {}: {e}", c.out.display()) })?;
     let saved = model.save(&c.out, &done.replacements)?;
     let verb = if forward { "applied" } else { "reverted" };
     println!("semu patch: {verb} {} ({} weights) to {}", c.patch.display(), p.layers.len(), c.model.display());

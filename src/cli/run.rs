@@ -2,7 +2,7 @@
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::engine::convert::{dtype_of, from_tensor};
-use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry, Value};
+use semu::engine::{device_name, Plan, PlanOptions, Registry, Value};
 use semu::onnx::OnnxModel;
 use semu::verify::{compare, OrtSession, Tolerance};
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ pub fn file_name_for(output: &str) -> String {
 
 pub fn run(mut a: Args) -> CmdResult {
     a.model = a.remote.model(&a.model)?;
-    let device = parse_device(&a.device)?;
+    let device = super::device(&a.device)?;
     let mut model = OnnxModel::load(&a.model)?;
     // ONNX Runtime reads files: a model with bound weights is written out for it.
     let _bound = match a.weights.bind(&mut model, &a.remote)? {

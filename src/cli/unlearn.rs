@@ -5,7 +5,7 @@ use anyhow::{anyhow, Context};
 use semu::audit::FileHash;
 use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
 use semu::data::{self, Dataset, Subset};
-use semu::engine::{device_name, parse_device};
+use semu::engine::device_name;
 use semu::export::{changed_elements, weight_replacements_with};
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, LmBeforeAfter, TestAccuracy, UnlearnReport};
@@ -94,10 +94,12 @@ pub struct Args {
 
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let started_at = semu::audit::now_rfc3339();
-    let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(|e| Exit { code: 2, err: e })?;
-    cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
-    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(|e| Exit { code: 2, err: e })?;
-    let device = parse_device(&device)?;
+    let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(super::usage)?;
+    cfg.validate().map_err(super::usage)?;
+    let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
+    extra.validate().map_err(super::usage)?;
+    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(super::usage)?;
+    let device = super::device(&device)?;
     tch::manual_seed(cfg.seed as i64);
     let model_arg = a.model.display().to_string();
     a.model = a.remote.model(&a.model)?;
@@ -122,7 +124,6 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     spec.text.labels_required = task == TaskKind::Classify;
     let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
-    let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
     if a.method != Method::Semu && a.out_patch.is_some() {
         return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
     }
@@ -147,6 +148,14 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("fold");
     let t = Instant::now();
     let weights = weight_replacements_with(&model, u.overrides(), &mut |d, n| progress.step("fold", d, n))?;
+    // Checked even with --no-verify: NaN weights are never a model worth writing.
+    gate::check_finite_weights(&weights).map_err(|e| Exit {
+        code: 3,
+        err: anyhow!(
+            "verification failed, nothing written at {}: {e} (the training diverged: try a lower --lr)",
+            outputs_text(&a)
+        ),
+    })?;
     let (changed, total) = changed_elements(&model, &weights)?;
     timings.fold = t.elapsed().as_secs_f64();
     progress.phase("export");

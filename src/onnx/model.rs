@@ -1,7 +1,7 @@
 //! Loading and saving whole models. Saving re-encodes the parsed proto with chosen initializers
 //! replaced and everything else untouched; external data keeps its layout (file names, offsets).
 use super::proto::{ModelProto, TensorProto};
-use super::tensor::{external_path, external_ref, is_external, set_inline, TensorData};
+use super::tensor::{external_file, external_ref, is_external, set_inline, TensorData};
 use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +19,7 @@ pub struct OnnxModel {
 impl OnnxModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        crate::paths::regular_file(&path)?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_bytes(&bytes, path, dir)
@@ -83,7 +84,8 @@ impl OnnxModel {
         let mut files: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
         for t in graph.initializer.iter().filter(|t| is_external(t)) {
             let r = external_ref(t)?;
-            let src = external_path(&self.dir, &r.location)?;
+            let src = external_file(&self.dir, &r.location)
+                .map_err(|e| Error::Tensor { tensor: t.name().to_string(), reason: e.to_string() })?;
             let loc =
                 if same_dir { format!("{out_name}.{}", r.location.replace('/', "_")) } else { r.location.clone() };
             files.entry(r.location.clone()).or_insert((src, loc));

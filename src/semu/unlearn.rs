@@ -93,10 +93,19 @@ impl SemuConfig {
             return bad("batch size and epochs must be at least 1".into());
         }
         if !(self.lr > 0.0 && self.lr.is_finite() && self.alpha >= 0.0 && self.alpha.is_finite()) {
-            return bad(format!("lr must be > 0 and alpha ≥ 0 (lr {}, alpha {})", self.lr, self.alpha));
+            return bad(format!(
+                "lr must be a finite number > 0 and alpha a finite number ≥ 0 (lr {}, alpha {})",
+                self.lr, self.alpha
+            ));
         }
         if !(self.npo_beta > 0.0 && self.npo_beta.is_finite()) {
             return bad(format!("the NPO beta must be > 0, got {}", self.npo_beta));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("--weight-decay must be a finite number ≥ 0, got {}", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("--momentum must be in [0, 1), got {}", self.momentum));
         }
         Ok(())
     }
