@@ -59,7 +59,8 @@ pub fn run(mut a: Args) -> CmdResult {
             continue;
         }
         let file = a.remote.file(std::path::Path::new(file))?;
-        let t = tch::Tensor::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
+        let t =
+            semu::data::npy::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
         feeds.insert(name.to_string(), t);
     }
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
