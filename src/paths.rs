@@ -66,6 +66,48 @@ pub fn check_inside(base: &Path, real: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// An output file about to be written, checked before any work: an existing one must be a
+/// regular file (a device, FIFO or folder is never replaced), its folder a folder, and it must
+/// not be any of `inputs` (same real path). `flag` names it in messages.
+pub fn check_output(path: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(Error::msg(format!(
+                "{flag} {}: is {}; only a regular file is ever replaced: give a file path",
+                path.display(),
+                kind(&m)
+            )));
+        }
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if std::fs::metadata(parent).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::msg(format!("{flag} {}: {} is not a folder", path.display(), parent.display())));
+        }
+    }
+    if let Ok(real) = path.canonicalize() {
+        if let Some(input) = inputs.iter().find(|i| i.canonicalize().is_ok_and(|r| r == real)) {
+            return Err(Error::msg(format!(
+                "{flag} {}: is the input {}; it is never overwritten: write elsewhere",
+                path.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An output folder, checked before any work: an existing path must be a folder.
+pub fn check_output_dir(path: &Path, flag: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(Error::msg(format!(
+            "{flag} {}: is {}, not a folder: give a folder path",
+            path.display(),
+            if m.is_file() { "a file" } else { kind(&m) }
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn shown(base: &Path) -> String {
     if base.as_os_str().is_empty() {
         "the current folder".into()
@@ -98,5 +140,28 @@ mod tests {
         assert!(e.contains("link.bin") && e.contains("outside"), "{e}");
         let e = file_inside(dir, "sub", "location").unwrap_err().to_string();
         assert!(e.contains("a folder"), "{e}");
+    }
+
+    #[test]
+    fn outputs_replace_only_regular_files_and_never_an_input() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        std::fs::write(dir.join("model.onnx"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.join("model.onnx"), dir.join("alias.onnx")).unwrap();
+        let model = dir.join("model.onnx");
+        check_output(&dir.join("new.onnx"), "--out", &[&model]).unwrap();
+        check_output(&dir.join("alias.onnx"), "--out", &[]).unwrap();
+        for bad in ["model.onnx", "alias.onnx"] {
+            let e = check_output(&dir.join(bad), "--out", &[&model]).unwrap_err().to_string();
+            assert!(e.contains("--out") && e.contains("is the input"), "{e}");
+        }
+        assert!(check_output(dir, "--out", &[]).unwrap_err().to_string().contains("a folder"));
+        assert!(check_output(Path::new("/dev/null"), "--out", &[]).unwrap_err().to_string().contains("a device"));
+        assert!(check_output(&dir.join("model.onnx/x"), "--out", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("not a folder"));
+        check_output_dir(&dir.join("reports"), "--report-dir").unwrap();
+        assert!(check_output_dir(&model, "--report-dir").unwrap_err().to_string().contains("a file"));
     }
 }

@@ -96,6 +96,10 @@ fn change(mut c: Change, forward: bool) -> CmdResult {
     let started_at = audit::now_rfc3339();
     c.model = c.remote.model(&c.model)?;
     c.patch = c.remote.file(&c.patch)?;
+    semu::paths::check_output(&c.out, "--out", &[&c.model, &c.patch]).map_err(super::usage)?;
+    if let Some(r) = &c.report {
+        semu::paths::check_output(r, "--report", &[&c.model, &c.patch]).map_err(super::usage)?;
+    }
     let mut model = OnnxModel::load(&c.model)?;
     let bound = c.weights.bind(&mut model, &c.remote)?;
     let p = Patch::read(&c.patch)?;

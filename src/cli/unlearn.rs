@@ -100,6 +100,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     extra.validate().map_err(super::usage)?;
     a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(super::usage)?;
     let device = super::device(&device)?;
+    check_outputs(&a).map_err(super::usage)?;
     tch::manual_seed(cfg.seed as i64);
     let model_arg = a.model.display().to_string();
     a.model = a.remote.model(&a.model)?;
@@ -107,6 +108,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.data.train = a.data.train.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
+    check_outputs(&a).map_err(super::usage)?; // again, against the fetched inputs' local paths
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
     let (task, why) = match a.task {
@@ -168,6 +170,10 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     timings.export = t.elapsed().as_secs_f64();
     if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
         tamper(&staged.model_path())?;
+    }
+    // For tests of interrupts: hold the staged export this many milliseconds.
+    if let Some(ms) = std::env::var("SEMU_FAULT_PAUSE_STAGED_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 
     let verification = if a.no_verify {
@@ -465,6 +471,28 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Every output path, before any work: only regular files are replaced, a report folder is a
+/// folder, and no output is one of the inputs.
+fn check_outputs(a: &Args) -> semu::Result<()> {
+    let inputs: Vec<&std::path::Path> =
+        [Some(&a.model), a.forget.as_ref(), a.retain.as_ref(), a.test.as_ref(), a.data.train.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
+    let files =
+        [("--out", &a.out), ("--out-weights", &a.out_weights), ("--out-patch", &a.out_patch), ("--report", &a.report)];
+    for (flag, p) in files {
+        if let Some(p) = p {
+            semu::paths::check_output(p, flag, &inputs)?;
+        }
+    }
+    if let Some(d) = &a.report_dir {
+        semu::paths::check_output_dir(d, "--report-dir")?;
+    }
     Ok(())
 }
 

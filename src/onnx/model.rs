@@ -1,6 +1,7 @@
 //! Loading and saving whole models. Saving re-encodes the parsed proto with chosen initializers
 //! replaced and everything else untouched; external data keeps its layout (file names, offsets).
 use super::proto::{ModelProto, TensorProto};
+pub use super::staging::Staged;
 use super::tensor::{external_file, external_ref, is_external, set_inline, TensorData};
 use crate::error::{Error, Result};
 use prost::Message;
@@ -122,10 +123,7 @@ impl OnnxModel {
                 set_inline(t, d);
             }
         }
-        let dir = tempfile::Builder::new()
-            .prefix(".semu-staging-")
-            .tempdir_in(&out_dir)
-            .map_err(|e| Error::io(&out_dir, e))?;
+        let dir = super::staging::create(&out_dir, &out_name)?;
         let mut rel = Vec::new();
         for (loc, (src, new_loc)) in &files {
             let tmp = dir.path().join(new_loc);
@@ -143,37 +141,7 @@ impl OnnxModel {
         let model_tmp = dir.path().join(&out_name);
         std::fs::write(&model_tmp, proto.encode_to_vec()).map_err(|e| Error::io(&model_tmp, e))?;
         rel.push(PathBuf::from(&out_name));
-        Ok(Staged { dir, out_dir, files: rel })
-    }
-}
-
-/// An output written to a staging folder, not yet visible at its destination.
-pub struct Staged {
-    dir: tempfile::TempDir,
-    out_dir: PathBuf,
-    /// Paths relative to the staging folder; the model file is last.
-    files: Vec<PathBuf>,
-}
-
-impl Staged {
-    /// The staged model file (load it to verify before committing).
-    pub fn model_path(&self) -> PathBuf {
-        self.dir.path().join(self.files.last().expect("the model file"))
-    }
-
-    /// Moves every file into place (external data first, model last). Dropping a `Staged`
-    /// without committing removes it.
-    pub fn commit(self) -> Result<SavedModel> {
-        let mut written = Vec::new();
-        for f in &self.files {
-            let (src, dst) = (self.dir.path().join(f), self.out_dir.join(f));
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-            }
-            std::fs::rename(&src, &dst).map_err(|e| Error::io(&dst, e))?;
-            written.push(dst);
-        }
-        Ok(SavedModel { model: written.last().cloned().expect("the model file"), files: written })
+        Ok(Staged::new(dir, out_dir, rel))
     }
 }
 

@@ -92,11 +92,11 @@ impl SemuConfig {
         if self.batch_size == 0 || self.epochs == 0 {
             return bad("batch size and epochs must be at least 1".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.alpha >= 0.0 && self.alpha.is_finite()) {
-            return bad(format!(
-                "lr must be a finite number > 0 and alpha a finite number ≥ 0 (lr {}, alpha {})",
-                self.lr, self.alpha
-            ));
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr must be a finite number > 0, got {}", self.lr));
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return bad(format!("--alpha must be a finite number ≥ 0, got {}", self.alpha));
         }
         if !(self.npo_beta > 0.0 && self.npo_beta.is_finite()) {
             return bad(format!("the NPO beta must be > 0, got {}", self.npo_beta));
