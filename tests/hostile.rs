@@ -189,7 +189,7 @@ fn mean_and_std_flags_are_usable() {
 /// An `.npy` image of float32 values, its header claiming `shape`.
 fn npy(shape: &str, values: &[f32]) -> Vec<u8> {
     let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (h.len() + 11) % 16 != 0 {
+    while !(h.len() + 11).is_multiple_of(16) {
         h.push(' ');
     }
     h.push('\n');
@@ -211,7 +211,7 @@ fn npz(path: &Path, entries: &[(&str, Vec<u8>)]) {
 
 fn labels(n: usize) -> Vec<u8> {
     let mut h = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({n},), }}");
-    while (h.len() + 11) % 16 != 0 {
+    while !(h.len() + 11).is_multiple_of(16) {
         h.push(' ');
     }
     h.push('\n');
@@ -231,7 +231,7 @@ fn npz_arrays_whose_header_promises_more_than_the_payload_are_refused() {
     let huge = dir.path().join("huge.npz");
     npz(&huge, &[("x.npy", npy("(2000000000, 1, 8, 8)", &[0.5; 64])), ("y.npy", labels(1))]);
     for (file, needs) in [(&short, "25600 bytes"), (&huge, "512000000000 bytes")] {
-        let e = semu::data::npy::read_npz(file).err().expect("refused").to_string();
+        let e = semu::data::npy::read_npz(file).expect_err("refused").to_string();
         assert!(e.contains(file.to_str().unwrap()) && e.contains("array `x`") && e.contains(needs), "{e}");
         let mut args = unlearn(&dir.path().join("o.onnx"), &[]);
         args[4] = file.display().to_string();
@@ -316,7 +316,7 @@ fn safetensors_shards_named_by_an_index_stay_in_its_folder() {
         .unwrap();
     let index = dir.path().join("ck/model.safetensors.index.json");
     std::fs::write(&index, r#"{"weight_map": {"w": "shard.safetensors"}}"#).unwrap();
-    let e = semu::weights::Checkpoint::open(&[index.clone()]).err().expect("refused").to_string();
+    let e = semu::weights::Checkpoint::open(std::slice::from_ref(&index)).err().expect("refused").to_string();
     assert!(e.contains("shard.safetensors") && e.contains("outside"), "{e}");
     std::fs::remove_file(dir.path().join("ck/shard.safetensors")).unwrap();
     mkfifo(&dir.path().join("ck/shard.safetensors"));
