@@ -1,5 +1,5 @@
 //! The command line: a thin layer over the library. Exit codes: 0 ok, 1 runtime failure,
-//! 2 usage error, 3 verification failed.
+//! 2 usage error, 3 verification failed, 128 + N killed by signal N (staging removed, main.rs).
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

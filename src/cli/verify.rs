@@ -141,7 +141,10 @@ pub fn run(a: Args) -> CmdResult {
         [(&a.a, "engine", &ea), (&a.a, "onnxruntime", &oa), (&a.b, "engine", &eb), (&a.b, "onnxruntime", &ob)];
     for (model, runtime, outs) in outputs {
         if let Some(bad) = semu::verify::non_finite_summary(outs.iter().map(|(n, t)| (n, t))) {
-            return Err(Exit { code: 3, err: anyhow!("{}: outputs {bad} in {runtime}", model.display()) });
+            return Err(Exit {
+                code: 3,
+                err: anyhow!("{}: outputs {bad} in {runtime}: a model computing NaN/Inf fails", model.display()),
+            });
         }
     }
     let runtimes_ok = rows[2].1.passed() && rows[3].1.passed();
