@@ -12,6 +12,7 @@ pub mod export;
 pub mod fetch;
 pub mod onnx;
 pub mod patch;
+pub mod paths;
 pub mod report;
 pub mod semu;
 pub mod task;

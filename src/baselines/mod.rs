@@ -125,6 +125,17 @@ impl Default for BaselineSettings {
 }
 
 impl BaselineSettings {
+    /// `--mask-ratio` in (0, 1], `--l1` finite and ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.mask_ratio > 0.0 && self.mask_ratio <= 1.0 && self.l1 >= 0.0 && self.l1.is_finite()) {
+            return Err(Error::msg(format!(
+                "--mask-ratio must be in (0, 1] and --l1 a finite number ≥ 0 (mask ratio {}, l1 {})",
+                self.mask_ratio, self.l1
+            )));
+        }
+        Ok(())
+    }
+
     pub fn schedule_for(&self, m: Method) -> Schedule {
         self.schedule.unwrap_or(if m == Method::Retrain { Schedule::Cosine } else { Schedule::Constant })
     }
@@ -215,12 +226,7 @@ pub fn run(
         });
     }
     cfg.validate()?;
-    if !(extra.mask_ratio > 0.0 && extra.mask_ratio <= 1.0 && extra.l1 >= 0.0 && extra.l1.is_finite()) {
-        return Err(Error::msg(format!(
-            "mask ratio must be in (0, 1] and l1 ≥ 0 (mask ratio {}, l1 {})",
-            extra.mask_ratio, extra.l1
-        )));
-    }
+    extra.validate()?;
     let retain = match (method.retain_modes(), retain) {
         ([true], None) => {
             return Err(Error::msg(format!("--method {} trains on the remaining data: give --retain", method.name())))

@@ -132,6 +132,8 @@ impl SemuFlags {
         if self.device.is_some() {
             device = self.device.clone();
         }
+        // Checked before α is zeroed for a run without remaining data, so `--alpha nan` is refused too.
+        c.validate()?;
         if !has_retain {
             c.alpha = 0.0;
         }

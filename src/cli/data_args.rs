@@ -32,6 +32,11 @@ pub struct DataArgs {
     pub decode: DecodeArgs,
 }
 
+/// One flag's comma-separated numbers. Named so that clap's derive takes `Option<Floats>` as one
+/// value parsed into a list, not as a flag repeated (`Option<Vec<_>>`), which made any use of
+/// --mean or --std panic.
+type Floats = Vec<f32>;
+
 /// How to decode data files: image preprocessing, the CSV label column, text columns and tokenizer.
 #[derive(clap::Args, Debug, Default)]
 pub struct DecodeArgs {
@@ -40,10 +45,10 @@ pub struct DecodeArgs {
     pub resize: Option<[u32; 2]>,
     /// Images: per-channel mean subtracted after scaling pixels to [0, 1].
     #[arg(long, value_parser = parse_floats, value_name = "M[,M,M]")]
-    pub mean: Option<Vec<f32>>,
+    pub mean: Option<Floats>,
     /// Images: per-channel standard deviation.
     #[arg(long, value_parser = parse_floats, value_name = "S[,S,S]")]
-    pub std: Option<Vec<f32>>,
+    pub std: Option<Floats>,
     /// Images: read as one grey channel.
     #[arg(long)]
     pub grayscale: bool,
@@ -122,6 +127,9 @@ impl DataArgs {
     pub fn check_usage(&self, forget: Option<&Path>, retain: Option<&Path>) -> anyhow::Result<()> {
         let selectors = [!self.forget_class.is_empty(), self.forget_fraction.is_some(), self.forget_indices.is_some()];
         let chosen = selectors.iter().filter(|b| **b).count();
+        if let Some(f) = self.forget_fraction.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+            bail!("--forget-fraction must be in (0, 1], got {f}");
+        }
         match &self.train {
             None if chosen > 0 => {
                 bail!("--forget-class, --forget-fraction and --forget-indices choose from --train: give --train")

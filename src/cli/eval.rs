@@ -5,7 +5,7 @@ use super::unlearn::write_atomic;
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::data;
-use semu::engine::{device_name, parse_device};
+use semu::engine::device_name;
 use semu::eval::lm::LmEvaluation;
 use semu::eval::{self, EvalData, EvalOptions, Evaluation, Feature};
 use semu::onnx::OnnxModel;
@@ -124,7 +124,7 @@ pub fn run(a: Args) -> CmdResult {
     if a.batch_size == 0 {
         return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
     }
-    let device = parse_device(&a.device)?;
+    let device = super::device(&a.device)?;
     let model = OnnxModel::load(&a.model)?;
     let (task, why) = match a.task {
         Some(t) => (t, "given with --task".to_string()),

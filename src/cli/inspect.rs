@@ -36,7 +36,7 @@ pub fn run(mut a: Args) -> CmdResult {
     let s = ModelSummary::of(&model);
     let layers = find_layers(&model);
     let unsupported = unsupported_ops(&model, &Registry::standard());
-    let device = semu::engine::device_name(semu::engine::parse_device(&a.device)?);
+    let device = semu::engine::device_name(super::device(&a.device)?);
     let adaptable: i64 = layers.iter().map(|l| l.numel()).sum();
     let mut out = std::io::stdout().lock();
     if a.json {

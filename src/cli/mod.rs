@@ -1,5 +1,5 @@
 //! The command line: a thin layer over the library. Exit codes: 0 ok, 1 runtime failure,
-//! 2 usage error, 3 verification failed.
+//! 2 usage error, 3 verification failed, 128 + N killed by signal N (staging removed, main.rs).
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -89,6 +89,16 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 pub type CmdResult = Result<(), Exit>;
+
+/// A usage error (exit 2): a flag's value or a combination of flags that cannot work.
+pub fn usage(err: impl Into<anyhow::Error>) -> Exit {
+    Exit { code: 2, err: err.into() }
+}
+
+/// `--device`, parsed: an unknown or absent device is a usage error.
+pub fn device(s: &str) -> Result<tch::Device, Exit> {
+    semu::engine::parse_device(s).map_err(usage)
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

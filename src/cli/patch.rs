@@ -1,7 +1,7 @@
 //! `semu patch apply|revert|show`: re-create an unlearned model from the original and the patch
 //! `semu unlearn --out-patch` wrote (byte for byte), or undo it.
 use super::weights::WeightsArgs;
-use super::CmdResult;
+use super::{CmdResult, Exit};
 use anyhow::Context;
 use semu::audit::{self, FileHash};
 use semu::onnx::OnnxModel;
@@ -96,6 +96,10 @@ fn change(mut c: Change, forward: bool) -> CmdResult {
     let started_at = audit::now_rfc3339();
     c.model = c.remote.model(&c.model)?;
     c.patch = c.remote.file(&c.patch)?;
+    semu::paths::check_output(&c.out, "--out", &[&c.model, &c.patch]).map_err(super::usage)?;
+    if let Some(r) = &c.report {
+        semu::paths::check_output(r, "--report", &[&c.model, &c.patch]).map_err(super::usage)?;
+    }
     let mut model = OnnxModel::load(&c.model)?;
     let bound = c.weights.bind(&mut model, &c.remote)?;
     let p = Patch::read(&c.patch)?;
@@ -105,6 +109,8 @@ fn change(mut c: Change, forward: bool) -> CmdResult {
         Some(o) => Some(patch::max_error(&done.replacements, &OnnxModel::load(o)?)?),
         None => None,
     };
+    semu::verify::gate::check_finite_weights(&done.replacements)
+        .map_err(|e| Exit { code: 3, err: anyhow::anyhow!("nothing written at {}: {e}", c.out.display()) })?;
     let saved = model.save(&c.out, &done.replacements)?;
     let verb = if forward { "applied" } else { "reverted" };
     println!("semu patch: {verb} {} ({} weights) to {}", c.patch.display(), p.layers.len(), c.model.display());

@@ -2,7 +2,7 @@
 use super::{CmdResult, Exit};
 use anyhow::{anyhow, Context};
 use semu::engine::convert::{dtype_of, from_tensor};
-use semu::engine::{device_name, parse_device, Plan, PlanOptions, Registry, Value};
+use semu::engine::{device_name, Plan, PlanOptions, Registry, Value};
 use semu::onnx::OnnxModel;
 use semu::verify::{compare, OrtSession, Tolerance};
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ pub fn file_name_for(output: &str) -> String {
 
 pub fn run(mut a: Args) -> CmdResult {
     a.model = a.remote.model(&a.model)?;
-    let device = parse_device(&a.device)?;
+    let device = super::device(&a.device)?;
     let mut model = OnnxModel::load(&a.model)?;
     // ONNX Runtime reads files: a model with bound weights is written out for it.
     let _bound = match a.weights.bind(&mut model, &a.remote)? {
@@ -59,7 +59,8 @@ pub fn run(mut a: Args) -> CmdResult {
             continue;
         }
         let file = a.remote.file(std::path::Path::new(file))?;
-        let t = tch::Tensor::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
+        let t =
+            semu::data::npy::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
         feeds.insert(name.to_string(), t);
     }
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;

@@ -5,7 +5,7 @@ use anyhow::{anyhow, Context};
 use semu::audit::FileHash;
 use semu::baselines::{self, BaselineSettings, Method, Outcome, Schedule};
 use semu::data::{self, Dataset, Subset};
-use semu::engine::{device_name, parse_device};
+use semu::engine::device_name;
 use semu::export::{changed_elements, weight_replacements_with};
 use semu::onnx::OnnxModel;
 use semu::report::{sha256_file, Accuracy, Hashes, LmBeforeAfter, TestAccuracy, UnlearnReport};
@@ -94,10 +94,13 @@ pub struct Args {
 
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let started_at = semu::audit::now_rfc3339();
-    let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(|e| Exit { code: 2, err: e })?;
-    cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
-    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(|e| Exit { code: 2, err: e })?;
-    let device = parse_device(&device)?;
+    let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(super::usage)?;
+    cfg.validate().map_err(super::usage)?;
+    let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
+    extra.validate().map_err(super::usage)?;
+    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(super::usage)?;
+    let device = super::device(&device)?;
+    check_outputs(&a).map_err(super::usage)?;
     tch::manual_seed(cfg.seed as i64);
     let model_arg = a.model.display().to_string();
     a.model = a.remote.model(&a.model)?;
@@ -105,6 +108,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.data.train = a.data.train.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
+    check_outputs(&a).map_err(super::usage)?; // again, against the fetched inputs' local paths
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
     let (task, why) = match a.task {
@@ -123,7 +127,6 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     spec.text.labels_required = task == TaskKind::Classify;
     let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
-    let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
     if a.method != Method::Semu && a.out_patch.is_some() {
         return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
     }
@@ -149,6 +152,14 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("fold");
     let t = Instant::now();
     let weights = weight_replacements_with(&model, u.overrides(), &mut |d, n| progress.step("fold", d, n))?;
+    // Checked even with --no-verify: NaN weights are never a model worth writing.
+    gate::check_finite_weights(&weights).map_err(|e| Exit {
+        code: 3,
+        err: anyhow!(
+            "verification failed, nothing written at {}: {e} (the training diverged: try a lower --lr)",
+            outputs_text(&a)
+        ),
+    })?;
     let (changed, total) = changed_elements(&model, &weights)?;
     timings.fold = t.elapsed().as_secs_f64();
     progress.phase("export");
@@ -161,6 +172,10 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     timings.export = t.elapsed().as_secs_f64();
     if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
         tamper(&staged.model_path())?;
+    }
+    // For tests of interrupts: hold the staged export this many milliseconds.
+    if let Some(ms) = std::env::var("SEMU_FAULT_PAUSE_STAGED_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 
     let verification = if a.no_verify {
@@ -476,6 +491,28 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Every output path, before any work: only regular files are replaced, a report folder is a
+/// folder, and no output is one of the inputs.
+fn check_outputs(a: &Args) -> semu::Result<()> {
+    let inputs: Vec<&std::path::Path> =
+        [Some(&a.model), a.forget.as_ref(), a.retain.as_ref(), a.test.as_ref(), a.data.train.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
+    let files =
+        [("--out", &a.out), ("--out-weights", &a.out_weights), ("--out-patch", &a.out_patch), ("--report", &a.report)];
+    for (flag, p) in files {
+        if let Some(p) = p {
+            semu::paths::check_output(p, flag, &inputs)?;
+        }
+    }
+    if let Some(d) = &a.report_dir {
+        semu::paths::check_output_dir(d, "--report-dir")?;
+    }
     Ok(())
 }
 

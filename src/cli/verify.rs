@@ -4,7 +4,6 @@ use super::{CmdResult, Exit};
 use anyhow::anyhow;
 use semu::data;
 use semu::engine::convert::{dtype_of, from_tensor};
-use semu::engine::parse_device;
 use semu::onnx::{OnnxModel, TensorData};
 use semu::task::{Model, Spec};
 use semu::verify::{compare, OrtSession, Tolerance};
@@ -86,7 +85,13 @@ fn top1(outs: &[(String, TensorData)]) -> anyhow::Result<Vec<usize>> {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let dev = parse_device(&a.device)?;
+    if a.limit == 0 {
+        return Err(super::usage(anyhow!("--limit must be at least 1")));
+    }
+    if let Some(t) = a.tolerance.filter(|t| !(*t >= 0.0 && t.is_finite())) {
+        return Err(super::usage(anyhow!("--tolerance must be a finite number ≥ 0, got {t}")));
+    }
+    let dev = super::device(&a.device)?;
     let (mut ma, mut mb) = (OnnxModel::load(&a.a)?, OnnxModel::load(&a.b)?);
     // ONNX Runtime reads files: models with bound weights are written out for it.
     let remote = super::fetch::RemoteArgs::default();
@@ -131,6 +136,17 @@ pub fn run(a: Args) -> CmdResult {
         ta.len(),
         100.0 * agree as f64 / ta.len().max(1) as f64
     );
+    // NaN matches NaN in a comparison, but an output holding NaN or ±inf is never usable.
+    let outputs =
+        [(&a.a, "engine", &ea), (&a.a, "onnxruntime", &oa), (&a.b, "engine", &eb), (&a.b, "onnxruntime", &ob)];
+    for (model, runtime, outs) in outputs {
+        if let Some(bad) = semu::verify::non_finite_summary(outs.iter().map(|(n, t)| (n, t))) {
+            return Err(Exit {
+                code: 3,
+                err: anyhow!("{}: outputs {bad} in {runtime}: a model computing NaN/Inf fails", model.display()),
+            });
+        }
+    }
     let runtimes_ok = rows[2].1.passed() && rows[3].1.passed();
     if !runtimes_ok {
         return Err(Exit { code: 3, err: anyhow!("the engine and ONNX Runtime disagree on one of the models") });

@@ -35,6 +35,7 @@ impl ImageFolder {
     /// the total comes with the last call).
     pub fn open_with_progress(root: &Path, pre: &Preprocess, progress: OnRead) -> Result<Self> {
         let shown = root.display();
+        let real_root = root.canonicalize().map_err(|e| Error::io(root, e))?;
         let mut classes = Vec::new();
         let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
         for entry in entries {
@@ -62,7 +63,7 @@ impl ImageFolder {
         for (c, name) in classes.iter().enumerate() {
             let dir = root.join(name);
             let mut files = Vec::new();
-            walk(&dir, &mut files, &mut HashSet::new())?;
+            walk(&dir, &mut files, &mut HashSet::new(), &mut vec![real_root.clone()])?;
             if files.is_empty() {
                 return Err(Error::msg(format!(
                     "{}: class folder holds no image ({})",
@@ -132,18 +133,38 @@ impl ImageFolder {
 }
 
 /// Every decodable file under `dir` (following links, each folder once) as (folder, file name).
-fn walk(dir: &Path, out: &mut Vec<(String, String)>, seen: &mut HashSet<PathBuf>) -> Result<()> {
-    if !seen.insert(dir.canonicalize().map_err(|e| Error::io(dir, e))?) {
+/// Every real path must stay inside the data set's root (`chain[0]`); a link to a folder that
+/// holds it (`chain`: the real paths walked down to `dir`) is a loop, and is refused.
+fn walk(
+    dir: &Path,
+    out: &mut Vec<(String, String)>,
+    seen: &mut HashSet<PathBuf>,
+    chain: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let real = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+    crate::paths::check_inside(&chain[0], &real, &dir.display().to_string())?;
+    if chain.contains(&real) {
+        return Err(Error::msg(format!(
+            "{}: a symbolic link to {}, a folder that holds it (a loop): remove the link",
+            dir.display(),
+            real.display()
+        )));
+    }
+    if !seen.insert(real.clone()) {
         return Ok(());
     }
+    chain.push(real);
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
-            walk(&path, out, seen)?;
+            walk(&path, out, seen, chain)?;
             continue;
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
         if DECODED.contains(&ext.as_str()) {
+            let real = path.canonicalize().map_err(|e| Error::io(&path, e))?;
+            crate::paths::check_inside(&chain[0], &real, &path.display().to_string())?;
+            crate::paths::regular_file(&real)?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             out.push((dir.to_string_lossy().into_owned(), name));
         } else if OTHER_IMAGES.contains(&ext.as_str()) {
@@ -153,6 +174,7 @@ fn walk(dir: &Path, out: &mut Vec<(String, String)>, seen: &mut HashSet<PathBuf>
             )));
         }
     }
+    chain.pop();
     Ok(())
 }
 

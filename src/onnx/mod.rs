@@ -5,6 +5,7 @@ pub mod build;
 pub mod dtype;
 pub mod model;
 pub mod proto;
+pub mod staging;
 pub mod summary;
 pub mod tensor;
 

@@ -1,7 +1,8 @@
 //! Loading and saving whole models. Saving re-encodes the parsed proto with chosen initializers
 //! replaced and everything else untouched; external data keeps its layout (file names, offsets).
 use super::proto::{ModelProto, TensorProto};
-use super::tensor::{external_path, external_ref, is_external, set_inline, TensorData};
+pub use super::staging::Staged;
+use super::tensor::{external_file, external_ref, is_external, set_inline, TensorData};
 use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ pub struct OnnxModel {
 impl OnnxModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        crate::paths::regular_file(&path)?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::from_bytes(&bytes, path, dir)
@@ -83,7 +85,8 @@ impl OnnxModel {
         let mut files: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
         for t in graph.initializer.iter().filter(|t| is_external(t)) {
             let r = external_ref(t)?;
-            let src = external_path(&self.dir, &r.location)?;
+            let src = external_file(&self.dir, &r.location)
+                .map_err(|e| Error::Tensor { tensor: t.name().to_string(), reason: e.to_string() })?;
             let loc =
                 if same_dir { format!("{out_name}.{}", r.location.replace('/', "_")) } else { r.location.clone() };
             files.entry(r.location.clone()).or_insert((src, loc));
@@ -120,10 +123,7 @@ impl OnnxModel {
                 set_inline(t, d);
             }
         }
-        let dir = tempfile::Builder::new()
-            .prefix(".semu-staging-")
-            .tempdir_in(&out_dir)
-            .map_err(|e| Error::io(&out_dir, e))?;
+        let dir = super::staging::create(&out_dir, &out_name)?;
         let mut rel = Vec::new();
         for (loc, (src, new_loc)) in &files {
             let tmp = dir.path().join(new_loc);
@@ -141,37 +141,7 @@ impl OnnxModel {
         let model_tmp = dir.path().join(&out_name);
         std::fs::write(&model_tmp, proto.encode_to_vec()).map_err(|e| Error::io(&model_tmp, e))?;
         rel.push(PathBuf::from(&out_name));
-        Ok(Staged { dir, out_dir, files: rel })
-    }
-}
-
-/// An output written to a staging folder, not yet visible at its destination.
-pub struct Staged {
-    dir: tempfile::TempDir,
-    out_dir: PathBuf,
-    /// Paths relative to the staging folder; the model file is last.
-    files: Vec<PathBuf>,
-}
-
-impl Staged {
-    /// The staged model file (load it to verify before committing).
-    pub fn model_path(&self) -> PathBuf {
-        self.dir.path().join(self.files.last().expect("the model file"))
-    }
-
-    /// Moves every file into place (external data first, model last). Dropping a `Staged`
-    /// without committing removes it.
-    pub fn commit(self) -> Result<SavedModel> {
-        let mut written = Vec::new();
-        for f in &self.files {
-            let (src, dst) = (self.dir.path().join(f), self.out_dir.join(f));
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-            }
-            std::fs::rename(&src, &dst).map_err(|e| Error::io(&dst, e))?;
-            written.push(dst);
-        }
-        Ok(SavedModel { model: written.last().cloned().expect("the model file"), files: written })
+        Ok(Staged::new(dir, out_dir, rel))
     }
 }
 

@@ -53,15 +53,16 @@ fn tensor_err(t: &TensorProto, reason: String) -> Error {
     Error::Tensor { tensor: t.name().to_string(), reason }
 }
 
-/// Resolves an external location against the model folder, refusing paths that escape it.
+/// Resolves an external location against the model folder, refusing paths that escape it
+/// lexically (absolute, `..`); the file itself may not exist yet (a download's destination).
 pub fn external_path(base: &Path, location: &str) -> Result<std::path::PathBuf> {
-    let rel = Path::new(location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(Error::msg(format!(
-            "external data location '{location}' must be a relative path inside the model's folder"
-        )));
-    }
-    Ok(base.join(rel))
+    crate::paths::relative_inside(base, location, "external data location")
+}
+
+/// The existing external-data file `location` names: also its real path (symlinks resolved)
+/// inside the model folder's, and a regular file (checked before it is opened).
+pub fn external_file(base: &Path, location: &str) -> Result<std::path::PathBuf> {
+    crate::paths::file_inside(base, location, "external data location")
 }
 
 pub fn numel(dims: &[i64]) -> usize {
@@ -149,7 +150,7 @@ fn typed_len(t: &TensorProto) -> usize {
 
 fn read_external(t: &TensorProto, base: &Path) -> Result<Vec<u8>> {
     let r = external_ref(t)?;
-    let path = external_path(base, &r.location)?;
+    let path = external_file(base, &r.location).map_err(|e| tensor_err(t, e.to_string()))?;
     let mut f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
     let len = r.length.unwrap_or(file_len.saturating_sub(r.offset));

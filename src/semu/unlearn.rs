@@ -116,18 +116,25 @@ impl SemuConfig {
         if self.batch_size == 0 || self.epochs == 0 {
             return bad("batch size and epochs must be at least 1".into());
         }
-        let lr_ok = match self.lr {
-            Lr::Auto => true,
-            Lr::Fixed(v) => v > 0.0 && v.is_finite(),
-        };
-        if !(lr_ok && self.alpha >= 0.0 && self.alpha.is_finite()) {
-            return bad(format!("lr must be > 0 and alpha ≥ 0 (lr {}, alpha {})", self.lr, self.alpha));
+        if let Lr::Fixed(v) = self.lr {
+            if !(v > 0.0 && v.is_finite()) {
+                return bad(format!("--lr must be a finite number > 0 or `auto`, got {v}"));
+            }
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return bad(format!("--alpha must be a finite number ≥ 0, got {}", self.alpha));
         }
         if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
-            return bad(format!("the KL weight must be ≥ 0, got {}", self.kl_weight));
+            return bad(format!("--kl-weight must be a finite number ≥ 0, got {}", self.kl_weight));
         }
         if !(self.npo_beta > 0.0 && self.npo_beta.is_finite()) {
             return bad(format!("the NPO beta must be > 0, got {}", self.npo_beta));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("--weight-decay must be a finite number ≥ 0, got {}", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("--momentum must be in [0, 1), got {}", self.momentum));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The verification gate of an export: the written file, run in ONNX Runtime (the gate) and
 //! tract (a second opinion), must compute what the engine computed with the adapters, and what
 //! the engine computes from the folded file itself.
-use super::{compare_tensor, OrtSession, Tolerance, TractSession};
+use super::{compare_tensor, count_non_finite, non_finite_summary, OrtSession, Tolerance, TractSession};
 use crate::data::Dataset;
 use crate::engine::convert::{dtype_of, from_tensor};
 use crate::engine::{Plan, PlanOptions, Registry};
@@ -51,6 +51,8 @@ pub struct GateRow {
     pub reference: String,
     pub max_abs: f64,
     pub max_rel: f64,
+    /// NaN or ±inf values in the output under test and its reference together: any fails the row.
+    pub non_finite: usize,
     pub passed: bool,
 }
 
@@ -66,6 +68,13 @@ impl GateReport {
     /// The first failing row, described for an error message.
     pub fn failure(&self) -> Option<String> {
         self.rows.iter().find(|r| !r.passed).map(|r| {
+            if r.non_finite > 0 {
+                return format!(
+                    "{} output on the {} probe, or {} it is compared with, holds {} NaN/Inf values: \
+the model computes nothing usable (a diverged training? try a lower --lr)",
+                    r.runtime, r.probe, r.reference, r.non_finite
+                );
+            }
             format!(
                 "{} output on the {} probe differs from {}: max abs {:.3e}, max rel {:.3e} (tolerance {})",
                 r.runtime, r.probe, r.reference, r.max_abs, r.max_rel, self.tolerance
@@ -132,13 +141,16 @@ pub fn check_with(
         let folded = data(&folded)?;
         let mut row = |runtime: &str, got: &TensorData, reference: &str, want: &TensorData| {
             let d = compare_tensor(output, got, want, tol);
+            // NaN matches NaN in a comparison; for the gate, any is a failure.
+            let non_finite = count_non_finite(got) + count_non_finite(want);
             rows.push(GateRow {
                 probe: p.name.clone(),
                 runtime: runtime.into(),
                 reference: reference.into(),
                 max_abs: d.max_abs,
                 max_rel: d.max_rel,
-                passed: d.passed(),
+                non_finite,
+                passed: d.passed() && non_finite == 0,
             });
         };
         row("engine (folded file)", &folded, "engine (adapters)", &expected);
@@ -155,6 +167,15 @@ pub fn check_with(
     }
     let passed = rows.iter().all(|r| r.passed);
     Ok(GateReport { tolerance: tol, rows, warnings, passed })
+}
+
+/// Refuses folded weights that hold NaN or ±inf, naming each such weight: an export of them
+/// could only compute NaN, whatever the runtimes agree on.
+pub fn check_finite_weights(weights: &HashMap<String, TensorData>) -> Result<()> {
+    match non_finite_summary(weights) {
+        None => Ok(()),
+        Some(bad) => Err(Error::msg(format!("the folded weights {bad} are not finite"))),
+    }
 }
 
 fn pick(outs: Vec<(String, TensorData)>, name: &str, path: &Path) -> Result<TensorData> {

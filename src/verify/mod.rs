@@ -228,6 +228,31 @@ pub fn compare_values(name: &str, dims: Vec<i64>, a: &[f64], b: &[f64], tol: Tol
     d
 }
 
+/// How many elements of a float tensor are NaN or ±inf (0 for other types). An output or a
+/// weight holding any is never a usable result, whatever it is compared with.
+pub fn count_non_finite(d: &TensorData) -> usize {
+    let b = &d.bytes;
+    match d.dtype {
+        DType::F32 => b.chunks_exact(4).filter(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()).count(),
+        DType::F64 => {
+            b.chunks_exact(8).filter(|c| !f64::from_le_bytes(std::array::from_fn(|i| c[i])).is_finite()).count()
+        }
+        DType::F16 => b.chunks_exact(2).filter(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite()).count(),
+        DType::BF16 => b.chunks_exact(2).filter(|c| !half::bf16::from_le_bytes([c[0], c[1]]).is_finite()).count(),
+        _ => 0,
+    }
+}
+
+/// The named tensors that hold NaN or ±inf, with how many, sorted by name, as one line for a
+/// message ("'fc.weight' (12 NaN/Inf values), …"); `None` when all are finite.
+pub fn non_finite_summary<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a TensorData)>) -> Option<String> {
+    let mut bad: Vec<(&String, usize)> =
+        tensors.into_iter().map(|(n, t)| (n, count_non_finite(t))).filter(|(_, c)| *c > 0).collect();
+    bad.sort();
+    let parts: Vec<String> = bad.iter().map(|(n, c)| format!("'{n}' ({c} NaN/Inf values)")).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// Every element as f64 (integers exactly up to 2^53, bool as 0/1).
 pub fn values_f64(d: &TensorData) -> Result<Vec<f64>> {
     let b = &d.bytes;
@@ -305,6 +330,22 @@ mod tests {
         let bad = compare_values("y", vec![3], &[nan, 1.0, -inf], &[0.0, nan, inf], Tolerance::new(1.0, 1.0));
         assert_eq!(bad.violations, 3);
         assert_eq!(bad.max_abs, inf);
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_and_named() {
+        let t = f32s(&[4], &[1.0, f32::NAN, f32::INFINITY, -2.0]);
+        assert_eq!(count_non_finite(&t), 2);
+        let h = TensorData {
+            dtype: DType::F16,
+            dims: vec![2],
+            bytes: [half::f16::NEG_INFINITY, half::f16::ONE].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        assert_eq!(count_non_finite(&h), 1);
+        let ok = ("b".to_string(), f32s(&[1], &[0.5]));
+        let bad = ("a".to_string(), t);
+        assert_eq!(non_finite_summary([(&ok.0, &ok.1)]), None);
+        assert_eq!(non_finite_summary([(&ok.0, &ok.1), (&bad.0, &bad.1)]).unwrap(), "'a' (2 NaN/Inf values)");
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl Checkpoint {
 
     fn add_shard(&mut self, path: PathBuf) -> Result<()> {
         let bad = |why: String| Error::msg(format!("{}: {why}", path.display()));
+        crate::paths::regular_file(&path)?;
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: a read-only shared mapping, only ever read as bytes. A file truncated by
         // another process while mapped is outside what this tool guards against.
@@ -158,6 +159,7 @@ impl Checkpoint {
 /// the key → shard path map.
 fn read_index(path: &Path) -> Result<(Vec<PathBuf>, HashMap<String, PathBuf>)> {
     let bad = |why: String| Error::msg(format!("{}: {why}", path.display()));
+    crate::paths::regular_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
     let map = v
@@ -169,11 +171,7 @@ fn read_index(path: &Path) -> Result<(Vec<PathBuf>, HashMap<String, PathBuf>)> {
     let mut keys = HashMap::new();
     for (key, shard) in map {
         let name = shard.as_str().ok_or_else(|| bad(format!("weight_map[\"{key}\"] is not a file name")))?;
-        let rel = Path::new(name);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(bad(format!("shard '{name}' must be a file in the index's folder")));
-        }
-        let p = dir.join(rel);
+        let p = crate::paths::file_inside(dir, name, "shard").map_err(|e| bad(e.to_string()))?;
         if !shards.contains(&p) {
             shards.push(p.clone());
         }
