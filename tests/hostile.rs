@@ -72,12 +72,22 @@ fn mkfifo(p: &Path) {
 fn diverged_training_fails_the_gate_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.onnx");
-    let o =
-        run(&unlearn(&out, &["--lr", "1e30", "--epochs", "3", "--report-dir", dir.path().join("r").to_str().unwrap()]));
+    // The paper's recipe diverges into NaN weights: caught at the fold, before anything is staged.
+    let rep = dir.path().join("r");
+    let o = run(&unlearn(&out, &["--objective", "rl", "--lr", "1e30", "--epochs", "3", "--report-dir", rep.to_str().unwrap()]));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(3), "{t}");
     assert!(t.contains("nothing written") && t.contains("classifier.1.weight") && t.contains("NaN/Inf"), "{t}");
     assert!(names_in(dir.path()).is_empty(), "{:?}", names_in(dir.path()));
+    // The defaults stop at the first epoch that forgets: finite weights whose outputs overflow.
+    // The gate fails on the NaN/Inf outputs; only the report (recording the failure) is written.
+    let o = run(&unlearn(&out, &["--lr", "1e30", "--epochs", "3", "--report-dir", rep.to_str().unwrap()]));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{t}");
+    assert!(t.contains("nothing written") && t.contains("NaN/Inf"), "{t}");
+    assert_eq!(names_in(dir.path()), ["r"], "no model beside the report");
+    let md = std::fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(md.contains("FAILED verification"), "{md}");
 }
 
 #[test]
