@@ -126,8 +126,18 @@ fn every_other_method_exports_through_the_gate() {
     }
     // ft without remaining data is a usage error naming the flag.
     let f = open("forget_class3.npz");
-    let e =
-        run(&m, &f, None, None, Method::Ft, &cfg(1, 1e-3), &Default::default(), Device::Cpu, &Default::default(), &mut Quiet);
+    let e = run(
+        &m,
+        &f,
+        None,
+        None,
+        Method::Ft,
+        &cfg(1, 1e-3),
+        &Default::default(),
+        Device::Cpu,
+        &Default::default(),
+        &mut Quiet,
+    );
     assert!(e.err().unwrap().to_string().contains("--retain"));
 }
 
@@ -147,7 +157,11 @@ fn tiny_sweep(out: &Path) -> SweepSpec {
         output_name: None,
         defaults: settings,
         reference: Settings { epochs: Some(2), lr: Some(semu::semu::Lr::Fixed(0.05)), ..Default::default() },
-        grid: vec![Grid { methods: vec![Method::Ga, Method::Ft], lr: vec![semu::semu::Lr::Fixed(1e-3)], ..Default::default() }],
+        grid: vec![Grid {
+            methods: vec![Method::Ga, Method::Ft],
+            lr: vec![semu::semu::Lr::Fixed(1e-3)],
+            ..Default::default()
+        }],
     }
 }
 

@@ -93,7 +93,8 @@ fn lr_auto_is_deterministic_for_a_seed() {
     // Class 5 from the training set: forgotten on the test data, the other classes kept.
     let t = &ra["test_accuracy"];
     assert_eq!(t["on_forget_class"]["after"].as_f64().unwrap(), 0.0, "{t}");
-    let (before, after) = (t["on_other_classes"]["before"].as_f64().unwrap(), t["on_other_classes"]["after"].as_f64().unwrap());
+    let (before, after) =
+        (t["on_other_classes"]["before"].as_f64().unwrap(), t["on_other_classes"]["after"].as_f64().unwrap());
     assert!(after >= before - 0.01, "other classes {before} → {after}");
 }
 
@@ -118,7 +119,8 @@ fn sample_forgetting_stops_at_the_held_out_loss() {
 #[test]
 fn objective_rl_is_the_papers_recipe() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, r) = unlearn(dir.path(), "rl", &["--forget", &fx("forget_class3.npz"), "--objective", "rl", "--epochs", "1"]);
+    let (_, r) =
+        unlearn(dir.path(), "rl", &["--forget", &fx("forget_class3.npz"), "--objective", "rl", "--epochs", "1"]);
     let s = &r["settings"];
     assert_eq!((s["objective"].as_str(), s["lr"].as_f64(), s["gamma"].as_f64()), (Some("rl"), Some(0.01), Some(0.9)));
     assert_eq!(s["stop_at_target"], false);

@@ -74,7 +74,10 @@ fn diverged_training_fails_the_gate_and_writes_nothing() {
     let out = dir.path().join("o.onnx");
     // The paper's recipe diverges into NaN weights: caught at the fold, before anything is staged.
     let rep = dir.path().join("r");
-    let o = run(&unlearn(&out, &["--objective", "rl", "--lr", "1e30", "--epochs", "3", "--report-dir", rep.to_str().unwrap()]));
+    let o = run(&unlearn(
+        &out,
+        &["--objective", "rl", "--lr", "1e30", "--epochs", "3", "--report-dir", rep.to_str().unwrap()],
+    ));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(3), "{t}");
     assert!(t.contains("nothing written") && t.contains("classifier.1.weight") && t.contains("NaN/Inf"), "{t}");

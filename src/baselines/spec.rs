@@ -255,6 +255,11 @@ impl SweepSpec {
     }
 }
 
+/// Every (a, b, c) of three lists, a slowest.
+fn iproduct<'a, A, B, C>(a: &'a [A], b: &'a [B], c: &'a [C]) -> impl Iterator<Item = (&'a A, &'a B, &'a C)> {
+    a.iter().flat_map(move |x| b.iter().flat_map(move |y| c.iter().map(move |z| (x, y, z))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,9 +296,4 @@ mod tests {
         assert_eq!(spec.reference_run().baseline.schedule, Some(Schedule::Cosine));
         assert!(toml::from_str::<SweepSpec>("model='m'\nforget='f'\nretain='r'\ntest='t'\nout='o'\nbogus=1").is_err());
     }
-}
-
-/// Every (a, b, c) of three lists, a slowest.
-fn iproduct<'a, A, B, C>(a: &'a [A], b: &'a [B], c: &'a [C]) -> impl Iterator<Item = (&'a A, &'a B, &'a C)> {
-    a.iter().flat_map(move |x| b.iter().flat_map(move |y| c.iter().map(move |z| (x, y, z))))
 }

@@ -397,7 +397,11 @@ fn print_summary(r: &UnlearnReport) {
         };
         let lr = if r.lr_choice.is_some() { " (auto)" } else { "" };
         let lr = format!("{}{lr}", r.lr_choice.as_ref().map_or(r.settings.lr, |c| semu::semu::Lr::Fixed(c.lr)));
-        println!("training    objective {}, lr {lr}, {} epoch(s){stopped}", r.settings.objective.name(), r.epochs.len());
+        println!(
+            "training    objective {}, lr {lr}, {} epoch(s){stopped}",
+            r.settings.objective.name(),
+            r.epochs.len()
+        );
         if let Some(t) = &r.forget_target {
             println!("target      {}", t.reason);
         }

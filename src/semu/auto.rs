@@ -105,8 +105,12 @@ impl Target {
     /// Where an epoch stands on the target's metric, for messages.
     pub fn show(&self, e: &EpochStats) -> String {
         match self.metric {
-            Metric::Accuracy => format!("forget accuracy {:.2}% (target ≤ {:.2}%)", 100.0 * e.forget_acc, 100.0 * self.value),
-            Metric::Loss => format!("forget loss {:.4} (target ≥ {:.4})", e.forget_loss.unwrap_or(f64::NAN), self.value),
+            Metric::Accuracy => {
+                format!("forget accuracy {:.2}% (target ≤ {:.2}%)", 100.0 * e.forget_acc, 100.0 * self.value)
+            }
+            Metric::Loss => {
+                format!("forget loss {:.4} (target ≥ {:.4})", e.forget_loss.unwrap_or(f64::NAN), self.value)
+            }
         }
     }
     /// How far an epoch is from the target (0 once reached), to rank runs that missed it.
@@ -233,7 +237,15 @@ mod tests {
     }
 
     fn stats(acc: f64) -> EpochStats {
-        EpochStats { epoch: 1, loss: 0.0, forget_acc: acc, forget_loss: None, retain_acc: None, seconds: 0.0, batches: None }
+        EpochStats {
+            epoch: 1,
+            loss: 0.0,
+            forget_acc: acc,
+            forget_loss: None,
+            retain_acc: None,
+            seconds: 0.0,
+            batches: None,
+        }
     }
 
     #[test]
@@ -253,8 +265,8 @@ mod tests {
     #[test]
     fn choose_falls_back_to_the_closest_rate_and_says_so() {
         let target = Target { metric: Metric::Accuracy, value: 0.0, reason: "t".into() };
-        let (c, _, s) = choose(&[1.0, 2.0, 3.0], &target, |lr| Ok((vec![stats([0.4, 0.1, 0.2][lr as usize - 1])], lr)))
-            .unwrap();
+        let (c, _, s) =
+            choose(&[1.0, 2.0, 3.0], &target, |lr| Ok((vec![stats([0.4, 0.1, 0.2][lr as usize - 1])], lr))).unwrap();
         assert_eq!((c.lr, s), (2.0, 2.0));
         assert!(c.reason.contains("no rate reached"), "{}", c.reason);
     }

@@ -1,11 +1,11 @@
 //! SEMU end to end on a model of any task: gradient → SVD → adapters → training. Export and
 //! verification of the result live in `crate::export` and `crate::verify`.
 use super::adapter::Adapter;
+use super::auto::{self, Lr, LrChoice};
 use super::gradient::forget_gradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
 use super::svd::{decompose, project, Parity};
-use super::auto::{self, Lr, LrChoice};
 use super::train::{eval_batch, overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::data::Dataset;
 use crate::error::{Error, Result};

@@ -301,7 +301,11 @@ impl Model {
                 let rows = out.f_narrow(1, 0, t - 1)?.f_reshape([-1, v])?;
                 let next = self.token_ids(b)?.f_narrow(1, 1, t - 1)?.f_to_kind(Kind::Int64)?;
                 let m = self.mask(b)?.f_narrow(1, 1, t - 1)?.f_to_kind(Kind::Float)?;
-                Ok((rows, next.f_reshape([-1])?.f_to_device(out.device())?, m.f_reshape([-1])?.f_to_device(out.device())?))
+                Ok((
+                    rows,
+                    next.f_reshape([-1])?.f_to_device(out.device())?,
+                    m.f_reshape([-1])?.f_to_device(out.device())?,
+                ))
             }
         }
     }
