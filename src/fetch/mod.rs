@@ -152,7 +152,7 @@ pub fn fetch_model(
 ) -> Result<(PathBuf, Vec<PathBuf>)> {
     let path = fetch(arg, opts, sha256, progress)?;
     let Source::Remote(url) = parse(arg, opts)? else { return Ok((path, vec![])) };
-    let Ok(model) = crate::onnx::OnnxModel::load(&path) else { return Ok((path, vec![])) };
+    let Ok(model) = crate::onnx::OnnxModel::load_unchecked(&path) else { return Ok((path, vec![])) };
     let siblings = fetch_external_data(&url, &external_locations(&model), opts, progress)?;
     Ok((path, siblings))
 }
