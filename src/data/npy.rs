@@ -12,6 +12,7 @@ impl NpzDataset {
             if !p.is_file() {
                 return Err(Error::msg(format!("{}: no such file", p.display())));
             }
+            super::npy_header::check_npy(p)?;
             Tensor::read_npy(p).map_err(|e| Error::msg(format!("{}: not a readable .npy array ({e})", p.display())))
         };
         let (xt, yt) = (read(x)?, read(y)?);

@@ -75,6 +75,7 @@ fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         return Err(bad("no such file".into()));
     }
+    super::npy_header::check_npz(path)?;
     Tensor::read_npz(path).map_err(|e| bad(format!("not a readable .npz archive ({e})")))
 }
 
