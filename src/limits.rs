@@ -21,10 +21,8 @@ static MAX_ELEMENTS: AtomicU64 = AtomicU64::new(0);
 pub fn max_elements() -> u64 {
     match MAX_ELEMENTS.load(Ordering::Relaxed) {
         0 => {
-            let n = std::env::var("SEMU_MAX_ELEMENTS")
-                .ok()
-                .and_then(|v| parse_count(&v))
-                .unwrap_or(DEFAULT_MAX_ELEMENTS);
+            let n =
+                std::env::var("SEMU_MAX_ELEMENTS").ok().and_then(|v| parse_count(&v)).unwrap_or(DEFAULT_MAX_ELEMENTS);
             MAX_ELEMENTS.store(n, Ordering::Relaxed);
             n
         }

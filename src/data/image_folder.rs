@@ -88,7 +88,8 @@ impl ImageFolder {
                 let first = &samples[0].0;
                 let (w, h) = image::image_dimensions(first)
                     .map_err(|e| Error::msg(format!("{}: unreadable image ({e})", first.display())))?;
-                crate::limits::check_image(w, h).map_err(|e| Error::msg(format!("{}: too large: {e}", first.display())))?;
+                crate::limits::check_image(w, h)
+                    .map_err(|e| Error::msg(format!("{}: too large: {e}", first.display())))?;
                 [h, w]
             }
         };

@@ -120,7 +120,8 @@ impl Cx<'_> {
             }
             for o in n.output.iter().filter(|o| !o.is_empty()) {
                 if let Some(&j) = producer.get(o.as_str()) {
-                    let by = if j == i { "by this node already".to_string() } else { g.node[j].label() };
+                    let by =
+                        if j == i { "this node already".to_string() } else { format!("node '{}'", g.node[j].label()) };
                     return Err(node(
                         n,
                         format!("output '{o}' is already produced by {by} (each value is defined once)"),
