@@ -77,11 +77,11 @@ mod tests {
 
     #[test]
     fn torch_summary_keeps_the_message_and_drops_the_frames() {
-        let raw = "Internal torch error: The size of tensor a (3) must match the size of tensor b (4) at \
+        let raw = "The size of tensor a (3) must match the size of tensor b (4) at \
                    non-singleton dimension 1\nException raised from infer_size_impl at ExpandUtils.cpp:31 (most \
                    recent call first):\nframe #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x9c \
                    (0x7f in libc10.so)\nframe #1: at::infer_size(...)\n";
-        let s = torch_summary(raw);
+        let s = torch_summary(&format!("Internal torch error: {raw}"));
         assert_eq!(s, "The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1");
         let e = Error::Torch(tch::TchError::Torch(raw.into())).to_string();
         assert!(e.starts_with("libtorch: The size of tensor a (3)") && !e.contains("frame #"), "{e}");
