@@ -110,7 +110,7 @@ fn a_missing_outer_value_names_the_node() {
         16,
     );
     // Refused at load (src/onnx/check), and by the planner for a model that skipped the check.
-    let err = OnnxModel::load(&path).err().expect("must fail").to_string();
+    let err = OnnxModel::load(&path).expect_err("must fail").to_string();
     assert!(err.contains("input 'nowhere'") && err.contains("(Loop): subgraph 'body'"), "{err}");
     let m = OnnxModel::load_unchecked(&path).unwrap();
     let err = Plan::new(&m, &Registry::standard(), &PlanOptions::default()).err().expect("must fail").to_string();

@@ -111,12 +111,10 @@ impl Cx<'_> {
             defined.insert(t.name());
         }
         let mut producer: HashMap<&str, usize> = HashMap::new();
-        let mut node_names: HashMap<&str, usize> = HashMap::new();
+        let mut node_names: HashSet<&str> = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
-            if !n.name().is_empty() {
-                if node_names.insert(n.name(), i).is_some() {
-                    return Err(format!("two nodes are named '{}' (node names must be unique)", n.name()));
-                }
+            if !n.name().is_empty() && !node_names.insert(n.name()) {
+                return Err(format!("two nodes are named '{}' (node names must be unique)", n.name()));
             }
             for o in n.output.iter().filter(|o| !o.is_empty()) {
                 if let Some(&j) = producer.get(o.as_str()) {
@@ -186,7 +184,9 @@ impl Cx<'_> {
 
     fn node(&self, n: &NodeProto) -> Result<(), Reason> {
         let d = norm_domain(n.domain());
-        if !self.opsets.contains_key(d) && !(d.is_empty() && self.ir < 3) {
+        // Before IR 3 a model without imports uses the default domain at opset 1.
+        let imported = self.opsets.contains_key(d) || (d.is_empty() && self.ir < 3);
+        if !imported {
             return Err(node(n, format!("its domain '{}' is not imported by the model", n.domain())));
         }
         let mut seen = HashSet::new();
