@@ -132,7 +132,11 @@ impl Cx<'_> {
             }
         }
         defined.extend(producer.keys().copied());
-        for v in g.input.iter().chain(&g.output).chain(&g.value_info) {
+        // onnxruntime reads value_info only for values inside the graph (node outputs that are
+        // no graph output); entries for anything else are ignored there, so here too.
+        let outputs: HashSet<&str> = g.output.iter().map(|v| v.name()).collect();
+        let inner_info = g.value_info.iter().filter(|v| producer.contains_key(v.name()) && !outputs.contains(v.name()));
+        for v in g.input.iter().chain(&g.output).chain(inner_info) {
             if let Some(t) = &v.r#type {
                 elem_types(t).map_err(|code| format!("value '{}' has an unknown element type {code}", v.name()))?;
             }

@@ -58,6 +58,15 @@ fn a_valid_model_and_what_onnxruntime_also_loads_pass() {
     accepted(|p| g(p).value_info.push(value("x", DType::I64, &[2, 3])));
     accepted(|p| g(p).input.push(value("w", DType::F32, &[2, 3])));
     accepted(|p| g(p).value_info.push(value("z", DType::F32, &[9, 9, 9])));
+    // value_info that is not about an inner value is ignored by onnxruntime, whatever it says.
+    for name in ["x", "w", "y", "unused"] {
+        accepted(|p| {
+            let mut v = value(name, DType::F32, &[]);
+            set_elem(&mut v, 999);
+            g(p).value_info.push(v);
+            g(p).value_info.push(value(name, DType::I64, &[]));
+        });
+    }
 }
 
 #[test]
@@ -148,6 +157,11 @@ fn declared_types_that_contradict_the_graph_are_refused() {
     assert!(e.contains("produces 'y' as f32 but its graph output declares i64"), "{e}");
     let e = refused(|p| set_elem(&mut g(p).input[0], DType::I64.onnx_code()));
     assert!(e.contains("inputs 'x' (i64) and 'w' (f32) must have one element type"), "{e}");
+    let e = refused(|p| {
+        g(p).node[1].op_type = Some("Sigmoid".into());
+        g(p).node[0].op_type = Some("Equal".into());
+    });
+    assert!(e.contains("node 'Relu_y' (Sigmoid): input 'z' is bool; Sigmoid takes float tensors only"), "{e}");
     let e = refused(|p| g(p).input.push(value("w", DType::I64, &[2, 3])));
     assert!(e.contains("initializer 'w' holds f32 but graph input 'w' declares i64"), "{e}");
 }

@@ -9,119 +9,45 @@ use crate::onnx::NodeExt;
 use std::collections::HashMap;
 
 /// Ops whose first output has the element type of their first input.
+#[rustfmt::skip]
 const SAME_AS_FIRST: &[&str] = &[
-    "Identity",
-    "Abs",
-    "Neg",
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Softplus",
-    "Softsign",
-    "Gelu",
-    "Mish",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Reciprocal",
-    "Floor",
-    "Ceil",
-    "Round",
-    "Sign",
-    "Erf",
-    "Sin",
-    "Cos",
-    "Tan",
-    "Softmax",
-    "LogSoftmax",
-    "Hardmax",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Mod",
-    "MatMul",
-    "Gemm",
-    "Conv",
-    "ConvTranspose",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "LayerNormalization",
-    "LRN",
-    "Dropout",
-    "Transpose",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Concat",
-    "Slice",
-    "Pad",
-    "Expand",
-    "Tile",
-    "Gather",
-    "GatherElements",
-    "GatherND",
-    "Max",
-    "Min",
-    "Sum",
-    "Mean",
-    "Clip",
-    "ReduceMean",
-    "ReduceSum",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceSumSquare",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Resize",
-    "Upsample",
-    "Trilu",
-    "CumSum",
-    "Split",
+    "Identity", "Abs", "Neg", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Exp", "Log", "Sqrt", "Reciprocal", "Floor",
+    "Ceil", "Round", "Sign", "Erf", "Sin", "Cos", "Tan", "Softmax", "LogSoftmax", "Hardmax", "Add", "Sub", "Mul",
+    "Div", "Pow", "Mod", "MatMul", "Gemm", "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LRN", "Dropout",
+    "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Slice", "Pad", "Expand", "Tile", "Gather",
+    "GatherElements", "GatherND", "Max", "Min", "Sum", "Mean", "Clip", "ReduceMean", "ReduceSum", "ReduceMax",
+    "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "DepthToSpace", "SpaceToDepth", "Resize",
+    "Upsample", "Trilu", "CumSum", "Split",
 ];
 
 /// Ops whose inputs all share one type parameter.
+#[rustfmt::skip]
 const ONE_TYPE: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "MatMul",
-    "Concat",
-    "Max",
-    "Min",
-    "Sum",
-    "Mean",
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "And",
-    "Or",
-    "Xor",
+    "Add", "Sub", "Mul", "Div", "MatMul", "Concat", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
 ];
 
-const BOOL_RESULT: &[&str] =
-    &["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"];
+/// Ops whose first input is a float tensor (float16, float, double, bfloat16) at every opset.
+#[rustfmt::skip]
+const FLOAT_ONLY: &[&str] = &[
+    "Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "BatchNormalization", "InstanceNormalization",
+    "Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Sin", "Cos", "Elu", "Selu", "Softplus",
+    "Softsign", "HardSigmoid",
+];
 
-const INT64_RESULT: &[&str] = &["Shape", "Size", "ArgMax", "ArgMin", "NonZero"];
+/// Ops whose result is bool.
+#[rustfmt::skip]
+const BOOL_RESULT: &[&str] = &[
+    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf",
+];
+
+/// Ops whose result is int64.
+#[rustfmt::skip]
+const INT64_RESULT: &[&str] = &[
+    "Shape", "Size", "ArgMax", "ArgMin", "NonZero",
+];
 
 const BOOL: i32 = 9;
 const INT64: i32 = 7;
@@ -133,6 +59,10 @@ fn tensor_elem(v: &ValueInfoProto) -> Option<i32> {
         type_proto::Value::TensorType(t) => Some(t.elem_type()).filter(|&c| c != 0),
         _ => None,
     }
+}
+
+fn is_float(code: i32) -> bool {
+    DType::from_onnx(code).is_ok_and(DType::is_float)
 }
 
 fn type_name(code: i32) -> String {
@@ -169,9 +99,10 @@ pub(super) fn declared(g: &GraphProto, outer: &HashMap<String, i32>) -> Result<H
 /// Walks the nodes in `order`, inferring what is certain and comparing it with what the graph
 /// declares (value_info, graph outputs).
 pub(super) fn infer(g: &GraphProto, order: &[usize], mut known: HashMap<String, i32>) -> Result<(), Reason> {
+    // A graph output's own declaration wins over value_info (which onnxruntime ignores for it).
     let mut decl: HashMap<&str, (i32, &str)> = HashMap::new();
-    for (v, what) in g.value_info.iter().map(|v| (v, "value_info")).chain(g.output.iter().map(|v| (v, "graph output")))
-    {
+    let outputs = g.output.iter().map(|v| (v, "graph output"));
+    for (v, what) in outputs.chain(g.value_info.iter().map(|v| (v, "value_info"))) {
         if let Some(c) = tensor_elem(v) {
             decl.entry(v.name()).or_insert((c, what));
         }
@@ -182,6 +113,10 @@ pub(super) fn infer(g: &GraphProto, order: &[usize], mut known: HashMap<String, 
             continue;
         }
         let op = n.op_type();
+        let first = n.input.first().and_then(|s| known.get(s.as_str()).map(|&c| (s, c)));
+        if let Some((name, c)) = first.filter(|&(_, c)| FLOAT_ONLY.contains(&op) && !is_float(c)) {
+            return Err(node(n, format!("input '{name}' is {}; {op} takes float tensors only", type_name(c))));
+        }
         if ONE_TYPE.contains(&op) {
             let typed: Vec<(&String, i32)> =
                 n.input.iter().filter_map(|s| known.get(s.as_str()).map(|&c| (s, c))).collect();
