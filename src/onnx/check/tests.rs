@@ -162,6 +162,11 @@ fn declared_types_that_contradict_the_graph_are_refused() {
         g(p).node[0].op_type = Some("Equal".into());
     });
     assert!(e.contains("node 'Relu_y' (Sigmoid): input 'z' is bool; Sigmoid takes float tensors only"), "{e}");
+    let e = refused(|p| {
+        g(p).node[0].op_type = Some("Conv".into());
+        g(p).initializer[0].data_type = Some(DType::I8.onnx_code());
+    });
+    assert!(e.contains("(Conv): input 'w' is i8; Conv takes float tensors only"), "{e}");
     let e = refused(|p| g(p).input.push(value("w", DType::I64, &[2, 3])));
     assert!(e.contains("initializer 'w' holds f32 but graph input 'w' declares i64"), "{e}");
 }

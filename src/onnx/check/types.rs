@@ -26,10 +26,11 @@ const SAME_AS_FIRST: &[&str] = &[
 #[rustfmt::skip]
 const ONE_TYPE: &[&str] = &[
     "Add", "Sub", "Mul", "Div", "MatMul", "Concat", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater",
-    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
+    "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Gemm", "Conv", "ConvTranspose", "InstanceNormalization",
+    "PRelu",
 ];
 
-/// Ops whose first input is a float tensor (float16, float, double, bfloat16) at every opset.
+/// Ops whose inputs are all float tensors (float16, float, double, bfloat16) at every opset.
 #[rustfmt::skip]
 const FLOAT_ONLY: &[&str] = &[
     "Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool", "BatchNormalization", "InstanceNormalization",
@@ -113,8 +114,8 @@ pub(super) fn infer(g: &GraphProto, order: &[usize], mut known: HashMap<String, 
             continue;
         }
         let op = n.op_type();
-        let first = n.input.first().and_then(|s| known.get(s.as_str()).map(|&c| (s, c)));
-        if let Some((name, c)) = first.filter(|&(_, c)| FLOAT_ONLY.contains(&op) && !is_float(c)) {
+        let mut typed = n.input.iter().filter_map(|s| known.get(s.as_str()).map(|&c| (s, c)));
+        if let Some((name, c)) = typed.find(|&(_, c)| FLOAT_ONLY.contains(&op) && !is_float(c)) {
             return Err(node(n, format!("input '{name}' is {}; {op} takes float tensors only", type_name(c))));
         }
         if ONE_TYPE.contains(&op) {
