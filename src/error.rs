@@ -38,14 +38,18 @@ impl Error {
 /// the `frame #N` list and blank lines. What is left is joined on one line and cut at 400
 /// characters. Text that is no libtorch exception passes through unchanged (on one line).
 pub fn torch_summary(text: &str) -> String {
-    let text = text.strip_prefix("Internal torch error: ").unwrap_or(text);
+    let text = unescape_trace(text).replace("Internal torch error: ", "");
     let mut lines = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with("Exception raised from") || line.starts_with("frame #") {
-            break;
-        }
+    for line in text.lines() {
+        let (line, stop) = match frame_start(line) {
+            Some(i) => (line[..i].trim(), true),
+            None => (line.trim(), false),
+        };
         if !line.is_empty() {
             lines.push(line);
+        }
+        if stop {
+            break;
         }
     }
     let one = lines.join("; ");
@@ -58,11 +62,27 @@ pub fn torch_summary(text: &str) -> String {
 /// `text` without the lines of libtorch stack traces ("Exception raised from …", "frame #N: …"):
 /// the last guard before a message reaches the user.
 pub fn without_frames(text: &str) -> String {
-    let frame = |l: &str| {
-        let l = l.trim_start();
-        l.starts_with("Exception raised from") || l.starts_with("frame #")
-    };
-    text.lines().filter(|l| !frame(l)).collect::<Vec<_>>().join("\n")
+    let text = unescape_trace(text);
+    let kept = text.lines().filter_map(|l| match frame_start(l) {
+        Some(i) => Some(l[..i].trim_end()).filter(|l| !l.trim().is_empty()),
+        None => Some(l),
+    });
+    kept.collect::<Vec<_>>().join("\n")
+}
+
+/// A panic of tch's unwrapping methods shows the error with Debug, newlines escaped: undone
+/// where the text holds a trace.
+fn unescape_trace(text: &str) -> String {
+    if frame_start(text).is_some() {
+        text.replace("\\n", "\n")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Where a line's libtorch trace begins ("Exception raised from …" or "frame #N: …"), if it does.
+fn frame_start(line: &str) -> Option<usize> {
+    ["Exception raised from", "frame #"].iter().filter_map(|m| line.find(m)).min()
 }
 
 /// `bail!("...")`: return early with an `Error::Msg`.
@@ -88,5 +108,10 @@ mod tests {
         assert_eq!(torch_summary("two\n\nlines"), "two; lines");
         assert_eq!(torch_summary(&"x".repeat(1000)).chars().count(), 401);
         assert_eq!(without_frames("a\nException raised from f\nframe #0: g\n  frame #1: h\nb"), "a\nb");
+        // As a panic of an unwrapping tch method shows it: Debug, newlines escaped.
+        let debug = format!("called `Result::unwrap()` on an `Err` value: {:?}", tch::TchError::Torch(raw.into()));
+        let s = torch_summary(&debug);
+        assert!(s.ends_with("at non-singleton dimension 1") && !s.contains("frame"), "{s}");
+        assert!(!without_frames(&debug).contains("frame #"), "{}", without_frames(&debug));
     }
 }
