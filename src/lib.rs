@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod fetch;
+pub mod limits;
 pub mod onnx;
 pub mod patch;
 pub mod paths;

@@ -3,14 +3,34 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     semu::engine::memory::keep_freed_memory();
-    // A panic inside an op is turned into that node's error by the engine: don't print it twice.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !semu::engine::inside_op() {
-            default_hook(info)
+        // A panic inside an op is turned into that node's error by the engine: don't print it twice.
+        if semu::engine::inside_op() {
+            return;
         }
+        // Developers who ask for a backtrace get Rust's full report.
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            return default_hook(info);
+        }
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!(
+            "internal error: {}{at}; this is a bug in semu: please report it with the command line \
+             (RUST_BACKTRACE=1 shows where)",
+            semu::error::torch_summary(what)
+        );
     }));
     remove_staging_on_signals();
+    // Lets the tests reach the hook without a real bug (tests/hostile_bounds.rs).
+    if std::env::var_os("SEMU_TEST_PANIC").is_some() {
+        panic!("SEMU_TEST_PANIC is set\nException raised from nowhere\nframe #0: test");
+    }
     cli::main()
 }
 

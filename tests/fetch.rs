@@ -181,6 +181,48 @@ fn a_stalled_server_hits_the_read_timeout_in_bounded_time() {
     );
 }
 
+/// Issue 15: an endless body filled the cache (5.35 GB in 30 s). It stops at --max-download, and
+/// the partial file is deleted; a file that announces more is not started.
+#[test]
+fn an_endless_or_oversized_body_stops_at_the_size_cap_and_leaves_nothing() {
+    let s = Server::start(|req, _| match req.path.as_str() {
+        "/endless.bin" => Reply { no_length: true, endless: true, ..Reply::ok(&[7u8; 65536]) },
+        _ => Reply::ok(&[1u8; 5000]),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = FetchOptions { max_download: 1 << 20, ..opts(dir.path()) };
+    let t = Instant::now();
+    let e = get(&s.url("/endless.bin"), &o).unwrap_err().to_string();
+    assert!(e.contains("the body runs past") && e.contains("over the download limit of 1048576 bytes"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    let e = get(&s.url("/big.bin"), &FetchOptions { max_download: 4000, ..o.clone() }).unwrap_err().to_string();
+    assert!(e.contains("the server announces 5000 bytes, over the download limit of 4000 bytes"), "{e}");
+    assert!(files(dir.path()).is_empty(), "nothing is left: {:?}", files(dir.path()));
+    assert_eq!(s.requests().len(), 2, "a file over the cap is not retried");
+}
+
+/// Issue 15: a body dripping one byte per 0.5 s never finished (the read timeout only covers
+/// idle gaps). It is dropped for its speed, and the deadline bounds the whole download.
+#[test]
+fn a_dripping_body_is_stopped_by_the_minimum_rate_or_the_deadline() {
+    let s = Server::start(|_, _| Reply { drip: Some(Duration::from_millis(500)), ..Reply::ok(&[3u8; 1000]) });
+    let dir = tempfile::tempdir().unwrap();
+    let o = FetchOptions { read_timeout: Duration::from_secs(1), attempts: 2, ..opts(dir.path()) };
+    let t = Instant::now();
+    let e = get(&s.url("/drip.bin"), &o).unwrap_err().to_string();
+    assert!(e.contains("giving up after 2 attempts") && e.contains("under the minimum of 1024 bytes/s"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
+    let part = files(dir.path());
+    assert!(part.iter().all(|f| f.to_string_lossy().ends_with(".part")), "never as if complete: {part:?}");
+
+    let o = FetchOptions { min_rate: 0, deadline: Duration::from_secs(2), attempts: 5, ..o };
+    let t = Instant::now();
+    let e = get(&s.url("/drip2.bin"), &o).unwrap_err().to_string();
+    assert!(e.contains("not done within 2s (the download deadline"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(!cached(&s.url("/drip2.bin"), &o).exists(), "the partial download is not in the cache as a file");
+}
+
 #[test]
 fn a_hub_redirect_to_a_cdn_is_followed_and_checked_against_the_linked_etag() {
     let b = body();

@@ -35,6 +35,14 @@ pub struct RemoteArgs {
     /// Use the download cache only (also SEMU_OFFLINE=1); a file not cached is an error.
     #[arg(long)]
     pub offline: bool,
+    /// Largest file to download, in bytes (K/M/G/T suffixes; default 64G, also SEMU_MAX_DOWNLOAD).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_download: Option<u64>,
+}
+
+/// A positive size or count: digits with an optional K/M/G/T suffix (powers of 1024), or 2^K.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    semu::limits::parse_count(s).ok_or_else(|| format!("'{s}': expected a positive number, e.g. 4096, 64G or 2^33"))
 }
 
 impl RemoteArgs {
@@ -42,6 +50,9 @@ impl RemoteArgs {
         let mut o = FetchOptions::from_env()?;
         o.allow_http |= self.allow_http;
         o.offline |= self.offline;
+        if let Some(m) = self.max_download {
+            o.max_download = m;
+        }
         Ok(o)
     }
 

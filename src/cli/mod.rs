@@ -35,6 +35,10 @@ pub struct Cli {
     /// Log lines as text or JSON (one object per line, on stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Most elements one tensor may hold (a shape from the model or data that implies more is
+    /// refused before allocating); default 2^33, also SEMU_MAX_ELEMENTS.
+    #[arg(long, global = true, value_name = "N", value_parser = fetch::parse_size)]
+    max_elements: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -103,6 +107,9 @@ pub fn device(s: &str) -> Result<tch::Device, Exit> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    if let Some(n) = cli.max_elements {
+        semu::limits::set_max_elements(n);
+    }
     let quiet = cli.quiet;
     let res = match cli.cmd {
         Cmd::Inspect(a) => inspect::run(a),
@@ -120,7 +127,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e.err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {:#}", e.err);
+            eprintln!("error: {}", semu::error::without_frames(&format!("{:#}", e.err)));
             ExitCode::from(e.code)
         }
     }

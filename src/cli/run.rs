@@ -59,6 +59,7 @@ pub fn run(mut a: Args) -> CmdResult {
             continue;
         }
         let file = a.remote.file(std::path::Path::new(file))?;
+        semu::data::npy_header::check_npy(&file).with_context(|| format!("--input {name}"))?;
         let t =
             semu::data::npy::read_npy(&file).with_context(|| format!("--input {name}: reading {}", file.display()))?;
         feeds.insert(name.to_string(), t);

@@ -89,6 +89,8 @@ impl ImageFolder {
                 let first = &samples[0].0;
                 let (w, h) = image::image_dimensions(first)
                     .map_err(|e| Error::msg(format!("{}: unreadable image ({e})", first.display())))?;
+                crate::limits::check_image(w, h)
+                    .map_err(|e| Error::msg(format!("{}: too large: {e}", first.display())))?;
                 [h, w]
             }
         };
@@ -108,11 +110,10 @@ impl ImageFolder {
 
     fn load(&self, path: &Path) -> Result<Vec<f32>> {
         let bad = |why: String| Error::msg(format!("{}: {why}", path.display()));
-        let img = ImageReader::open(path)
+        let reader = ImageReader::open(path)
             .and_then(|r| r.with_guessed_format())
-            .map_err(|e| bad(format!("unreadable image ({e})")))?
-            .decode()
             .map_err(|e| bad(format!("unreadable image ({e})")))?;
+        let img = crate::limits::decode_image(reader).map_err(bad)?;
         let [c, h, w] = self.shape;
         // Gray before resizing, as a torchvision pipeline Grayscale → Resize does.
         let img = if c == 1 { gray(img) } else { img };

@@ -11,6 +11,7 @@ pub mod csv_table;
 pub mod forget;
 pub mod image_folder;
 pub mod npy;
+pub mod npy_header;
 pub mod npz;
 pub mod preprocess;
 pub mod records;

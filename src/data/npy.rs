@@ -162,6 +162,7 @@ impl NpzDataset {
             if !p.is_file() {
                 return Err(Error::msg(format!("{}: no such file", p.display())));
             }
+            super::npy_header::check_npy(p)?;
             read_npy(p)
         };
         let (xt, yt) = (read(x)?, read(y)?);

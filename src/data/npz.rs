@@ -75,6 +75,7 @@ fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
         return Err(bad("no such file".into()));
     }
+    super::npy_header::check_npz(path)?;
     super::npy::read_npz(path)
 }
 

@@ -41,6 +41,11 @@ impl<'a> Inputs<'a> {
     pub fn err(&self, reason: impl Into<String>) -> Error {
         self.node.node_err(reason)
     }
+    /// Refuses an output of shape `dims` that the element bound ([`crate::limits`]) forbids,
+    /// before libtorch is asked to allocate it.
+    pub fn bounded(&self, dims: &[i64]) -> Result<()> {
+        crate::limits::check_elements(dims).map(|_| ()).map_err(|e| self.err(format!("output {e}")))
+    }
 }
 
 /// Reads an integer tensor (any int kind, any rank) as a flat list.

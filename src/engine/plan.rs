@@ -490,6 +490,26 @@ impl Plan {
     }
 }
 
+/// The shapes and types of a node's inputs, for an error libtorch raised: " (inputs: 'x' Float
+/// [1, 3, 28, 28], 'w' Float [8, 1, 3, 3])".
+fn shapes(x: &ValueInputs) -> String {
+    let parts: Vec<String> = x
+        .node
+        .input
+        .iter()
+        .zip(&x.vals)
+        .filter_map(|(name, v)| match v {
+            Some(Value::Tensor(t)) => Some(format!("'{name}' {:?} {:?}", t.kind(), t.size())),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (inputs: {})", parts.join(", "))
+    }
+}
+
 /// Runs one op, naming the node in any error and checking it produced every named output.
 /// A bug in an op (an index past a shape it did not check) must not take the process down: the
 /// panic becomes this node's error, and [`inside_op`] lets the binary's panic hook stay quiet.
@@ -503,10 +523,11 @@ fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: ValueInputs) -> Result
             .cloned()
             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
+        let what = crate::error::torch_summary(&what);
         Err(Error::msg(format!("internal error on these inputs ({what}); please report it with the model")))
     });
     let outs = result.map_err(|e| match e {
-        Error::Torch(t) => n.node_err(format!("libtorch: {t}")),
+        Error::Torch(t) => n.node_err(format!("{}{}", crate::error::torch_summary(&t.to_string()), shapes(&x))),
         Error::Msg(m) => n.node_err(m),
         other => other,
     })?;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MAX_REDIRECTS: usize = 10;
 
@@ -73,12 +73,16 @@ impl<'a> Session<'a> {
         }
         let mut expect = Expect { sha256: sha256.map(|h| (h, "--sha256")), validator: None };
         let attempts = self.opts.attempts.max(1);
+        let deadline = Instant::now() + self.opts.deadline;
         let mut last = String::new();
         for attempt in 1..=attempts {
-            match self.attempt(url, dest, &mut expect, progress) {
+            match self.attempt(url, dest, &mut expect, progress, deadline) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(why)) => {
+                    if Instant::now() >= deadline {
+                        return Err(self.past_deadline(url, &why));
+                    }
                     if attempt < attempts {
                         let wait =
                             self.opts.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
@@ -90,6 +94,25 @@ impl<'a> Session<'a> {
             }
         }
         Err(Error::msg(format!("{}: giving up after {attempts} attempts: {last}", redact(url))))
+    }
+
+    fn past_deadline(&self, url: &Url, why: &str) -> Error {
+        Error::msg(format!(
+            "{}: not done within {:.0}s (the download deadline, SEMU_FETCH_DEADLINE): {why}; the partial file \
+             is kept as .part for a later resume",
+            redact(url),
+            secs(self.opts.deadline)
+        ))
+    }
+
+    /// The error for a file larger than `max_download`; its `.part` file is deleted.
+    fn too_large(&self, url: &Url, part: &Path, size: String) -> Failure {
+        let _ = std::fs::remove_file(part);
+        Failure::Fatal(Error::msg(format!(
+            "{}: {size}, over the download limit of {} bytes (--max-download / SEMU_MAX_DOWNLOAD); nothing was kept",
+            redact(url),
+            self.opts.max_download
+        )))
     }
 
     /// Whether `dest` is there and matches `sha256`; a cached file that does not match is removed.
@@ -114,7 +137,14 @@ impl<'a> Session<'a> {
     }
 
     /// One try: resume the `.part` file, stream the rest, verify, rename into place.
-    fn attempt(&self, url: &Url, dest: &Path, expect: &mut Expect, progress: Progress) -> Result<(), Failure> {
+    fn attempt(
+        &self,
+        url: &Url,
+        dest: &Path,
+        expect: &mut Expect,
+        progress: Progress,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
         let part = with_suffix(dest, ".part");
         let io = |e| Failure::Fatal(Error::io(&part, e));
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -155,6 +185,9 @@ impl<'a> Session<'a> {
             expect.validator = headers.get(ETAG).filter(|v| !v.as_bytes().starts_with(b"W/")).cloned();
         }
         let total = total.map(|t| if resp.status() == StatusCode::OK { t } else { t.max(start) });
+        if let Some(t) = total.filter(|&t| t > self.opts.max_download) {
+            return Err(self.too_large(url, &part, format!("the server announces {t} bytes")));
+        }
         file.set_len(start).map_err(io)?;
         let mut hasher = Sha256::new();
         if start > 0 {
@@ -165,6 +198,8 @@ impl<'a> Session<'a> {
         let mut done = start;
         progress(done, total);
         let mut buf = vec![0u8; 1 << 16];
+        // The speed check: bytes since `window.0`, judged once a read_timeout has passed.
+        let mut window = (Instant::now(), 0u64);
         loop {
             let n = match resp.read(&mut buf) {
                 Ok(0) => break,
@@ -182,10 +217,33 @@ impl<'a> Session<'a> {
                     }));
                 }
             };
+            if done + n as u64 > self.opts.max_download {
+                return Err(self.too_large(url, &part, format!("the body runs past {} bytes", done + n as u64)));
+            }
             file.write_all(&buf[..n]).map_err(io)?;
             hasher.update(&buf[..n]);
             done += n as u64;
             progress(done, total);
+            window.1 += n as u64;
+            let now = Instant::now();
+            if now >= deadline {
+                file.flush().map_err(io)?;
+                return Err(Failure::Fatal(self.past_deadline(url, &format!("stopped at byte {done}"))));
+            }
+            let span = now - window.0;
+            if span >= self.opts.read_timeout {
+                if (window.1 as f64) < self.opts.min_rate as f64 * span.as_secs_f64() {
+                    file.flush().map_err(io)?;
+                    return Err(Failure::Retry(format!(
+                        "the download crawled at byte {done}: {} bytes in {:.1}s, under the minimum of {} bytes/s \
+                         (SEMU_MIN_RATE)",
+                        window.1,
+                        span.as_secs_f64(),
+                        self.opts.min_rate
+                    )));
+                }
+                window = (now, 0);
+            }
         }
         if let Some(t) = total.filter(|&t| t != done) {
             return Err(Failure::Retry(format!("the connection closed at byte {done} of {t}")));

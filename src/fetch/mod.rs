@@ -58,13 +58,25 @@ pub struct FetchOptions {
     pub attempts: u32,
     /// First wait between tries; doubled after each, at most 30 s.
     pub backoff: Duration,
+    /// Largest file a download may bring, in bytes: one that says it is larger is not started,
+    /// one whose body runs past it is stopped and its `.part` file deleted.
+    pub max_download: u64,
+    /// Slowest sustained speed accepted, in bytes per second, judged over each `read_timeout`
+    /// of the body: a server that trickles (one byte every half second) is dropped like a stalled one.
+    pub min_rate: u64,
+    /// Longest time one file may take, every try and wait included.
+    pub deadline: Duration,
 }
+
+/// 64 GiB: above the largest single files of the models semu handles.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 64 << 30;
 
 pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
 
 impl FetchOptions {
     /// `SEMU_CACHE`, `SEMU_OFFLINE`, `SEMU_HF_ENDPOINT`, `SEMU_TOKEN`, `HF_TOKEN`,
-    /// `SEMU_CONNECT_TIMEOUT` and `SEMU_READ_TIMEOUT` (seconds).
+    /// `SEMU_CONNECT_TIMEOUT`, `SEMU_READ_TIMEOUT` and `SEMU_FETCH_DEADLINE` (seconds),
+    /// `SEMU_MAX_DOWNLOAD` (bytes, K/M/G/T suffixes allowed) and `SEMU_MIN_RATE` (bytes/s, 0 = none).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let cache_dir = match var("SEMU_CACHE") {
@@ -96,6 +108,19 @@ impl FetchOptions {
             read_timeout: secs("SEMU_READ_TIMEOUT", 60)?,
             attempts: 5,
             backoff: Duration::from_millis(500),
+            max_download: match var("SEMU_MAX_DOWNLOAD") {
+                None => DEFAULT_MAX_DOWNLOAD,
+                Some(v) => crate::limits::parse_count(&v).ok_or_else(|| {
+                    Error::msg(format!("SEMU_MAX_DOWNLOAD='{v}': expected a positive size in bytes (e.g. 64G)"))
+                })?,
+            },
+            min_rate: match var("SEMU_MIN_RATE") {
+                None => 1024,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| Error::msg(format!("SEMU_MIN_RATE='{v}': expected bytes per second (0 = none)")))?,
+            },
+            deadline: secs("SEMU_FETCH_DEADLINE", 24 * 3600)?,
         })
     }
 
@@ -112,6 +137,9 @@ impl FetchOptions {
             read_timeout: Duration::from_secs(2),
             attempts: 3,
             backoff: Duration::from_millis(20),
+            max_download: 1 << 30,
+            min_rate: 1024,
+            deadline: Duration::from_secs(60),
         }
     }
 }
@@ -152,7 +180,7 @@ pub fn fetch_model(
 ) -> Result<(PathBuf, Vec<PathBuf>)> {
     let path = fetch(arg, opts, sha256, progress)?;
     let Source::Remote(url) = parse(arg, opts)? else { return Ok((path, vec![])) };
-    let Ok(model) = crate::onnx::OnnxModel::load(&path) else { return Ok((path, vec![])) };
+    let Ok(model) = crate::onnx::OnnxModel::load_unchecked(&path) else { return Ok((path, vec![])) };
     let siblings = fetch_external_data(&url, &external_locations(&model), opts, progress)?;
     Ok((path, siblings))
 }

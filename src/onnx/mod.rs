@@ -2,6 +2,7 @@
 //! Knows nothing of libtorch.
 pub mod attr;
 pub mod build;
+pub mod check;
 pub mod dtype;
 pub mod model;
 pub mod proto;

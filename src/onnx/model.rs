@@ -18,21 +18,42 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
+    /// Reads and validates a model (see [`super::check`]): what onnxruntime would refuse to load
+    /// is refused here, before any command works on it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let m = Self::load_unchecked(path)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Reads a model without validating it (to list its external data before fetching it).
+    pub fn load_unchecked(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         crate::paths::regular_file(&path)?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_bytes(&bytes, path, dir)
+        Self::parse(&bytes, path, dir)
     }
 
+    /// Decodes and validates a model held in memory; `dir` is where its external data lives.
     pub fn from_bytes(bytes: &[u8], path: PathBuf, dir: PathBuf) -> Result<Self> {
+        let m = Self::parse(bytes, path, dir)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    fn parse(bytes: &[u8], path: PathBuf, dir: PathBuf) -> Result<Self> {
         let proto =
             ModelProto::decode(bytes).map_err(|e| Error::Model { path: path.clone(), reason: e.to_string() })?;
         if proto.graph.is_none() {
             return Err(Error::Model { path, reason: "it has no graph".into() });
         }
         Ok(OnnxModel { proto, path, dir })
+    }
+
+    /// The load-time rules of [`super::check`], as an error naming this model's file.
+    pub fn check(&self) -> Result<()> {
+        super::check::check(self).map_err(|reason| Error::Model { path: self.path.clone(), reason })
     }
 
     pub fn graph(&self) -> &super::proto::GraphProto {

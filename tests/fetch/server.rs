@@ -32,6 +32,10 @@ pub struct Reply {
     pub stall: Option<Duration>,
     /// Do not send a Content-Length (the body ends when the connection closes).
     pub no_length: bool,
+    /// Send the body one byte at a time with this pause between bytes.
+    pub drip: Option<Duration>,
+    /// After the body, keep sending it again and again until the client hangs up.
+    pub endless: bool,
 }
 
 impl Reply {
@@ -151,7 +155,17 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<Req>>, handler: &Handler) {
     }
     head += "\r\n";
     let sent = r.cut_after.unwrap_or(r.body.len()).min(r.body.len());
-    let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(&r.body[..sent])).and_then(|_| out.flush());
+    if out.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let _ = match r.drip {
+        Some(pause) => r.body[..sent].iter().try_for_each(|b| {
+            std::thread::sleep(pause);
+            out.write_all(&[*b]).and_then(|_| out.flush())
+        }),
+        None => out.write_all(&r.body[..sent]).and_then(|_| out.flush()),
+    };
+    while r.endless && !r.body.is_empty() && out.write_all(&r.body).is_ok() {}
     if let Some(d) = r.stall {
         std::thread::sleep(d);
     }

@@ -52,8 +52,12 @@ fn image_decoder(ctx: &OpCtx) -> Result<BoxOp> {
         if is_jpeg2000(&bytes) {
             return Err(x.err("JPEG 2000 images are not supported (no decoder available)"));
         }
-        let (h, w, data) = match image::load_from_memory(&bytes) {
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| x.err(format!("cannot read the image ({e})")))?;
+        let (h, w, data) = match crate::limits::decode_image(reader) {
             Ok(img) => pixels(&img, fmt),
+            Err(e) if e.starts_with("too large") => return Err(x.err(e)),
             // The spec: an undecodable stream gives an empty image, not an error.
             Err(e) => {
                 tracing::warn!(node = %x.node.label(), "ImageDecoder: cannot decode the image ({e}); output is empty");

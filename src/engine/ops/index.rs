@@ -160,6 +160,9 @@ fn one_hot(ctx: &OpCtx) -> Result<BoxOp> {
         let (idx, vals) = (x.req(0)?, x.req(2)?);
         let depth = x.scalar(1)?.ok_or_else(|| x.err("input 1 (depth) is required"))? as i64;
         let a = norm_axis(x, axis, idx.dim() + 1)?;
+        let mut out = idx.size();
+        out.insert(a as usize, depth);
+        x.bounded(&out)?;
         let idx = wrap(idx, depth)?.f_unsqueeze(a)?;
         let mut rshape = vec![1i64; idx.dim()];
         rshape[a as usize] = depth;

@@ -97,6 +97,8 @@ fn tile(ctx: &OpCtx) -> Result<BoxOp> {
         if reps.len() != r || reps.iter().any(|&v| v < 0) {
             return Err(x.err(format!("repeats {reps:?} do not fit rank {r}")));
         }
+        let out: Vec<i64> = t.size().iter().zip(&reps).map(|(&d, &k)| d.saturating_mul(k)).collect();
+        x.bounded(&out)?;
         Ok(vec![t.f_repeat(reps)?])
     })
 }
@@ -155,6 +157,9 @@ fn pad(ctx: &OpCtx) -> Result<BoxOp> {
 
 /// Pads (begin, end) per dim: negative amounts crop first, then positive ones pad.
 fn pad_tensor(x: &Inputs, t: &Tensor, per_dim: &[(i64, i64)], mode: PadMode, value: f64) -> Result<Tensor> {
+    let out: Vec<i64> =
+        t.size().iter().zip(per_dim).map(|(&d, &(b, e))| d.saturating_add(b).saturating_add(e).max(0)).collect();
+    x.bounded(&out)?;
     let mut out = t.shallow_clone();
     for (a, &(b, e)) in per_dim.iter().enumerate() {
         if b < 0 || e < 0 {

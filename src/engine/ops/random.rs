@@ -122,6 +122,7 @@ fn random(ctx: &OpCtx, normal: bool) -> Result<BoxOp> {
     if shape.iter().any(|&d| d < 0) {
         return Err(ctx.node.attr_err("shape", format!("{shape:?} has a negative dim")));
     }
+    crate::limits::check_elements(&shape).map_err(|e| ctx.node.attr_err("shape", e))?;
     let kind = dtype(ctx, true)?.unwrap_or(Kind::Float);
     let (src, d) = (Source::new(ctx)?, dist(ctx, normal)?);
     op(move |_| Ok(vec![sample(&src, d, &shape, kind, Device::Cpu)?]))

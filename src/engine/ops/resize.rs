@@ -218,6 +218,11 @@ fn plan_axes(c: &Cfg, x: &Inputs, shape: &[i64]) -> Result<Vec<Axis>> {
     if let Some(r) = &roi {
         check("roi", r.len(), 2 * n)?;
     }
+    let mut out_shape = shape.to_vec();
+    for (&a, &(o, _, _)) in axes.iter().zip(&dims) {
+        out_shape[a as usize] = o.max(0);
+    }
+    x.bounded(&out_shape)?;
     let mut out = Vec::with_capacity(n);
     for (i, (&axis, &(o, scale, width))) in axes.iter().zip(&dims).enumerate() {
         if o < 0 || scale <= 0.0 {

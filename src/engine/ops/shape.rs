@@ -198,6 +198,7 @@ fn expand(_: &OpCtx) -> Result<BoxOp> {
     op(|x| {
         let t = x.req(0)?;
         let out = broadcast(x, &t.size(), &req_ints(x, 1, "shape")?)?;
+        x.bounded(&out)?;
         Ok(vec![t.f_expand(out, false)?])
     })
 }
@@ -313,6 +314,7 @@ fn constant_of_shape(ctx: &OpCtx) -> Result<BoxOp> {
         if dims.iter().any(|&d| d < 0) {
             return Err(x.err(format!("negative dim in shape {dims:?}")));
         }
+        x.bounded(&dims)?;
         // repeat (not expand) so every output owns its storage.
         Ok(vec![v.f_to_device(s.device())?.f_repeat(dims)?])
     })
@@ -338,6 +340,7 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
                 return Err(x.err("delta is 0"));
             }
             let n = ((limit - start) / delta).ceil().max(0.0) as i64;
+            x.bounded(&[n])?;
             let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { stash } else { Kind::Double };
             Tensor::f_arange(n, (ck, dev))?.f_mul_scalar(delta)?.f_add_scalar(start)?
         } else {
@@ -352,6 +355,7 @@ fn range(ctx: &OpCtx) -> Result<BoxOp> {
             let (q, r) =
                 span.checked_div(delta).zip(span.checked_rem(delta)).ok_or_else(|| x.err("range overflows"))?;
             let n = (q + i64::from(r != 0)).max(0);
+            x.bounded(&[n])?;
             Tensor::f_arange(n, (Kind::Int64, dev))?.f_mul_scalar(delta)?.f_add_scalar(start)?
         };
         Ok(vec![out.f_to_kind(kind)?])
