@@ -250,7 +250,9 @@ fn npz_arrays_whose_header_promises_more_than_the_payload_are_refused() {
         args[4] = file.display().to_string();
         let o = run(&args);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("array `x`"), "{}", text(&o));
+        // The element bound (header alone) or the payload check (header against the bytes).
+        let t = text(&o);
+        assert!(t.contains("array `x`") || t.contains("array 'x.npy'"), "{t}");
     }
     assert!(!dir.path().join("o.onnx").exists());
 }
@@ -314,7 +316,8 @@ fn external_data_that_is_a_fifo_is_refused_without_blocking() {
     let o = wait_for(child, 120);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("classifier.3.bias") && t.contains("FIFO"), "{t}");
+    // Refused at load (not a regular file) or, past that, by the reader (FIFO): never opened.
+    assert!(t.contains("classifier.3.bias") && (t.contains("FIFO") || t.contains("not a regular file")), "{t}");
 }
 
 #[test]
