@@ -180,23 +180,8 @@ fn topo_order(g: &GraphProto, known: &HashSet<&str>, implicit: &[Vec<String>]) -
             }
         }
     }
-    // Keep the file's order among ready nodes, so already-sorted graphs run as written.
-    let mut ready: std::collections::BTreeSet<usize> = (0..g.node.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(g.node.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &u in &users[i] {
-            indeg[u] -= 1;
-            if indeg[u] == 0 {
-                ready.insert(u);
-            }
-        }
-    }
-    if order.len() != g.node.len() {
-        let stuck = (0..g.node.len()).find(|i| indeg[*i] > 0).unwrap();
-        return Err(g.node[stuck].node_err("the graph has a cycle through this node"));
-    }
-    Ok(order)
+    crate::onnx::check::kahn(indeg, &users)
+        .map_err(|stuck| g.node[stuck].node_err("the graph has a cycle through this node"))
 }
 
 impl Plan {

@@ -283,8 +283,17 @@ fn topo_order(
             users[*p].push(i);
         }
     }
-    let mut ready: BTreeSet<usize> = (0..g.node.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(g.node.len());
+    kahn(indeg, &users).map_err(|stuck| {
+        node(&g.node[stuck], "the graph has a cycle through this node (no order computes its inputs first)")
+    })
+}
+
+/// Kahn's algorithm on `indeg` (producers per node) and `users` (the nodes each feeds), taking
+/// ready nodes in file order so already-sorted graphs keep their order. Err: a node on a cycle.
+/// Shared by the load-time check and the engine's plan.
+pub fn kahn(mut indeg: Vec<usize>, users: &[Vec<usize>]) -> Result<Vec<usize>, usize> {
+    let mut ready: BTreeSet<usize> = (0..indeg.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(indeg.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
         for &u in &users[i] {
@@ -294,13 +303,10 @@ fn topo_order(
             }
         }
     }
-    if let Some(stuck) = (0..g.node.len()).find(|&i| indeg[i] > 0) {
-        return Err(node(
-            &g.node[stuck],
-            "the graph has a cycle through this node (no order computes its inputs first)",
-        ));
+    match (0..indeg.len()).find(|&i| indeg[i] > 0) {
+        Some(stuck) => Err(stuck),
+        None => Ok(order),
     }
-    Ok(order)
 }
 
 #[cfg(test)]
