@@ -8,7 +8,7 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup venv build fixtures test demo bench quality conformance conformance-update lint clean-fixtures
+.PHONY: setup venv build fixtures test demo bench quality conformance conformance-update bad-input-table lint clean-fixtures
 
 setup: venv build
 
@@ -50,6 +50,11 @@ conformance: setup
 
 conformance-update: setup
 	SEMU_CONFORMANCE_UPDATE=1 $(CARGO_TEST) --test conformance -- --nocapture
+
+# README's "Bad input: what each gets" table, rewritten from tests/bad_input.rs (`make test` fails
+# when it is out of date).
+bad-input-table: setup fixtures
+	SEMU_UPDATE_README=1 $(CARGO_TEST) --test bad_input
 
 lint: venv
 	cargo fmt --check
