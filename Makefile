@@ -8,7 +8,7 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup venv build fixtures test demo bench quality conformance conformance-update bad-input-table lint clean-fixtures
+.PHONY: setup venv build fixtures test demo bench quality conformance conformance-update bad-input-table fuzz lint clean-fixtures
 
 setup: venv build
 
@@ -55,6 +55,16 @@ conformance-update: setup
 # when it is out of date).
 bad-input-table: setup fixtures
 	SEMU_UPDATE_README=1 $(CARGO_TEST) --test bad_input
+
+# The fuzz target (tests/fuzz.rs): SEMU_FUZZ_CASES cases (1,000,000) in two shards, one per
+# core, for at most SEMU_FUZZ_MINUTES (60); resumes where the last run stopped (target/fuzz/);
+# failures land in target/fuzz/failures.txt. `make test` runs a 10,000-case smoke.
+FUZZ_SHARDS ?= 2
+fuzz: setup fixtures
+	cargo test --release --test fuzz --no-run
+	for k in $$(seq 0 $$(($(FUZZ_SHARDS) - 1))); do \
+	  SEMU_FUZZ_SHARD=$$k SEMU_FUZZ_SHARDS=$(FUZZ_SHARDS) cargo test --release --test fuzz -- --ignored long --nocapture & \
+	done; ok=0; for j in $$(jobs -p); do wait $$j || ok=1; done; cat target/fuzz/report-*.txt; exit $$ok
 
 lint: venv
 	cargo fmt --check

@@ -44,8 +44,13 @@ fn remove_staging_on_signals() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            for d in semu::onnx::staging::remove_live() {
-                eprintln!("interrupted: removed the staging folder {}", d.display());
+            for (d, r) in semu::onnx::staging::remove_live() {
+                match r {
+                    Ok(()) => eprintln!("interrupted: removed the staging folder {}", d.display()),
+                    Err(e) => {
+                        eprintln!("interrupted: could not remove the staging folder {} ({e}); remove it", d.display())
+                    }
+                }
             }
             let name = match sig {
                 SIGINT => "SIGINT",

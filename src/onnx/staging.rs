@@ -18,11 +18,33 @@ fn live() -> std::sync::MutexGuard<'static, Option<Vec<PathBuf>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes every live staging folder and refuses new ones; returns those removed. For the
-/// interrupt handler, which then ends the process.
-pub fn remove_live() -> Vec<PathBuf> {
+/// Removes every live staging folder and refuses new ones; returns each with the outcome. For
+/// the interrupt handler, which then ends the process.
+pub fn remove_live() -> Vec<(PathBuf, std::io::Result<()>)> {
     let dirs = live().take().unwrap_or_default();
-    dirs.into_iter().filter(|d| std::fs::remove_dir_all(d).is_ok()).collect()
+    dirs.into_iter()
+        .map(|d| {
+            let r = remove_while_written(&d);
+            (d, r)
+        })
+        .collect()
+}
+
+/// `remove_dir_all`, retried for a while: the main thread may still be writing a file into the
+/// folder when the signal arrives, so the first pass can meet a new entry (ENOTEMPTY); once the
+/// folder is gone its writes fail and nothing more appears.
+fn remove_while_written(dir: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// A new staging folder in `out_dir` for the output file `out_name`, registered as live, after

@@ -102,7 +102,11 @@ fn shrink(ctx: &OpCtx) -> Result<BoxOp> {
     let bias = attr_f(ctx, "bias", 0.0)?;
     let lambd = attr_f(ctx, "lambd", 0.5)?;
     op(move |x| {
-        let x = x.req(0)?;
+        let t = x.req(0)?;
+        if t.kind() == tch::Kind::Bool {
+            return Err(x.err("Shrink takes numbers, not bool"));
+        }
+        let x = t;
         let zero = x.f_zeros_like()?;
         let hi = x.f_sub_scalar(bias)?.f_where_self(&x.f_gt(lambd)?, &zero)?;
         let y = x.f_add_scalar(bias)?.f_where_self(&x.f_lt(-lambd)?, &hi)?;

@@ -1,6 +1,6 @@
 //! Indexing: Gather, GatherElements, GatherND, Scatter*, OneHot, NonZero, TopK, ArgMax, ArgMin,
 //! Unique.
-use super::util::norm_axis;
+use super::util::{norm_axis, norm_axis_of_shape};
 use crate::engine::{op, BoxOp, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
@@ -24,7 +24,7 @@ fn gather(ctx: &OpCtx) -> Result<BoxOp> {
     let axis = ctx.node.get_i("axis")?.unwrap_or(0);
     op(move |x| {
         let (data, idx) = (x.req(0)?, x.req(1)?);
-        let a = norm_axis(x, axis, data.dim())?;
+        let a = norm_axis_of_shape(x, axis, data.dim())?;
         let shape = data.size();
         let idx_n = wrap(idx, shape[a as usize])?;
         let picked = data.f_index_select(a, &idx_n.f_reshape([-1])?)?;
@@ -40,7 +40,7 @@ fn gather_elements(ctx: &OpCtx) -> Result<BoxOp> {
     let axis = ctx.node.get_i("axis")?.unwrap_or(0);
     op(move |x| {
         let (data, idx) = (x.req(0)?, x.req(1)?);
-        let a = norm_axis(x, axis, data.dim())?;
+        let a = norm_axis_of_shape(x, axis, data.dim())?;
         let idx = wrap(idx, data.size()[a as usize])?;
         Ok(vec![data.f_gather(a, &idx, false)?])
     })
@@ -110,7 +110,7 @@ fn scatter_elements(ctx: &OpCtx) -> Result<BoxOp> {
     let red = reduction(ctx)?;
     op(move |x| {
         let (data, idx, upd) = (x.req(0)?, x.req(1)?, x.req(2)?);
-        let a = norm_axis(x, axis, data.dim())?;
+        let a = norm_axis_of_shape(x, axis, data.dim())?;
         let idx = wrap(idx, data.size()[a as usize])?;
         Ok(vec![scatter_into(data, a, &idx, upd, red)?])
     })

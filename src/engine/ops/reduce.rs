@@ -75,7 +75,8 @@ fn empty_value(red: Red, k: Kind) -> f64 {
     match red {
         Red::Sum | Red::L1 | Red::L2 | Red::SumSquare => 0.0,
         Red::Prod => 1.0,
-        Red::Mean => f64::NAN,
+        Red::Mean if float => f64::NAN,
+        Red::Mean => 0.0, // NaN has no integer value
         Red::Max => lo,
         Red::Min => hi,
         Red::LogSum | Red::LogSumExp if float => f64::NEG_INFINITY,
@@ -107,7 +108,8 @@ fn reduce(red: Red, t: &Tensor, axes: &[i64], keep: bool) -> Result<Tensor> {
         Red::Mean if is_float(kind) => t.f_mean_dim(axes, true, None::<Kind>)?,
         // Integer mean: numpy divides, then truncates back to the integer type.
         Red::Mean => {
-            let count: i64 = axes.iter().map(|&a| shape[a as usize]).product();
+            // A scalar's axis 0 (accepted by norm_axis) counts one element.
+            let count: i64 = axes.iter().map(|&a| shape.get(a as usize).copied().unwrap_or(1)).product();
             t.f_sum_dim_intlist(axes, true, Kind::Double)?.f_div_scalar(count as f64)?
         }
         Red::Max => t.f_amax(axes, true)?,

@@ -121,8 +121,8 @@ fn affine_grid(ctx: &OpCtx) -> Result<BoxOp> {
         let size = x.ints(1)?.ok_or_else(|| x.err("input 1 (size) is required"))?;
         let t = theta.size();
         let ok = match size.len() {
-            4 => t[1..] == [2, 3],
-            5 => t[1..] == [3, 4],
+            4 => t.len() == 3 && t[1..] == [2, 3],
+            5 => t.len() == 3 && t[1..] == [3, 4],
             _ => false,
         };
         if !ok || t[0] != size[0] {

@@ -94,7 +94,7 @@ fn split_to_sequence(ctx: &OpCtx) -> Result<BoxOp> {
     let keepdims = ctx.node.get_i("keepdims")?.unwrap_or(1) != 0;
     vop(move |x| {
         let t = x.req_tensor(0)?;
-        let a = crate::engine::ops::util::norm_axis(&x.as_tensors()?, axis, t.dim())?;
+        let a = crate::engine::ops::util::norm_axis_of_shape(&x.as_tensors()?, axis, t.dim())?;
         let len = t.size()[a as usize];
         let parts = match x.tensor(1)? {
             // No split: pieces of 1, the axis dropped unless keepdims.
