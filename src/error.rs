@@ -34,6 +34,18 @@ impl Error {
     }
 }
 
+/// A TOML file's error on one line: `PATH, line L, column C: what` (the toml crate's own
+/// display spans several lines and puts the reason last).
+pub fn toml_problem(path: &std::path::Path, text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|s| {
+        let before = &text[..s.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(", line {line}, column {col}")
+    });
+    format!("{}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim())
+}
+
 /// The message of a libtorch exception without what follows it: "Exception raised from …",
 /// the `frame #N` list and blank lines. What is left is joined on one line and cut at 400
 /// characters. Text that is no libtorch exception passes through unchanged (on one line).

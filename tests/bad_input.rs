@@ -247,6 +247,18 @@ fn cases() -> Vec<Case> {
     vec![
         // The model file.
         case("model file missing", 1, &["<dir>/none.onnx"], |d| args(&["inspect", &at(d, "none.onnx")])),
+        case("a weight of the input model all NaN", 1, &["<dir>/nan.onnx", "'classifier.3.weight' holds NaN"], |d| {
+            let m = digits_with(d, "nan.onnx", "classifier.3.weight", f32::NAN);
+            let mut v = unlearn(d, &fx("digits/forget_class3.npz"), &["--epochs", "1", "--lr", "0.001"]);
+            v[2] = m;
+            v
+        }),
+        case("a bias of the input model all NaN", 1, &["<dir>/nan.onnx", "gradient", "not finite"], |d| {
+            let m = digits_with(d, "nan.onnx", "classifier.3.bias", f32::NAN);
+            let mut v = unlearn(d, &fx("digits/forget_class3.npz"), &["--epochs", "1", "--lr", "0.001"]);
+            v[2] = m;
+            v
+        }),
         case("model path is a folder", 1, &["<dir>"], |d| args(&["inspect", &d.display().to_string()])),
         case("model file empty (0 bytes)", 1, &["<dir>/empty.onnx"], |d| {
             std::fs::write(d.join("empty.onnx"), b"").unwrap();
@@ -343,9 +355,7 @@ fn cases() -> Vec<Case> {
                     let t = graph(m).initializer.iter_mut().find(|t| t.name() == "classifier.1.weight").unwrap();
                     t.raw_data.as_mut().unwrap().truncate(262_140);
                 });
-                let mut v = unlearn(d, &fx("digits/forget_class3.npz"), &[]);
-                v[2] = m;
-                v
+                args(&["inspect", &m])
             },
         ),
         case(
@@ -439,6 +449,11 @@ fn cases() -> Vec<Case> {
             npz(&d.join("nolabels.npz"), &[("x.npy", npy("<f4", "(2, 1, 8, 8)", &f32s(128, 0.5)))]);
             unlearn(d, &at(d, "nolabels.npz"), &[])
         }),
+        case("npz inputs of complex numbers", 1, &["<dir>/complex.npz", "`x`", "complex"], |d| {
+            let x = npy("<c8", "(2, 1, 8, 8)", &f32s(256, 0.5));
+            npz(&d.join("complex.npz"), &[("x.npy", x), ("y.npy", npy("<i8", "(2,)", &i64s(&[3, 3])))]);
+            unlearn(d, &at(d, "complex.npz"), &[])
+        }),
         case("npz labels that are floats", 1, &["<dir>/floaty.npz", "integer class ids"], |d| {
             let x = npy("<f4", "(2, 1, 8, 8)", &f32s(128, 0.5));
             npz(&d.join("floaty.npz"), &[("x.npy", x), ("y.npy", npy("<f4", "(2,)", &f32s(2, 3.0)))]);
@@ -469,7 +484,7 @@ fn cases() -> Vec<Case> {
             std::fs::write(d.join("solo.npy"), npy("<f4", "(2, 1, 8, 8)", &f32s(128, 0.5))).unwrap();
             unlearn(d, &at(d, "solo.npy"), &[])
         }),
-        case("run --input naming no graph input", 1, &["'input'"], |d| {
+        case("run --input naming only a name the graph lacks", 2, &["--input nope", "its inputs: input"], |d| {
             std::fs::write(d.join("x.npy"), npy("<f4", "(2, 1, 8, 8)", &f32s(128, 0.5))).unwrap();
             let input = format!("nope={}", at(d, "x.npy"));
             args(&[
@@ -631,7 +646,7 @@ fn cases() -> Vec<Case> {
         case("--out-patch with a method other than SEMU", 2, &["--method semu"], |d| {
             unlearn(d, &fx("digits/forget_class3.npz"), &["--method", "rl", "--out-patch", &at(d, "p.safetensors")])
         }),
-        case("--layers matching no weight", 1, &["--layers nomatch"], |d| {
+        case("--layers matching no weight", 2, &["--layers nomatch"], |d| {
             unlearn(d, &fx("digits/forget_class3.npz"), &["--layers", "nomatch"])
         }),
         case("--resize 0,0", 2, &["--resize"], |_| {
@@ -660,11 +675,11 @@ fn cases() -> Vec<Case> {
                 "semu",
             ])
         }),
-        case("sweep file that is not TOML", 2, &["<dir>/sweep.toml", "TOML parse error"], |d| {
+        case("sweep file that is not TOML", 2, &["<dir>/sweep.toml, line 1", "unclosed array"], |d| {
             std::fs::write(d.join("sweep.toml"), "methods = [\n").unwrap();
             args(&["sweep", "--config", &at(d, "sweep.toml")])
         }),
-        case("config file with an unknown setting", 2, &["<dir>/c.toml"], |d| {
+        case("config file with an unknown setting", 2, &["<dir>/c.toml, line 1", "learning_rate"], |d| {
             std::fs::write(d.join("c.toml"), "learning_rate = 0.1\n").unwrap();
             unlearn(d, &fx("digits/forget_class3.npz"), &["--config", &at(d, "c.toml")])
         }),
@@ -698,6 +713,17 @@ fn cases() -> Vec<Case> {
         case("--report-dir is an existing file", 2, &["--report-dir"], |d| {
             std::fs::write(d.join("taken"), b"x").unwrap();
             unlearn(d, &fx("digits/forget_class3.npz"), &["--report-dir", &at(d, "taken")])
+        }),
+        case("run --input: one right name, one the graph lacks", 2, &["--input nope", "its inputs: input"], |d| {
+            std::fs::write(d.join("x.npy"), npy("<f4", "(1, 1, 8, 8)", &f32s(64, 0.0))).unwrap();
+            let x = at(d, "x.npy");
+            args(&["run", &fx("digits/model.onnx"), "--input", &format!("input={x}"), "--input", &format!("nope={x}")])
+        }),
+        case("eval --json naming a folder", 2, &["--json", "a folder"], |d| {
+            std::fs::create_dir(d.join("j")).unwrap();
+            let f = |p: &str| fx(&format!("digits/{p}"));
+            let (m, fg, r, t) = (f("model.onnx"), f("forget_class3.npz"), f("retain_class3.npz"), f("test.npz"));
+            args(&["eval", "--model", &m, "--forget", &fg, "--retain", &r, "--test", &t, "--json", &at(d, "j")])
         }),
         // Verification and patches.
         case("verify: a model that outputs NaN", 3, &["<dir>/nan.onnx", "NaN/Inf"], |d| {

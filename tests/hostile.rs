@@ -453,3 +453,36 @@ fn a_staging_folder_left_by_a_killed_run_is_removed_by_the_next() {
     assert!(t.contains(&stale[0]) && t.contains("interrupted run"), "{t}");
     assert_eq!(names_in(dir.path()), vec!["o.onnx"]);
 }
+
+/// Issue 15: outputs named `a/b` and `a_b` were both written to `a_b.npy`, the second over the first.
+#[test]
+fn run_writes_outputs_whose_names_map_to_one_file_name_to_two_files() {
+    use semu::onnx::build::{node, value, write};
+    use semu::onnx::DType;
+    let (_tmp, path) = write(
+        vec![node("Identity", &["x"], &["a/b"]), node("Neg", &["x"], &["a_b"])],
+        vec![],
+        vec![value("x", DType::F32, &[2])],
+        vec![value("a/b", DType::F32, &[2]), value("a_b", DType::F32, &[2])],
+        13,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    tch::Tensor::from_slice(&[1.0f32, 2.0]).write_npy(&x).unwrap();
+    let out = dir.path().join("out");
+    let o = semu(&[
+        "run",
+        path.to_str().unwrap(),
+        "--input",
+        &format!("x={}", x.display()),
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(names_in(&out), ["a_b.npy", "a_b_1.npy"], "{}", text(&o));
+    let second = tch::Tensor::read_npy(out.join("a_b_1.npy")).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&second).unwrap(), [-1.0, -2.0]);
+    assert!(text(&o).contains("a_b: Float [2] -> ") && text(&o).contains("a_b_1.npy"), "{}", text(&o));
+}

@@ -195,7 +195,8 @@ impl SweepSpec {
     /// Reads a TOML sweep; relative paths become relative to the file's folder.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut spec: SweepSpec = toml::from_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let mut spec: SweepSpec =
+            toml::from_str(&text).map_err(|e| Error::msg(crate::error::toml_problem(path, &text, &e)))?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [&mut spec.model, &mut spec.forget, &mut spec.retain, &mut spec.test, &mut spec.out] {
             *p = base.join(&*p);

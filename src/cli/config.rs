@@ -93,7 +93,7 @@ impl SemuFlags {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
                 let f: FileConfig =
-                    toml::from_str(&text).with_context(|| format!("{}: invalid config", p.display()))?;
+                    toml::from_str(&text).map_err(|e| anyhow::anyhow!(semu::error::toml_problem(p, &text, &e)))?;
                 (f.semu, f.device)
             }
             // `--objective rl` alone is the paper's recipe, as before the other objectives.

@@ -124,6 +124,10 @@ pub fn run(a: Args) -> CmdResult {
     if a.batch_size == 0 {
         return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
     }
+    if let Some(j) = &a.json {
+        let inputs = [&a.model, &a.forget, &a.retain, &a.test];
+        semu::paths::check_output(j, "--json", &inputs.map(PathBuf::as_path)).map_err(super::usage)?;
+    }
     let device = super::device(&a.device)?;
     let model = OnnxModel::load(&a.model)?;
     let (task, why) = match a.task {

@@ -127,10 +127,26 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e.err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {}", semu::error::without_frames(&format!("{:#}", e.err)));
+            eprintln!("error: {}", semu::error::without_frames(&chain(&e.err)));
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause the message already quotes (the
+/// library's errors carry their source's text, as `{path}: {source}` does).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

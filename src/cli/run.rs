@@ -65,6 +65,11 @@ pub fn run(mut a: Args) -> CmdResult {
         feeds.insert(name.to_string(), t);
     }
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
+    let wanted: Vec<&str> = plan.inputs().iter().map(|i| i.name.as_str()).collect();
+    if let Some(extra) = feeds.keys().find(|k| !wanted.contains(&k.as_str())) {
+        let e = anyhow!("--input {extra}: the model has no input '{extra}' (its inputs: {})", wanted.join(", "));
+        return Err(super::usage(e));
+    }
     for i in plan.inputs() {
         if !feeds.contains_key(&i.name) {
             return Err(anyhow!("the model needs input '{}': pass --input {}=FILE.npy", i.name, i.name).into());
@@ -82,8 +87,15 @@ pub fn run(mut a: Args) -> CmdResult {
         );
     }
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
-    for (name, v) in plan.output_names().iter().zip(&values) {
-        write_value(&a.output_dir, &file_name_for(name), name, v)?;
+    // Names that map to one file name (`a/b` and `a_b`) get their output's position appended.
+    let mut used = std::collections::HashSet::new();
+    for (i, (name, v)) in plan.output_names().iter().zip(&values).enumerate() {
+        let mut stem = file_name_for(name);
+        if !used.insert(stem.clone()) {
+            stem = (0..).map(|k| format!("{stem}_{i}{}", "_".repeat(k))).find(|s| !used.contains(s)).unwrap();
+            used.insert(stem.clone());
+        }
+        write_value(&a.output_dir, &stem, name, v)?;
     }
     println!("device {}", device_name(device));
     if a.compare_ort {

@@ -121,6 +121,8 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
     cfg.forget_classes = a.data.forget_class.clone();
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
+    // A --layers pattern that matches nothing is a usage error, found before any data is read.
+    semu::semu::unlearn::select_layers(semu::semu::find_layers(&model), &cfg.layers).map_err(super::usage)?;
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;

@@ -229,6 +229,16 @@ pub fn labels(ds: &dyn Dataset) -> Result<Vec<i64>> {
     ds.labels()
 }
 
+/// Data sets hold real numbers: a complex array would be cast to its real part without a word.
+pub(crate) fn real_numbers(t: &Tensor) -> std::result::Result<(), String> {
+    match t.kind() {
+        tch::Kind::ComplexHalf | tch::Kind::ComplexFloat | tch::Kind::ComplexDouble => {
+            Err(format!("holds complex numbers ({:?}); data sets hold real inputs and integer labels", t.kind()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Fails on the first NaN or Inf in `x` (the batch at `idx` of `ds`), naming that sample.
 pub(crate) fn check_finite(x: &Tensor, idx: &[usize], ds: &dyn Dataset) -> Result<()> {
     let bad = x.f_isfinite()?.f_logical_not()?.f_flatten(1, -1)?.f_any_dim(1, false)?;

@@ -29,7 +29,7 @@ impl Header {
 
 /// The element type of a `descr` such as `<f4` or `|u1` (little-endian or byte-sized only).
 fn kind_of(descr: &str) -> Option<(Kind, usize)> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    let (order, code) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
     let (order, code) = if matches!(order, "<" | ">" | "|" | "=") { (order, code) } else { ("=", descr) };
     let (kind, size) = match code {
         "f2" | "e" => (Kind::Half, 2),
@@ -163,7 +163,9 @@ impl NpzDataset {
                 return Err(Error::msg(format!("{}: no such file", p.display())));
             }
             super::npy_header::check_npy(p)?;
-            read_npy(p)
+            let t = read_npy(p)?;
+            super::real_numbers(&t).map_err(|why| Error::msg(format!("{} {why}", p.display())))?;
+            Ok(t)
         };
         let (xt, yt) = (read(x)?, read(y)?);
         Self::from_tensors(format!("{} + {}", x.display(), y.display()), xt, yt)

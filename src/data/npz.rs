@@ -76,7 +76,11 @@ fn read(path: &Path) -> Result<Vec<(String, Tensor)>> {
         return Err(bad("no such file".into()));
     }
     super::npy_header::check_npz(path)?;
-    super::npy::read_npz(path)
+    let arrays = super::npy::read_npz(path)?;
+    for (name, t) in &arrays {
+        super::real_numbers(t).map_err(|why| bad(format!("array `{name}` {why}")))?;
+    }
+    Ok(arrays)
 }
 
 fn names(a: &[(String, Tensor)]) -> String {

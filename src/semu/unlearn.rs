@@ -229,6 +229,10 @@ fn reset(adapters: &mut [Adapter]) -> Result<()> {
     Ok(())
 }
 
+fn all_finite(t: &tch::Tensor) -> Result<bool> {
+    Ok(t.f_isfinite()?.f_all()?.int64_value(&[]) == 1)
+}
+
 /// Runs SEMU on `model` for `forget` (and `retain` when given, weighted by α). `test` (held
 /// out) sets the target of sample forgetting (`semu::auto`).
 #[allow(clippy::too_many_arguments)]
@@ -252,6 +256,15 @@ pub fn unlearn(
     }
     let names_set = layers.iter().map(|l| l.name.clone()).collect();
     let mut net = Model::new(model, device, names_set, spec)?;
+    for l in &layers {
+        if !all_finite(net.plan.param(&l.name).expect("dynamic"))? {
+            return Err(Error::msg(format!(
+                "{}: weight '{}' holds NaN or Inf: the input model is broken, nothing to unlearn from",
+                model.path.display(),
+                l.name
+            )));
+        }
+    }
     let retain_all = retain;
     let retain = retain.filter(|_| cfg.objective.uses_retain());
     if cfg.objective.needs_retain() && retain.is_none() {
@@ -284,6 +297,16 @@ pub fn unlearn(
     for (i, l) in layers.iter().enumerate() {
         let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
         let g = &grads[&l.name];
+        // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
+        if !all_finite(g)? {
+            return Err(Error::msg(format!(
+                "{}: the forget-set gradient of weight '{}' is NaN or Inf: the model's outputs on {} are not \
+                 finite (NaN/Inf in another of its weights, or in the data)",
+                model.path.display(),
+                l.name,
+                forget.source()
+            )));
+        }
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
         let d = decompose(&g, l.kind == super::LayerKind::Conv)?;
         match Adapter::new(l, &w, &d, cfg.gamma, cfg.parity)? {

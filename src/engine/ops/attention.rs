@@ -252,6 +252,9 @@ fn cache_rows(cache: &Tensor, ids: Option<&Tensor>) -> Result<Tensor> {
     Ok(match ids {
         Some(ids) => {
             let s = ids.size();
+            if s.len() != 2 {
+                return Err(crate::error::Error::msg(format!("position_ids must be [batch, seq], got {s:?}")));
+            }
             let flat = ids.f_to_kind(Kind::Int64)?.f_reshape([-1])?;
             cache.f_index_select(0, &flat)?.f_reshape([s[0], s[1], -1])?
         }

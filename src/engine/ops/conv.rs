@@ -89,6 +89,13 @@ impl Window {
                 }
             }
         }
+        // The padded input is allocated first: pads from the model must not ask for more than the bound.
+        if begin.iter().chain(&end).any(|&p| p != 0) {
+            let size = x.req(0)?.size();
+            let lead = &size[..size.len().saturating_sub(n)];
+            let padded = (0..n).map(|i| spatial[i].saturating_add(begin[i]).saturating_add(end[i]));
+            x.bounded(&lead.iter().copied().chain(padded).collect::<Vec<_>>())?;
+        }
         Ok(Geom { strides, dilations, begin, end })
     }
 }
@@ -199,7 +206,11 @@ fn conv_transpose(ctx: &OpCtx) -> Result<BoxOp> {
         let (s, d) = a.win.steps(x, n)?;
         let op_ = per_dim(x, &out_pad, "output_padding", n, 0)?;
         // Size of the full (unpadded) transposed convolution.
-        let full: Vec<i64> = (0..n).map(|i| s[i] * (spatial[i] - 1) + (kernel[i] - 1) * d[i] + 1).collect();
+        let full: Vec<i64> = (0..n)
+            .map(|i| s[i].saturating_mul(spatial[i] - 1).saturating_add((kernel[i] - 1).saturating_mul(d[i])) + 1)
+            .collect();
+        let cout = w.size().get(1).copied().unwrap_or(1).saturating_mul(a.group);
+        x.bounded(&[&size[..1], &[cout], &full[..]].concat())?;
         let same = matches!(a.win.auto_pad, AutoPad::SameUpper | AutoPad::SameLower);
         let target = match &out_shape {
             // output_shape may also carry N and C (older exporters): keep its spatial tail.

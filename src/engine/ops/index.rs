@@ -158,7 +158,14 @@ fn one_hot(ctx: &OpCtx) -> Result<BoxOp> {
     let axis = ctx.node.get_i("axis")?.unwrap_or(-1);
     op(move |x| {
         let (idx, vals) = (x.req(0)?, x.req(2)?);
-        let depth = x.scalar(1)?.ok_or_else(|| x.err("input 1 (depth) is required"))? as i64;
+        let depth = x.scalar(1)?.ok_or_else(|| x.err("input 1 (depth) is required"))?;
+        if !(depth >= 1.0 && depth.is_finite()) {
+            return Err(x.err(format!("depth must be a number >= 1, got {depth}")));
+        }
+        if vals.numel() != 2 {
+            return Err(x.err(format!("values must hold [off, on], got {} values", vals.numel())));
+        }
+        let depth = depth as i64;
         let a = norm_axis(x, axis, idx.dim() + 1)?;
         let mut out = idx.size();
         out.insert(a as usize, depth);
@@ -190,7 +197,7 @@ fn top_k(ctx: &OpCtx) -> Result<BoxOp> {
             Some(k) => k,
             None => x.ints(1)?.and_then(|v| v.first().copied()).ok_or_else(|| x.err("input 1 (k) is required"))?,
         };
-        let a = norm_axis(x, axis, t.dim())?;
+        let a = norm_axis_of_shape(x, axis, t.dim())?;
         let len = t.size()[a as usize];
         if k < 0 || k > len {
             return Err(x.err(format!("k = {k} is out of range for an axis of size {len}")));

@@ -1,7 +1,7 @@
 //! Assorted ops: CumProd, Det, Swish, BitCast, TensorScatter, CenterCropPad, Col2Im, and the
 //! ai.onnx.ml Binarizer and ArrayFeatureExtractor. All but BitCast and Binarizer stay
 //! differentiable in their float inputs.
-use super::util::norm_axis;
+use super::util::{norm_axis, norm_axis_of_shape};
 use crate::engine::convert::kind_of;
 use crate::engine::{op, BoxOp, OpCtx, Registry};
 use crate::error::Result;
@@ -153,12 +153,17 @@ fn center_crop_pad(ctx: &OpCtx) -> Result<BoxOp> {
         let shape = x.ints(1)?.ok_or_else(|| x.err("shape is required"))?;
         let r = t.dim();
         let axes: Vec<i64> = match &axes {
-            Some(a) => a.iter().map(|&a| norm_axis(x, a, r)).collect::<Result<_>>()?,
+            Some(a) => a.iter().map(|&a| norm_axis_of_shape(x, a, r)).collect::<Result<_>>()?,
             None => (0..r as i64).collect(),
         };
         if axes.len() != shape.len() {
             return Err(x.err(format!("shape has {} values for {} axes", shape.len(), axes.len())));
         }
+        let mut out = t.size();
+        for (&a, &want) in axes.iter().zip(&shape) {
+            out[a as usize] = want;
+        }
+        x.bounded(&out)?;
         let mut y = t.shallow_clone();
         let mut pads = vec![0; 2 * r];
         for (&a, &want) in axes.iter().zip(&shape) {

@@ -38,6 +38,7 @@ fn cosine_window(ctx: &OpCtx, a: [f64; 3]) -> Result<BoxOp> {
         if size < 0 {
             return Err(x.err(format!("size must be >= 0, got {size}")));
         }
+        x.bounded(&[size])?;
         let n = if periodic { size } else { size - 1 } as f64;
         let phase = Tensor::f_arange(size, (Kind::Double, x.req(0)?.device()))?.f_mul_scalar(2.0 * PI / n)?;
         let w = phase.f_cos()?.f_mul_scalar(-a[1])?.f_add_scalar(a[0])?;
@@ -61,6 +62,7 @@ fn mel_weight_matrix(ctx: &OpCtx) -> Result<BoxOp> {
         if bins < 1 || dft_len < 1 || rate < 1 {
             return Err(x.err(format!("num_mel_bins {bins}, dft_length {dft_len} and sample_rate {rate} must be >= 1")));
         }
+        x.bounded(&[dft_len / 2 + 1, bins.saturating_add(2)])?;
         // The mel edges in f32 like the reference, the rest in f64.
         let mel = |f: f32| 2595.0 * (1.0 + f / 700.0).log10();
         let step = f64::from((mel(hi) - mel(lo)) / (bins + 2) as f32);

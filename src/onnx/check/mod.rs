@@ -218,6 +218,20 @@ impl Cx<'_> {
             return Err(format!("{what}: negative dim {d} in {:?}", t.dims));
         }
         if !is_external(t) {
+            // Raw bytes must be exactly what the dims and type need (onnxruntime refuses other
+            // sizes when it loads the model). Typed fields are counted when the tensor is read.
+            let raw = t.raw_data().len();
+            let need = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let bits = dtype.bits().map(|b| b as u64);
+            let need = need.zip(bits).and_then(|(n, b)| n.checked_mul(b)).map(|b| b.div_ceil(8) as usize);
+            if raw > 0 && need.is_some_and(|n| n != raw) {
+                return Err(format!(
+                    "{what}: holds {raw} bytes but dims {:?} of {} need {}",
+                    t.dims,
+                    dtype.name(),
+                    need.unwrap_or(0)
+                ));
+            }
             return Ok(());
         }
         let r = external_ref(t).map_err(|e| format!("{what}: {e}"))?;
