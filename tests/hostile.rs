@@ -486,3 +486,40 @@ fn run_writes_outputs_whose_names_map_to_one_file_name_to_two_files() {
     assert_eq!(Vec::<f32>::try_from(&second).unwrap(), [-1.0, -2.0]);
     assert!(text(&o).contains("a_b: Float [2] -> ") && text(&o).contains("a_b_1.npy"), "{}", text(&o));
 }
+
+/// Issue 15: without `--out` the export is staged in a scratch folder under TMPDIR, which an
+/// interrupt left behind.
+#[test]
+fn sigterm_without_out_removes_the_scratch_folder() {
+    let (tmp, outs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let patch = outs.path().join("p.safetensors");
+    let mut args = unlearn(Path::new("unused.onnx"), &["--out-patch", patch.to_str().unwrap()]);
+    let at = args.iter().position(|a| a == "--out").unwrap();
+    args.drain(at..at + 2);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_semu"))
+        .args(&args)
+        .env("TMPDIR", tmp.path())
+        .env("SEMU_FAULT_PAUSE_STAGED_MS", "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let staged = |root: &Path| {
+        std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .any(|e| names_in(&e.path()).iter().any(|n| n.starts_with(".semu-staging-")))
+    };
+    while !staged(tmp.path()) {
+        assert!(child.try_wait().unwrap().is_none(), "{}", text(&child.wait_with_output().unwrap()));
+        assert!(t.elapsed() < Duration::from_secs(120), "no staging folder appeared: {:?}", names_in(tmp.path()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = wait_for(child, 60);
+    assert_eq!(o.status.code(), Some(143), "{}", text(&o));
+    assert!(names_in(tmp.path()).is_empty(), "{:?}", names_in(tmp.path()));
+    assert!(names_in(outs.path()).is_empty(), "{:?}", names_in(outs.path()));
+}

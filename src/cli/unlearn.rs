@@ -167,7 +167,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("export");
     let t = Instant::now();
     // Without --out the ONNX is still staged, for the gate, in a scratch folder.
-    let scratch = tempfile::tempdir()?;
+    let scratch = semu::onnx::staging::Scratch::new("semu-scratch-")?;
     progress.step("export", 0, 1);
     let staged = model.stage(a.out.as_deref().unwrap_or(&scratch.path().join("model.onnx")), &weights)?;
     progress.step("export", 1, 1);

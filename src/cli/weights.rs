@@ -100,8 +100,8 @@ fn local_files(arg: &Path, remote: &RemoteArgs) -> anyhow::Result<Vec<PathBuf>> 
 /// Writes a model whose weights were bound in memory to a temporary folder and points `model`
 /// at it, for ONNX Runtime, which reads models from files. The folder lives as long as the
 /// returned guard.
-pub fn materialize(model: &mut OnnxModel) -> anyhow::Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new().prefix("semu-bound-").tempdir()?;
+pub fn materialize(model: &mut OnnxModel) -> anyhow::Result<semu::onnx::staging::Scratch> {
+    let dir = semu::onnx::staging::Scratch::new("semu-bound-")?;
     let name = model.path.file_name().map(PathBuf::from).unwrap_or_else(|| "model.onnx".into());
     let saved = model.save(&dir.path().join(name), &HashMap::new())?;
     model.path = saved.model;

@@ -103,6 +103,37 @@ fn clean_stale(out_dir: &Path, out_name: &str) {
     }
 }
 
+/// A scratch folder under the system's temporary folder (a model copy for ONNX Runtime, the
+/// staging of a run without `--out`), removed when dropped and, like a staging folder, by the
+/// interrupt handler.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let mut guard = live();
+        let Some(dirs) = guard.as_mut() else {
+            return Err(Error::msg("interrupted"));
+        };
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        dirs.push(dir.path().to_path_buf());
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    /// Removed, then forgotten by the interrupt handler (in that order, as for [`Staged`]).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.path());
+        if let Some(dirs) = live().as_mut() {
+            dirs.retain(|d| d != self.0.path());
+        }
+    }
+}
+
 /// An output written to a staging folder, not yet visible at its destination.
 pub struct Staged {
     dir: tempfile::TempDir,

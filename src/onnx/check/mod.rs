@@ -15,6 +15,7 @@
 //!   attribute tensors); declared types that contradict an initializer or a node's result
 //!   (see [`types`]).
 //! - External data: a regular file inside the model's folder, holding the bytes the tensor needs.
+mod schema;
 mod types;
 
 use super::dtype::DType;
@@ -193,6 +194,7 @@ impl Cx<'_> {
         if !imported {
             return Err(node(n, format!("its domain '{}' is not imported by the model", n.domain())));
         }
+        schema::check_node(n, d, self.opsets.get(d).copied().unwrap_or(1)).map_err(|r| node(n, r))?;
         let mut seen = HashSet::new();
         for a in &n.attribute {
             if a.name().is_empty() {
