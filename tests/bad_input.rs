@@ -5,6 +5,9 @@
 //!
 //! Each run must end within [`LIMIT`], with the expected exit code and message fragments, no C++
 //! frames or Rust panic report on stderr, and nothing written at an output path when it fails.
+mod common;
+
+use common::{npy, npy_dict, npz};
 use prost::Message;
 use semu::onnx::proto::{GraphProto, ModelProto, StringStringEntryProto};
 use std::collections::HashMap;
@@ -94,40 +97,12 @@ fn external_copy(d: &Path) -> PathBuf {
     m
 }
 
-/// An `.npy` image: the header says `descr` and `shape`; `payload` follows as given.
-fn npy(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
-    npy_dict(&format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"), payload)
-}
-
-/// An `.npy` image with the header dictionary `dict` (padded as numpy does), then `payload`.
-fn npy_dict(dict: &str, payload: &[u8]) -> Vec<u8> {
-    let mut h = dict.to_string();
-    while !(h.len() + 11).is_multiple_of(16) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((h.len() as u16).to_le_bytes());
-    v.extend(h.as_bytes());
-    v.extend(payload);
-    v
-}
-
 fn f32s(n: usize, x: f32) -> Vec<u8> {
     (0..n).flat_map(|_| x.to_le_bytes()).collect()
 }
 
 fn i64s(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn npz(path: &Path, entries: &[(&str, Vec<u8>)]) {
-    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    for (name, bytes) in entries {
-        z.start_file(*name, zip::write::FileOptions::default()).unwrap();
-        std::io::Write::write_all(&mut z, bytes).unwrap();
-    }
-    z.finish().unwrap();
 }
 
 /// `<d>/<name>.npz` holding digits-shaped `x` (n × 1 × 8 × 8, all `value`) and `y`.
@@ -152,24 +127,7 @@ fn png_claiming(path: &Path, w: u32, h: u32) {
     let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
     z.write_all(&vec![0u8; 4 * (w as usize + 1)]).unwrap();
     let idat = z.finish().unwrap();
-    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut c = crc32fast::Hasher::new();
-        c.update(kind);
-        c.update(data);
-        out.extend(kind);
-        out.extend(data);
-        out.extend(c.finalize().to_be_bytes());
-    };
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &idat);
-    chunk(&mut png, b"IEND", &[]);
-    std::fs::write(path, png).unwrap();
+    std::fs::write(path, common::png(w, h, &idat)).unwrap();
 }
 
 /// An ImageFolder `<d>/images` with classes 0 and 1, one real 8 × 8 image each.

@@ -16,6 +16,8 @@
 //!
 //! `make test` runs [`smoke`] (10,000 cases); `make fuzz` runs [`long`] (`SEMU_FUZZ_CASES`,
 //! default 1,000,000, for at most `SEMU_FUZZ_MINUTES`, resuming from `target/fuzz/`).
+mod common;
+
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedMutRandom, IndexedRandom};
@@ -579,13 +581,7 @@ fn npy_bytes(r: &mut StdRng, descr: &str, shape: &[i64], values: &[u8]) -> Vec<u
     if r.random_bool(0.05) {
         h.truncate(r.random_range(0..h.len()));
     }
-    while !(h.len() + 11).is_multiple_of(16) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((h.len() as u16).to_le_bytes());
-    v.extend(h.as_bytes());
+    let mut v = common::npy_dict(&h, &[]);
     let mut payload = values.to_vec();
     if r.random_bool(0.1) {
         payload.truncate(r.random_range(0..=payload.len()));
@@ -1109,18 +1105,7 @@ fn long() {
 #[test]
 fn fuzz_regressions_npy_descr_starting_with_a_multibyte_character() {
     let dir = tempfile::tempdir().unwrap();
-    let npy = |descr: &str, shape: &str, payload: &[u8]| {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while !(h.len() + 11).is_multiple_of(16) {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut v = b"\x93NUMPY\x01\x00".to_vec();
-        v.extend((h.len() as u16).to_le_bytes());
-        v.extend(h.as_bytes());
-        v.extend(payload);
-        v
-    };
+    let npy = common::npy;
     std::fs::write(dir.path().join("x.npy"), npy("\u{fffd}f4", "(1, 64)", &[0; 256])).unwrap();
     std::fs::write(dir.path().join("y.npy"), npy("<i8", "(1,)", &[0; 8])).unwrap();
     let e = semu::data::open(&dir.path().join("x.npy")).err().expect("refused").to_string();

@@ -1,6 +1,9 @@
 //! Hostile input (issue 15): NaN/Inf cannot pass the gate or `verify`, settings are checked up
 //! front, npz payloads are checked against their headers, symlinks and non-regular files are
 //! refused, output paths are checked before any work, and interrupts leave no staging folder.
+mod common;
+
+use common::npz;
 use semu::onnx::OnnxModel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -201,38 +204,11 @@ fn mean_and_std_flags_are_usable() {
 
 /// An `.npy` image of float32 values, its header claiming `shape`.
 fn npy(shape: &str, values: &[f32]) -> Vec<u8> {
-    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while !(h.len() + 11).is_multiple_of(16) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((h.len() as u16).to_le_bytes());
-    v.extend(h.as_bytes());
-    v.extend(values.iter().flat_map(|x| x.to_le_bytes()));
-    v
-}
-
-fn npz(path: &Path, entries: &[(&str, Vec<u8>)]) {
-    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    for (name, bytes) in entries {
-        z.start_file(*name, zip::write::FileOptions::default()).unwrap();
-        std::io::Write::write_all(&mut z, bytes).unwrap();
-    }
-    z.finish().unwrap();
+    common::npy("<f4", shape, &values.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
 }
 
 fn labels(n: usize) -> Vec<u8> {
-    let mut h = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({n},), }}");
-    while !(h.len() + 11).is_multiple_of(16) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((h.len() as u16).to_le_bytes());
-    v.extend(h.as_bytes());
-    v.extend((0..n).flat_map(|_| 3i64.to_le_bytes()));
-    v
+    common::npy("<i8", &format!("({n},)"), &(0..n).flat_map(|_| 3i64.to_le_bytes()).collect::<Vec<_>>())
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! refuses are refused at load by every command; libtorch's C++ stack frames and Rust panics
 //! never reach the user; shapes, npy headers and images that imply huge allocations are refused
 //! before any is made. (Downloads: tests/fetch.rs; rule by rule: src/onnx/check/tests.rs.)
+mod common;
+
 use prost::Message;
 use semu::onnx::build::{node, value, write};
 use semu::onnx::proto::{ModelProto, StringStringEntryProto};
@@ -269,24 +271,7 @@ fn huge_png(path: &Path) {
         z.write_all(&row).unwrap();
     }
     let idat = z.finish().unwrap();
-    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut c = crc32fast::Hasher::new();
-        c.update(kind);
-        c.update(data);
-        out.extend(kind);
-        out.extend(data);
-        out.extend(c.finalize().to_be_bytes());
-    };
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend(w.to_be_bytes());
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &idat);
-    chunk(&mut png, b"IEND", &[]);
-    std::fs::write(path, png).unwrap();
+    std::fs::write(path, common::png(w, h, &idat)).unwrap();
 }
 
 /// Issue 15: a 389 KB PNG of 20000 × 20000 was decoded (57 s, 754 MB). It is refused from its
