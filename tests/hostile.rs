@@ -380,8 +380,8 @@ fn output_paths_are_checked_before_any_work() {
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
 
-/// Starts `semu unlearn` holding its staged export for a minute; returns once the staging folder
-/// is there.
+/// Starts `semu unlearn` holding its staged export for a minute; returns once the staged model is
+/// there (the run's claim on `--out`, a staging folder holding only its owner file, comes first).
 fn start_and_wait_for_staging(out: &Path) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_semu"))
         .args(unlearn(out, &[]))
@@ -392,7 +392,8 @@ fn start_and_wait_for_staging(out: &Path) -> Child {
         .unwrap();
     let t = Instant::now();
     let dir = out.parent().unwrap();
-    while !names_in(dir).iter().any(|n| n.starts_with(".semu-staging-")) {
+    let staged = |n: &String| n.starts_with(".semu-staging-") && names_in(&dir.join(n)).len() > 1;
+    while !names_in(dir).iter().any(staged) {
         assert!(t.elapsed() < Duration::from_secs(120), "no staging folder appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -421,13 +422,36 @@ fn a_staging_folder_left_by_a_killed_run_is_removed_by_the_next() {
     let mut child = start_and_wait_for_staging(&out);
     child.kill().unwrap(); // SIGKILL: nothing can clean up
     child.wait().unwrap();
+    // The run's claim on o.onnx and its staged export.
     let stale = names_in(dir.path());
-    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(stale.len(), 2, "{stale:?}");
     let o = run(&unlearn(&out, &[]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains(&stale[0]) && t.contains("interrupted run"), "{t}");
+    for s in &stale {
+        assert!(t.contains(s.as_str()) && t.contains("interrupted run"), "{t}");
+    }
     assert_eq!(names_in(dir.path()), vec!["o.onnx"]);
+}
+
+/// Issue 15: two runs on one `--out` raced, and one report recorded the SHA-256 of a file the
+/// other had replaced. The second run is refused while the first holds the output.
+#[test]
+fn a_second_run_on_the_same_out_is_refused_while_the_first_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.onnx");
+    let first = start_and_wait_for_staging(&out);
+    let o = run(&unlearn(&out, &[]));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains(&format!("another semu (pid {})", first.id())) && !t.contains("gradient"), "{t}");
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_for(first, 60).status.code(), Some(143));
+    assert!(names_in(dir.path()).is_empty(), "{:?}", names_in(dir.path()));
+    // Once it is gone the output is free again.
+    let o = run(&unlearn(&out, &[]));
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Issue 15: outputs named `a/b` and `a_b` were both written to `a_b.npy`, the second over the first.

@@ -109,6 +109,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
     check_outputs(&a).map_err(super::usage)?; // again, against the fetched inputs' local paths
+    let _claim = a.out.as_deref().map(semu::onnx::staging::claim).transpose().map_err(super::usage)?;
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
     let (task, why) = match a.task {

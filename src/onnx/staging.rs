@@ -66,6 +66,47 @@ pub(super) fn create(out_dir: &Path, out_name: &str) -> Result<tempfile::TempDir
     Ok(dir)
 }
 
+/// Claims the output file `out` for this run, from its start: a staging folder made now, so that
+/// a second semu started on the same output while this one works is refused rather than racing
+/// it (each would report the hash of a file the other then replaced). Dropping it releases `out`.
+/// `None` when `out`'s folder does not exist yet (the export makes it; nothing is made before).
+pub fn claim(out: &Path) -> Result<Option<Claim>> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mine = Claim(create(dir, &name)?);
+    // Made first, looked for second: two runs starting together may both stop, never both go on.
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let folder = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = folder.strip_prefix(PREFIX).and_then(|r| r.split('-').next()?.parse::<i32>().ok()) else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(e.path().join(OWNER)).ok();
+        if pid as u32 != std::process::id() && alive(pid) && owner.as_deref() == Some(name.as_str()) {
+            return Err(Error::msg(format!(
+                "{}: another semu (pid {pid}) is writing this output; wait for it to finish or choose another --out",
+                out.display()
+            )));
+        }
+    }
+    Ok(Some(mine))
+}
+
+/// An output claimed by [`claim`] for as long as it lives.
+pub struct Claim(tempfile::TempDir);
+
+impl Drop for Claim {
+    /// Removed, then forgotten by the interrupt handler (in that order, as for [`Staged`]).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.path());
+        if let Some(dirs) = live().as_mut() {
+            dirs.retain(|d| d != self.0.path());
+        }
+    }
+}
+
 /// Whether process `pid` exists (signal 0 checks without sending anything).
 fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
