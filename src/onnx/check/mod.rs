@@ -194,7 +194,6 @@ impl Cx<'_> {
         if !imported {
             return Err(node(n, format!("its domain '{}' is not imported by the model", n.domain())));
         }
-        schema::check_node(n, d, self.opsets.get(d).copied().unwrap_or(1)).map_err(|r| node(n, r))?;
         let mut seen = HashSet::new();
         for a in &n.attribute {
             if a.name().is_empty() {
@@ -207,6 +206,7 @@ impl Cx<'_> {
                 self.tensor(t, &format!("node '{}' ({}), attribute '{}'", n.label(), n.op_type(), a.name()))?;
             }
         }
+        schema::check_node(n, d, self.opsets.get(d).copied().unwrap_or(1)).map_err(|r| node(n, r))?;
         Ok(())
     }
 

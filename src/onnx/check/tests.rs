@@ -165,6 +165,7 @@ fn declared_types_that_contradict_the_graph_are_refused() {
     let e = refused(|p| {
         g(p).node[0].op_type = Some("Conv".into());
         g(p).initializer[0].data_type = Some(DType::I8.onnx_code());
+        g(p).initializer[0].raw_data = Some(vec![0; 6]);
     });
     assert!(e.contains("(Conv): input 'w' is i8; Conv takes float tensors only"), "{e}");
     let e = refused(|p| g(p).input.push(value("w", DType::I64, &[2, 3])));
