@@ -49,18 +49,10 @@ fn remove_while_written(dir: &Path) -> std::io::Result<()> {
 
 /// A new staging folder in `out_dir` for the output file `out_name`, registered as live, after
 /// removing the folders that killed runs left for the same output (others are named in a warning).
-pub(super) fn create(out_dir: &Path, out_name: &str) -> Result<tempfile::TempDir> {
+pub(super) fn create(out_dir: &Path, out_name: &str) -> Result<LiveDir> {
     clean_stale(out_dir, out_name);
-    let mut guard = live();
-    let Some(dirs) = guard.as_mut() else {
-        return Err(Error::msg("interrupted"));
-    };
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{PREFIX}{}-", std::process::id()))
-        .tempdir_in(out_dir)
-        .map_err(|e| Error::io(out_dir, e))?;
-    dirs.push(dir.path().to_path_buf());
-    drop(guard);
+    let prefix = format!("{PREFIX}{}-", std::process::id());
+    let dir = LiveDir::new(out_dir, || tempfile::Builder::new().prefix(&prefix).tempdir_in(out_dir))?;
     let owner = dir.path().join(OWNER);
     std::fs::write(&owner, out_name).map_err(|e| Error::io(&owner, e))?;
     Ok(dir)
@@ -76,7 +68,7 @@ pub fn claim(out: &Path) -> Result<Option<Claim>> {
         return Ok(None);
     }
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mine = Claim(create(dir, &name)?);
+    let mine = create(dir, &name)?;
     // Made first, looked for second: two runs starting together may both stop, never both go on.
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
         let folder = e.file_name().to_string_lossy().into_owned();
@@ -95,17 +87,7 @@ pub fn claim(out: &Path) -> Result<Option<Claim>> {
 }
 
 /// An output claimed by [`claim`] for as long as it lives.
-pub struct Claim(tempfile::TempDir);
-
-impl Drop for Claim {
-    /// Removed, then forgotten by the interrupt handler (in that order, as for [`Staged`]).
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.path());
-        if let Some(dirs) = live().as_mut() {
-            dirs.retain(|d| d != self.0.path());
-        }
-    }
-}
+pub type Claim = LiveDir;
 
 /// Whether process `pid` exists (signal 0 checks without sending anything).
 fn alive(pid: i32) -> bool {
@@ -147,17 +129,12 @@ fn clean_stale(out_dir: &Path, out_name: &str) {
 /// A scratch folder under the system's temporary folder (a model copy for ONNX Runtime, the
 /// staging of a run without `--out`), removed when dropped and, like a staging folder, by the
 /// interrupt handler.
-pub struct Scratch(tempfile::TempDir);
+pub struct Scratch(LiveDir);
 
 impl Scratch {
     pub fn new(prefix: &str) -> Result<Self> {
-        let mut guard = live();
-        let Some(dirs) = guard.as_mut() else {
-            return Err(Error::msg("interrupted"));
-        };
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        dirs.push(dir.path().to_path_buf());
-        Ok(Scratch(dir))
+        let tmp = std::env::temp_dir();
+        Ok(Scratch(LiveDir::new(&tmp, || tempfile::Builder::new().prefix(prefix).tempdir())?))
     }
 
     pub fn path(&self) -> &Path {
@@ -165,8 +142,29 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    /// Removed, then forgotten by the interrupt handler (in that order, as for [`Staged`]).
+/// A folder the interrupt handler removes while it lives: registered as it is made (refused once
+/// an interrupt began), removed and then forgotten when dropped — in that order, so the handler
+/// never misses one.
+pub struct LiveDir(tempfile::TempDir);
+
+impl LiveDir {
+    /// Makes the folder with `make` (inside `at`, named in an error) and registers it.
+    fn new(at: &Path, make: impl FnOnce() -> std::io::Result<tempfile::TempDir>) -> Result<Self> {
+        let mut guard = live();
+        let Some(dirs) = guard.as_mut() else {
+            return Err(Error::msg("interrupted"));
+        };
+        let dir = make().map_err(|e| Error::io(at, e))?;
+        dirs.push(dir.path().to_path_buf());
+        Ok(LiveDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for LiveDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(self.0.path());
         if let Some(dirs) = live().as_mut() {
@@ -177,14 +175,14 @@ impl Drop for Scratch {
 
 /// An output written to a staging folder, not yet visible at its destination.
 pub struct Staged {
-    dir: tempfile::TempDir,
+    dir: LiveDir,
     out_dir: PathBuf,
     /// Paths relative to the staging folder; the model file is last.
     files: Vec<PathBuf>,
 }
 
 impl Staged {
-    pub(super) fn new(dir: tempfile::TempDir, out_dir: PathBuf, files: Vec<PathBuf>) -> Self {
+    pub(super) fn new(dir: LiveDir, out_dir: PathBuf, files: Vec<PathBuf>) -> Self {
         Staged { dir, out_dir, files }
     }
 
@@ -206,16 +204,6 @@ impl Staged {
             written.push(dst);
         }
         Ok(SavedModel { model: written.last().cloned().expect("the model file"), files: written })
-    }
-}
-
-impl Drop for Staged {
-    /// Removed, then forgotten by the interrupt handler (in that order, so it never misses one).
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.dir.path());
-        if let Some(dirs) = live().as_mut() {
-            dirs.retain(|d| d != self.dir.path());
-        }
     }
 }
 
