@@ -51,7 +51,7 @@ impl Param {
     }
 }
 
-const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Transpose"];
+const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Transpose", "FakeQuantize"];
 
 struct Graph<'a> {
     producer: HashMap<&'a str, &'a NodeProto>,

@@ -112,6 +112,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let _claim = a.out.as_deref().map(semu::onnx::staging::claim).transpose().map_err(super::usage)?;
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
+    // A quantized model trains on its float working copy; the fold re-quantizes.
+    let lifted = semu::semu::quantized::lift(&model)?;
+    let work = lifted.as_ref().map_or(&model, |l| &l.model);
     let (task, why) = match a.task {
         Some(t) => (t, "given with --task".to_string()),
         None => semu::task::infer(&model, a.output_name.as_deref()),
@@ -123,7 +126,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     cfg.forget_classes = a.data.forget_class.clone();
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     // A --layers pattern that matches nothing is a usage error, found before any data is read.
-    semu::semu::unlearn::select_layers(semu::semu::find_layers(&model), &cfg.layers).map_err(super::usage)?;
+    semu::semu::unlearn::select_layers(semu::semu::find_layers(work), &cfg.layers).map_err(super::usage)?;
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
@@ -133,6 +136,16 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     if a.method != Method::Semu && a.out_patch.is_some() {
         return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
     }
+    if lifted.is_some() && a.out_patch.is_some() {
+        return Err(Exit {
+            code: 2,
+            err: anyhow!(
+                "{}: --out-patch adds float U R Vᵀ to the weights, but this model's weights are quantized \
+                 integers: use --out (the re-quantized model) instead",
+                a.model.display()
+            ),
+        });
+    }
     if a.method.retain_modes() == [true] && retain.is_none() {
         return Err(Exit {
             code: 2,
@@ -140,7 +153,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         });
     }
     let u = baselines::run(
-        &model,
+        work,
         forget.as_ref(),
         retain.as_deref(),
         test.as_deref(),
@@ -154,7 +167,14 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let mut timings = u.timings.clone();
     progress.phase("fold");
     let t = Instant::now();
-    let weights = weight_replacements_with(&model, u.overrides(), &mut |d, n| progress.step("fold", d, n))?;
+    let (trained, quantization) = match &lifted {
+        Some(l) => {
+            let (ints, q) = l.requantize(u.overrides())?;
+            (ints, Some(q))
+        }
+        None => (u.overrides().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect(), None),
+    };
+    let weights = weight_replacements_with(&model, &trained, &mut |d, n| progress.step("fold", d, n))?;
     // Checked even with --no-verify: NaN weights are never a model worth writing.
     gate::check_finite_weights(&weights).map_err(|e| Exit {
         code: 3,
@@ -283,6 +303,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         weights_touched: u.weights_touched(),
         changed_parameters: changed,
         changed_share: changed as f64 / total.max(1) as f64,
+        quantization,
         wall_seconds: u.wall_seconds,
         baseline_settings: (a.method != Method::Semu).then_some(extra),
         epochs: u.epochs.clone(),
@@ -384,6 +405,18 @@ fn print_summary(r: &UnlearnReport) {
         100.0 * r.changed_share,
         r.wall_seconds
     );
+    if let Some(q) = &r.quantization {
+        println!(
+            "quantized   {} weight(s) re-quantized with their own scales and zero points ({}): {} integers \
+             changed; fold rounding max {:.3e} ({:.2} steps), {} saturated",
+            q.weights,
+            q.formats.join(", "),
+            r.changed_parameters,
+            q.rounding_max_abs,
+            q.rounding_max_steps,
+            q.saturated
+        );
+    }
     println!(
         "layers      {} adapted, {} trainable parameters = {:.3}% of {} ({})",
         r.layers.len(),

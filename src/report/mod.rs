@@ -78,6 +78,10 @@ pub struct UnlearnReport {
     /// Elements whose value differs in the export, and their share of all parameters.
     pub changed_parameters: i64,
     pub changed_share: f64,
+    /// A quantized model: how the fold re-quantized the trained weights (same scales and zero
+    /// points); `changed_parameters` then counts changed integers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<crate::semu::quantized::Requantized>,
     /// Time of the method itself (gradient/mask, SVD, training), export and verify excluded.
     pub wall_seconds: f64,
     /// The baselines' own settings (mask ratio, l1, schedule); absent for SEMU.

@@ -1,5 +1,6 @@
 //! Which weights SEMU adapts (SEMU.md §1): float initializers feeding the weight operand of a
-//! Conv, Gemm or MatMul, directly or through ops that only rename, cast or transpose.
+//! Conv, Gemm or MatMul (or onnxruntime's Attention and FusedMatMul), directly or through ops
+//! that only rename, cast or transpose.
 use crate::onnx::proto::NodeProto;
 use crate::onnx::{DType, OnnxModel};
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +30,8 @@ impl Layer {
     }
 }
 
-const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Transpose"];
+/// FakeQuantize: a quantized weight in its float working copy (`semu::quantized`).
+const PASS_THROUGH: &[&str] = &["Identity", "Cast", "Transpose", "FakeQuantize"];
 
 /// Follows `value` back through pass-through ops to an initializer name, if it comes from one.
 fn source_initializer<'a>(
@@ -73,11 +75,14 @@ pub fn find_layers(model: &OnnxModel) -> Vec<Layer> {
             "Conv" => (LayerKind::Conv, 1),
             "Gemm" => (LayerKind::Gemm, 1),
             "MatMul" => (LayerKind::MatMul, 1),
+            // onnxruntime's fusions: Attention's packed QKV weight, FusedMatMul's operands.
+            "Attention" | "FusedMatMul" if n.domain() == "com.microsoft" => (LayerKind::MatMul, 1),
             _ => continue,
         };
         // MatMul's weight may be either operand (x·W or W·x); Gemm's B is the usual weight but
         // some exporters put it in A.
-        let candidates: Vec<usize> = if kind == LayerKind::Conv { vec![operand] } else { vec![1, 0] };
+        let fixed = kind == LayerKind::Conv || n.op_type() == "Attention";
+        let candidates: Vec<usize> = if fixed { vec![operand] } else { vec![1, 0] };
         for c in candidates {
             let Some(inp) = n.input.get(c) else { continue };
             let Some(w) = source_initializer(inp, &producer, &inits) else { continue };

@@ -4,6 +4,7 @@ pub mod auto;
 pub mod gradient;
 pub mod layers;
 pub mod optim;
+pub mod quantized;
 pub mod svd;
 pub mod train;
 pub mod unlearn;

@@ -90,34 +90,69 @@ impl Layout {
 
     /// `v` (a scale or zero point) reshaped or repeated to broadcast against `shape`.
     fn spread(&self, x: &Inputs, v: &Tensor, shape: &[i64]) -> Result<Tensor> {
-        if v.numel() == 1 {
-            return Ok(v.f_reshape([] as [i64; 0])?);
+        if v.numel() > 1 {
+            norm_axis(x, self.axis, shape.len())?;
         }
-        let a = norm_axis(x, self.axis, shape.len())? as usize;
-        let vs = v.size();
-        if self.block == 0 {
-            if vs != [shape[a]] {
-                return Err(x.err(format!("per-axis scale {vs:?} must have {} values (axis {a})", shape[a])));
-            }
-            let mut dims = vec![1; shape.len()];
-            dims[a] = -1;
-            return Ok(v.f_reshape(dims)?);
-        }
-        let fits = vs.len() == shape.len()
-            && (0..vs.len()).all(|i| {
-                if i == a {
-                    vs[i] == (shape[i] + self.block - 1) / self.block
-                } else {
-                    vs[i] == shape[i]
-                }
-            });
-        if !fits {
-            return Err(
-                x.err(format!("blocked scale {vs:?} does not fit input {shape:?} (axis {a}, block {})", self.block))
-            );
-        }
-        Ok(v.f_repeat_interleave_self_int(self.block, a as i64, None)?.f_narrow(a as i64, 0, shape[a])?)
+        spread_param(v, self.axis, self.block, shape).map_err(|e| x.err(e))
     }
+}
+
+/// A scale or zero point `v` of DequantizeLinear's layout (one value, per `axis`, or blocks of
+/// `block` along `axis`) reshaped or repeated to broadcast against `shape`.
+pub fn spread_param(v: &Tensor, axis: i64, block: i64, shape: &[i64]) -> std::result::Result<Tensor, String> {
+    let torch = |e: tch::TchError| e.to_string();
+    if v.numel() == 1 {
+        return v.f_reshape([] as [i64; 0]).map_err(torch);
+    }
+    let r = shape.len() as i64;
+    if !(-r..r).contains(&axis) {
+        return Err(format!("axis {axis} is out of range for rank {r}"));
+    }
+    let a = axis.rem_euclid(r) as usize;
+    let vs = v.size();
+    if block == 0 {
+        if vs != [shape[a]] {
+            return Err(format!("per-axis scale {vs:?} must have {} values (axis {a})", shape[a]));
+        }
+        let mut dims = vec![1; shape.len()];
+        dims[a] = -1;
+        return v.f_reshape(dims).map_err(torch);
+    }
+    let fits = vs.len() == shape.len()
+        && (0..vs.len()).all(|i| if i == a { vs[i] == (shape[i] + block - 1) / block } else { vs[i] == shape[i] });
+    if !fits {
+        return Err(format!("blocked scale {vs:?} does not fit input {shape:?} (axis {a}, block {block})"));
+    }
+    v.f_repeat_interleave_self_int(block, a as i64, None).and_then(|t| t.f_narrow(a as i64, 0, shape[a])).map_err(torch)
+}
+
+/// The saturation range of an integer quantized type.
+pub fn int_range(d: DType) -> Option<(f64, f64)> {
+    match target_of(d)? {
+        Target::Int(q) => Some((q.lo, q.hi)),
+        Target::Float(_) => None,
+    }
+}
+
+/// QuantizeLinear's integers for `v` (in the scale's computing type) before and after saturation
+/// to `[lo, hi]`, as f64: `round(v / s) + zp`. `s` and `zp` already broadcast against `v`.
+pub fn quantized_values(v: &Tensor, s: &Tensor, zp: Option<&Tensor>, lo: f64, hi: f64) -> Result<(Tensor, Tensor)> {
+    let q = v.f_div(s)?.f_round()?.f_to_kind(Kind::Double)?;
+    let q = match zp {
+        Some(z) => q.f_add(&z.f_to_kind(Kind::Double)?)?,
+        None => q,
+    };
+    let clamped = q.f_clamp(lo, hi)?;
+    Ok((q, clamped))
+}
+
+/// DequantizeLinear of integers `q` (f64) in computing type `calc`: `(q − zp) · s`.
+pub fn dequantized_values(q: &Tensor, s: &Tensor, zp: Option<&Tensor>, calc: Kind) -> Result<Tensor> {
+    let mut y = q.f_to_kind(calc)?;
+    if let Some(z) = zp {
+        y = y.f_sub(&z.f_to_kind(calc)?)?;
+    }
+    Ok(y.f_mul(s)?)
 }
 
 /// Rounds half to even, adds the zero point, saturates and converts to `q`'s kind.
@@ -318,7 +353,36 @@ fn qlinear_conv(ctx: &OpCtx) -> Result<BoxOp> {
     })
 }
 
+/// The domain of semu's own ops: they exist only in the working copy of a quantized model that
+/// SEMU trains (`semu::quantized`), never in a file semu writes.
+pub const SEMU_DOMAIN: &str = "ai.semu";
+
+/// `DequantizeLinear(QuantizeLinear(x))` with the scale and zero point of both, in one op whose
+/// gradient passes straight through where x is inside the quantized range (the straight-through
+/// estimator), so training can see through rounding. The value is bit-identical to the pair's:
+/// the same division, rounding, saturation and multiplication in the same types. Attributes
+/// `lo`/`hi`: the quantized type's range; `axis`/`block_size` as in DequantizeLinear.
+fn fake_quantize(ctx: &OpCtx) -> Result<BoxOp> {
+    let layout = Layout::parse(ctx.node)?;
+    let (lo, hi) = (ctx.node.get_i("lo")?.unwrap_or(0) as f64, ctx.node.get_i("hi")?.unwrap_or(255) as f64);
+    op(move |x| {
+        let (input, scale) = (x.req(0)?, x.req(1)?);
+        let shape = input.size();
+        let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+        let s = layout.spread(x, &scale.f_to_kind(calc)?, &shape)?;
+        let zp = x.get(2).map(|z| layout.spread(x, &computable(z)?.f_to_kind(Kind::Double)?, &shape)).transpose()?;
+        let v = input.f_to_kind(calc)?;
+        let (q, clamped) = quantized_values(&v.f_detach()?, &s, zp.as_ref(), lo, hi)?;
+        let y = dequantized_values(&clamped, &s, zp.as_ref(), calc)?;
+        // + (v − v.detach())·inside: exactly zero in value, the identity's gradient inside the range.
+        let inside = q.f_ge(lo)?.f_logical_and(&q.f_le(hi)?)?;
+        let ste = v.f_sub(&v.f_detach()?)?.f_mul(&inside.f_to_kind(calc)?)?;
+        Ok(vec![y.f_add(&ste)?.f_to_kind(scale.kind())?])
+    })
+}
+
 pub fn register(r: &mut Registry) {
+    r.add_range(SEMU_DOMAIN, "FakeQuantize", 1, i64::MAX, fake_quantize);
     r.add("QuantizeLinear", 10, quantize);
     r.add("DequantizeLinear", 10, dequantize);
     r.add("DynamicQuantizeLinear", 11, dynamic_quantize);
