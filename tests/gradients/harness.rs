@@ -112,6 +112,8 @@ enum Arg {
 pub struct Case {
     op: String,
     opset: i64,
+    /// The node's domain ("" for ai.onnx; another is imported at version 1 beside ai.onnx).
+    domain: String,
     attrs: Vec<AttributeProto>,
     args: Vec<Arg>,
     outputs: usize,
@@ -158,7 +160,12 @@ struct Leaf {
 
 impl Case {
     pub fn new(op: &str, opset: i64, seed: u64) -> Self {
-        Case { op: op.into(), opset, attrs: vec![], args: vec![], outputs: 1, g: Gen::new(seed) }
+        Case { op: op.into(), opset, domain: String::new(), attrs: vec![], args: vec![], outputs: 1, g: Gen::new(seed) }
+    }
+    /// Puts the node in `domain` (imported at version 1), e.g. "com.microsoft".
+    pub fn domain(&mut self, domain: &str) -> &mut Self {
+        self.domain = domain.into();
+        self
     }
     pub fn i(&mut self, name: &str, v: i64) -> &mut Self {
         self.attrs.push(AttributeProto { i: Some(v), ..attr(name, AttributeType::Int) });
@@ -273,6 +280,7 @@ impl Case {
         let outs: Vec<String> = (0..self.outputs).map(|k| format!("y{k}")).collect();
         let node = NodeProto {
             op_type: Some(self.op.clone()),
+            domain: (!self.domain.is_empty()).then(|| self.domain.clone()),
             name: Some("node".into()),
             input: names,
             output: outs.clone(),
@@ -289,7 +297,10 @@ impl Case {
         };
         let proto = ModelProto {
             ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(self.opset) }],
+            opset_import: std::iter::once((String::new(), self.opset))
+                .chain((!self.domain.is_empty()).then(|| (self.domain.clone(), 1)))
+                .map(|(d, v)| OperatorSetIdProto { domain: Some(d), version: Some(v) })
+                .collect(),
             graph: Some(graph),
             ..Default::default()
         };

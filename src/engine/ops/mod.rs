@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod cast;
 pub mod control;
+pub mod contrib;
 pub mod conv;
 pub mod elementwise;
 pub mod image;
@@ -65,4 +66,5 @@ pub fn register_all(r: &mut Registry) {
     image::register(r);
     ml::register(r);
     random::register(r);
+    contrib::register(r);
 }

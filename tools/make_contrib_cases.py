@@ -1,0 +1,236 @@
+"""Writes fixtures/contrib/: one-node models of onnxruntime's com.microsoft contrib ops (and
+SimplifiedLayerNormalization), each with fixed-seed random inputs and onnxruntime's outputs
+(`<case>.onnx` + `<case>.npz`, keys `in.<name>` / `out.<name>`), plus the text classifier and
+the GPT-2 LM fixtures as onnxruntime's transformer optimizer rewrites them (`text_cls_opt.onnx`,
+`text_lm_opt.onnx`). tests/contrib.rs runs every case through the engine against these outputs.
+Idempotent: skips when the folder is complete (FORCE=1 rewrites it)."""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(ROOT, "fixtures", "contrib")
+DONE = os.path.join(OUT, ".complete")
+MS = "com.microsoft"
+
+NP2ONNX = {np.float32: TensorProto.FLOAT, np.int32: TensorProto.INT32, np.int64: TensorProto.INT64,
+           np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}
+
+
+def utf8(text):
+    """Text as a uint8 array (the engine's .npz reader takes numbers only)."""
+    return np.frombuffer(text.encode(), np.uint8)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def case(name, op, inputs, outputs, domain=MS, numpy_ref=None, **attrs):
+    """A one-node model: `inputs` is a list of (name, array) with None for a skipped optional
+    input; `outputs` names the outputs ("" skips one). Runs onnxruntime and writes both files.
+    Ops onnxruntime implements only on CUDA (GroupNorm, BiasAdd, BiasSplitGelu) take their
+    expected outputs from `numpy_ref` (the spec's formula in numpy), recorded as `source`."""
+    import onnxruntime as ort
+    names = [n if a is not None else "" for n, a in inputs]
+    node = helper.make_node(op, names, outputs, domain=domain, name=name, **attrs)
+    gin = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype.type], list(a.shape)) for n, a in inputs if a is not None]
+    gout = [onnx.ValueInfoProto(name=o) for o in outputs if o]
+    graph = helper.make_graph([node], name, gin, gout)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    path = os.path.join(OUT, name + ".onnx")
+    onnx.save(model, path)
+    feeds = {n: a for n, a in inputs if a is not None}
+    arrays = {"in." + n: a for n, a in feeds.items()}
+    if numpy_ref is None:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        res = sess.run(None, feeds)
+        arrays.update({"out." + o.name: r for o, r in zip(sess.get_outputs(), res)})
+        arrays["source"] = utf8("onnxruntime " + ort.__version__)
+    else:
+        arrays.update({"out." + o: r.astype(np.float32) for o, r in zip(outputs, numpy_ref(*feeds.values()))})
+        arrays["source"] = utf8("numpy formula (onnxruntime has no CPU kernel)")
+    np.savez(os.path.join(OUT, name + ".npz"), **arrays)
+
+
+def norms(rng):
+    ids = rng.integers(0, 11, (2, 5)).astype(np.int32)
+    seg = rng.integers(0, 2, (2, 5)).astype(np.int32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int32)
+    tables = [("word", rand(rng, 11, 8)), ("pos", rand(rng, 7, 8)), ("segemb", rand(rng, 2, 8)),
+              ("gamma", rand(rng, 8)), ("beta", rand(rng, 8))]
+    case("embed_layer_norm", "EmbedLayerNormalization", [("ids", ids), ("seg", seg)] + tables + [("mask", mask)],
+         ["y", "mask_index", "sum"], epsilon=1e-12)
+    posids = rng.integers(0, 7, (2, 5)).astype(np.int32)
+    case("embed_layer_norm_posids", "EmbedLayerNormalization",
+         [("ids", ids), ("seg", None), tables[0], tables[1], ("segemb", None), tables[3], tables[4], ("mask", None),
+          ("posids", posids)], ["y", "mask_index"], epsilon=1e-5)
+    x, skip, g, b, bias = rand(rng, 2, 3, 8), rand(rng, 2, 3, 8), rand(rng, 8), rand(rng, 8), rand(rng, 8)
+    case("skip_layer_norm", "SkipLayerNormalization",
+         [("x", x), ("skip", skip), ("gamma", g), ("beta", b), ("bias", bias)], ["y", "", "", "sum"], epsilon=1e-5)
+    case("skip_layer_norm_2d_skip", "SkipLayerNormalization", [("x", x), ("skip", skip[0]), ("gamma", g)], ["y"])
+    case("skip_simplified_layer_norm", "SkipSimplifiedLayerNormalization",
+         [("x", x), ("skip", skip), ("gamma", g), ("bias", bias)], ["y", "", "", "sum"], epsilon=1e-6)
+    case("simplified_layer_norm", "SimplifiedLayerNormalization", [("x", rand(rng, 2, 3, 8)), ("scale", g)], ["y"],
+         domain="", epsilon=1e-6)
+    case("group_norm_nhwc_silu", "GroupNorm", [("x", rand(rng, 2, 3, 3, 8)), ("gamma", g), ("beta", b)], ["y"],
+         groups=4, activation=1, epsilon=1e-5, numpy_ref=lambda x, g, b: [group_norm_ref(x, g, b, 4, True, True)])
+    case("group_norm_nchw", "GroupNorm", [("x", rand(rng, 2, 8, 3, 2)), ("gamma", g), ("beta", b)], ["y"],
+         groups=2, activation=0, channels_last=0,
+         numpy_ref=lambda x, g, b: [group_norm_ref(x, g, b, 2, False, False)])
+
+
+def group_norm_ref(x, gamma, beta, groups, last, silu, eps=1e-5):
+    x = x.astype(np.float64)
+    if last:
+        x = np.moveaxis(x, -1, 1)
+    n, c = x.shape[:2]
+    g = x.reshape(n, groups, -1)
+    g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    y = g.reshape(x.shape) * gamma.reshape(shape) + beta.reshape(shape)
+    if silu:
+        y = y / (1 + np.exp(-y))
+    return np.moveaxis(y, 1, -1) if last else y
+
+
+def activations(rng):
+    x, bias = rand(rng, 2, 3, 8), rand(rng, 8)
+    case("gelu", "Gelu", [("x", x)], ["y"])
+    case("bias_gelu", "BiasGelu", [("x", x), ("bias", bias)], ["y"])
+    case("fast_gelu", "FastGelu", [("x", x), ("bias", bias)], ["y"])
+    case("fast_gelu_no_bias", "FastGelu", [("x", x)], ["y"])
+    case("quick_gelu", "QuickGelu", [("x", x)], ["y"], alpha=1.5)
+    case("bias_add", "BiasAdd", [("x", x), ("bias", bias), ("skip", rand(rng, 2, 3, 8))], ["y"],
+         numpy_ref=lambda x, b, s: [x.astype(np.float64) + b + s])
+    case("bias_split_gelu", "BiasSplitGelu", [("x", x), ("bias", bias)], ["y"], numpy_ref=bias_split_gelu_ref)
+
+
+def bias_split_gelu_ref(x, bias):
+    from math import erf, sqrt
+    t = x.astype(np.float64) + bias
+    left, right = np.split(t, 2, axis=-1)
+    gelu = 0.5 * right * (1 + np.vectorize(erf)(right / sqrt(2)))
+    return [left * gelu]
+
+
+def linalg(rng):
+    a, b = rand(rng, 2, 3, 4, 5), rand(rng, 2, 3, 5, 6)
+    case("fused_matmul", "FusedMatMul", [("a", a), ("b", b)], ["y"], alpha=0.5)
+    case("fused_matmul_trans", "FusedMatMul", [("a", a.swapaxes(-1, -2).copy()), ("b", b.swapaxes(-1, -2).copy())],
+         ["y"], transA=1, transB=1)
+    # transBatchA: A [d0, d1, d2, d3] is read as [d1, d2, d0, d3].
+    case("fused_matmul_trans_batch", "FusedMatMul", [("a", rand(rng, 4, 2, 3, 5)), ("b", b)], ["y"], transBatchA=1)
+    case("fused_matmul_trans_batch_b", "FusedMatMul", [("a", a), ("b", rand(rng, 6, 2, 3, 5))], ["y"],
+         transBatchB=1, transB=1)
+
+
+def attentions(rng):
+    B, S, D, N = 2, 4, 8, 2
+    x, w, bias = rand(rng, B, S, D), rand(rng, D, 3 * D, scale=0.5), rand(rng, 3 * D)
+    base = [("x", x), ("w", w), ("bias", bias)]
+    case("attention_no_mask", "Attention", base, ["y"], num_heads=N)
+    case("attention_mask_1d", "Attention", base + [("mask", np.array([4, 2], np.int32))], ["y"], num_heads=N)
+    case("attention_mask_2b", "Attention", base + [("mask", np.array([4, 3, 0, 1], np.int32))], ["y"], num_heads=N)
+    m2 = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32)
+    case("attention_mask_2d", "Attention", base + [("mask", m2)], ["y"], num_heads=N)
+    m3 = (rng.random((B, S, S)) > 0.3).astype(np.int32)
+    case("attention_mask_3d", "Attention", base + [("mask", m3)], ["y"], num_heads=N, mask_filter_value=-1000.0)
+    past = rand(rng, 2, B, N, 3, D // N)
+    case("attention_causal_past", "Attention", base + [("mask", None), ("past", past)], ["y", "present"],
+         num_heads=N, unidirectional=1)
+    w2, b2 = rand(rng, D, 8 + 8 + 12, scale=0.5), rand(rng, 28)
+    ab = rand(rng, 1, N, S, S)
+    case("attention_qkv_sizes_bias", "Attention",
+         [("x", x), ("w", w2), ("bias", b2), ("mask", m2), ("past", None), ("attn_bias", ab)], ["y"],
+         num_heads=N, qkv_hidden_sizes=[8, 8, 12], scale=0.3)
+    q, k, v = rand(rng, B, 3, D), rand(rng, B, S, D), rand(rng, B, S, 12)
+    mb = rand(rng, 28)
+    case("mha_cross_kpm_2d", "MultiHeadAttention", [("q", q), ("k", k), ("v", v), ("bias", mb), ("kpm", m2)],
+         ["y"], num_heads=N)
+    case("mha_kpm_1d", "MultiHeadAttention",
+         [("q", x), ("k", rand(rng, B, S, D)), ("v", rand(rng, B, S, D)), ("bias", None),
+          ("kpm", np.array([3, 4], np.int32))], ["y"], num_heads=N)
+    case("mha_bnsh_kv", "MultiHeadAttention", [("q", q), ("k", rand(rng, B, N, S, 4)), ("v", rand(rng, B, N, S, 4))],
+         ["y"], num_heads=N)
+    pk, pv = rand(rng, B, N, 2, 4), rand(rng, B, N, 2, 4)
+    case("mha_causal_past_bias", "MultiHeadAttention",
+         [("q", x), ("k", rand(rng, B, S, D)), ("v", rand(rng, B, S, D)), ("bias", bias), ("kpm", None),
+          ("attn_bias", rand(rng, B, 1, S, S + 2)), ("pk", pk), ("pv", pv)], ["y", "present_k", "present_v"],
+         num_heads=N, unidirectional=1)
+
+
+def rotaries(rng):
+    cos_t = np.cos(np.outer(np.arange(10), 1.0 / 10000 ** (np.arange(4) / 4))).astype(np.float32)
+    sin_t = np.sin(np.outer(np.arange(10), 1.0 / 10000 ** (np.arange(4) / 4))).astype(np.float32)
+    pos = rng.integers(0, 10, (2, 3)).astype(np.int64)
+    case("rotary_3d", "RotaryEmbedding", [("x", rand(rng, 2, 3, 16)), ("pos", pos), ("cos", cos_t), ("sin", sin_t)],
+         ["y"])
+    case("rotary_4d_interleaved", "RotaryEmbedding",
+         [("x", rand(rng, 2, 2, 3, 8)), ("pos", np.array([4], np.int64)), ("cos", cos_t), ("sin", sin_t)], ["y"],
+         interleaved=1)
+    case("rotary_partial", "RotaryEmbedding",
+         [("x", rand(rng, 2, 3, 32)), ("pos", pos), ("cos", cos_t), ("sin", sin_t)], ["y"],
+         num_heads=2, rotary_embedding_dim=8)
+
+
+def quantized(rng):
+    n, k, block = 6, 40, 16
+    blocks = (k + block - 1) // block
+    a = rand(rng, 2, 3, k)
+    for bits in (2, 4, 8):
+        blob = block * bits // 8
+        b = rng.integers(0, 256, (n, blocks, blob)).astype(np.uint8)
+        scales = (rng.random((n, blocks)) * 0.1 + 0.01).astype(np.float32)
+        zp = rng.integers(0, 256, (n, (blocks * bits + 7) // 8)).astype(np.uint8)
+        attrs = dict(K=k, N=n, bits=bits, block_size=block)
+        case(f"matmul_nbits{bits}", "MatMulNBits",
+             [("a", a), ("b", b), ("scales", scales), ("zp", zp), ("gidx", None), ("bias", rand(rng, n))], ["y"],
+             **attrs)
+        if bits == 4:
+            case("matmul_nbits4_default_zp", "MatMulNBits", [("a", a), ("b", b), ("scales", scales)], ["y"], **attrs)
+    qa = rng.integers(0, 256, (3, 5)).astype(np.uint8)
+    qb = rng.integers(-128, 128, (4, 5)).astype(np.int8)
+    common = [("a", qa), ("a_scale", np.array(0.05, np.float32)), ("a_zp", np.array(120, np.uint8)), ("b", qb),
+              ("b_scale", (rng.random(4) * 0.1 + 0.01).astype(np.float32)), ("b_zp", np.zeros(4, np.int8)),
+              ("c", rng.integers(-500, 500, (4,)).astype(np.int32))]
+    case("qgemm_float", "QGemm", common, ["y"], transB=1, alpha=0.5)
+    case("qgemm_quant", "QGemm", common + [("y_scale", np.array(0.2, np.float32)),
+                                           ("y_zp", np.array(128, np.uint8))], ["y"], transB=1)
+
+
+def optimized():
+    from onnxruntime.transformers.optimizer import optimize_model
+    src = os.path.join(ROOT, "fixtures", "text_cls", "model.onnx")
+    m = optimize_model(src, model_type="bert", num_heads=2, hidden_size=64)
+    m.save_model_to_file(os.path.join(OUT, "text_cls_opt.onnx"))
+    lm = os.path.join(ROOT, "fixtures", "text_lm")
+    with open(os.path.join(lm, "config.json")) as f:
+        cfg = json.load(f)
+    m = optimize_model(os.path.join(lm, "model.onnx"), model_type="gpt2", num_heads=cfg["n_head"],
+                       hidden_size=cfg["n_embd"])
+    m.save_model_to_file(os.path.join(OUT, "text_lm_opt.onnx"))
+
+
+def main():
+    if os.path.exists(DONE) and os.environ.get("FORCE") != "1":
+        return
+    os.makedirs(OUT, exist_ok=True)
+    rng = np.random.default_rng(12)
+    for make in (norms, activations, linalg, attentions, rotaries, quantized):
+        make(rng)
+    optimized()
+    open(DONE, "w").close()
+    print("contrib fixtures ready", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
