@@ -213,8 +213,15 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         }
         let probes = gate::probes(&u.net, u.overrides(), &sets)?;
         let tol = gate::tolerance_for(&probes[0].expected);
+        // The differential rule runs the input model too: bound weights are written out for it.
+        let input = match bound {
+            Some(_) => Some(model.stage(&scratch.path().join("input.onnx"), &Default::default())?),
+            None => None,
+        };
+        let input_path = input.as_ref().map_or_else(|| model.path.clone(), |s| s.model_path());
         let on_step = &mut |d, n| progress.step("verify", d, n);
-        let report = gate::check_with(&staged.model_path(), &u.net.output, &probes, tol, on_step)?;
+        let report =
+            gate::check_with(&staged.model_path(), Some(&input_path), &u.net.output, &probes, tol, on_step)?;
         timings.verify = t.elapsed().as_secs_f64();
         for w in &report.warnings {
             tracing::warn!("{w}");
@@ -411,7 +418,7 @@ fn print_summary(r: &UnlearnReport) {
              changed; fold rounding max {:.3e} ({:.2} steps), {} saturated",
             q.weights,
             q.formats.join(", "),
-            r.changed_parameters,
+            q.changed_integers,
             q.rounding_max_abs,
             q.rounding_max_steps,
             q.saturated
@@ -482,8 +489,14 @@ fn print_summary(r: &UnlearnReport) {
         None => println!("verified    NO (--no-verify)"),
         Some(v) => {
             for row in &v.rows {
+                // The runtime's own difference on the input model, and what it allowed (if anything).
+                let input = match (row.input_max_abs, row.allowance > 0.0) {
+                    (Some(d), false) => format!("  input {d:.2e}"),
+                    (Some(d), true) => format!("  input {d:.2e} (+{:.2e} allowed)", row.allowance),
+                    (None, _) => String::new(),
+                };
                 println!(
-                    "    {:<11} {:<20} vs {:<20} max abs {:.2e}  max rel {:.2e}  {}",
+                    "    {:<11} {:<20} vs {:<20} max abs {:.2e}  max rel {:.2e}{input}  {}",
                     row.probe,
                     row.runtime,
                     row.reference,

@@ -1,9 +1,11 @@
 //! Quantized models keep their format. A weight stored as integers behind DequantizeLinear (QDQ,
 //! what onnxruntime's static quantizer writes: per tensor, per channel or blocked; int8, uint8,
-//! int4, uint4, int16, uint16) is lifted into a float working copy of the model that SEMU trains,
-//! and the fold re-quantizes `W + U R Vᵀ` with the file's own scales and zero points.
+//! int4, uint4, int16, uint16) or packed in onnxruntime's `MatMulNBits` (2/4/8-bit blocks, what
+//! its 4-bit quantizer writes for LLMs) is lifted into a float working copy of the model that
+//! SEMU trains, and the fold re-quantizes `W + U R Vᵀ` with the file's own scales and zero points.
 //!
-//! In the working copy each lifted weight's DequantizeLinear, and each activation's
+//! In the working copy each lifted weight's DequantizeLinear (a MatMulNBits becomes
+//! `MatMul(A, FakeQuantize(W)ᵀ)`), and each activation's
 //! QuantizeLinear → DequantizeLinear pair, becomes one `FakeQuantize` (semu's own op: same value,
 //! straight-through gradient): training sees exactly the integers the export will hold, and the
 //! gradient flows through the rounding that would otherwise stop it. The working copy never
@@ -29,6 +31,19 @@ pub struct QuantWeight {
     calc: Kind,
     lo: f64,
     hi: f64,
+    /// The file's integers, f64, in the float weight's shape (to count what changed).
+    original: Tensor,
+    /// MatMulNBits' bit packing, when the weight is stored that way.
+    packing: Option<Packing>,
+}
+
+/// MatMulNBits' layout: B is uint8 [N, blocks, block·bits/8], values `bits` wide, lowest bits
+/// first; K may end inside the last block.
+struct Packing {
+    bits: i64,
+    block: i64,
+    /// The unpacked integers [N, blocks·block], padding included (kept as the file has it).
+    padded: Tensor,
 }
 
 /// The float working copy of a quantized model.
@@ -52,6 +67,130 @@ pub struct Requantized {
     pub rounding_max_steps: f64,
     /// Trained values outside the type's range, clamped.
     pub saturated: i64,
+    /// Integers that differ from the file's.
+    pub changed_integers: i64,
+}
+
+/// `bits`-wide unsigned values from bytes along the last axis, lowest bits first:
+/// [..., m] → [..., m · 8/bits] (int64).
+pub fn unpack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
+    let t = t.f_to_kind(Kind::Int64)?;
+    let per = 8 / bits;
+    let parts = (0..per)
+        .map(|i| Ok(t.f_floor_divide_scalar(1i64 << (i * bits))?.f_remainder(1i64 << bits)?))
+        .collect::<Result<Vec<_>>>()?;
+    let mut shape = t.size();
+    let last = shape.pop().unwrap_or(1);
+    shape.push(last * per);
+    Ok(Tensor::f_stack(&parts, -1)?.f_reshape(&shape)?)
+}
+
+/// The inverse of [`unpack_bits`]: [..., m · 8/bits] values in [0, 2^bits) → [..., m] uint8.
+fn pack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
+    let per = 8 / bits;
+    let mut shape = t.size();
+    let last = shape.pop().unwrap_or(1);
+    let v = t.f_to_kind(Kind::Int64)?.f_reshape([shape.clone(), vec![last / per, per]].concat())?;
+    let weights = Tensor::f_from_slice(&(0..per).map(|i| 1i64 << (i * bits)).collect::<Vec<_>>())?;
+    shape.push(last / per);
+    Ok(v.f_mul(&weights)?.f_sum_dim_intlist(-1, false, Kind::Int64)?.f_to_kind(Kind::Uint8)?.f_reshape(&shape)?)
+}
+
+fn init_from(name: &str, t: &Tensor, dtype: DType) -> Result<TensorProto> {
+    let data = crate::engine::convert::from_tensor(t, dtype)?;
+    let mut p = TensorProto {
+        name: Some(name.into()),
+        dims: data.dims.clone(),
+        data_type: Some(dtype.onnx_code()),
+        ..Default::default()
+    };
+    set_inline(&mut p, &data);
+    Ok(p)
+}
+
+/// A MatMulNBits whose B, scales and (uint8) zero points are constants only it reads, as
+/// `FakeQuantize → Transpose → MatMul (→ Add bias)` over a float [N, K] weight named as B.
+fn lift_nbits(
+    model: &OnnxModel,
+    n: &NodeProto,
+    inits: &HashMap<&str, &TensorProto>,
+    uses: &HashMap<&str, usize>,
+) -> Result<Option<(QuantWeight, Vec<NodeProto>, Vec<TensorProto>)>> {
+    let input = |i: usize| n.input.get(i).map(String::as_str).filter(|s| !s.is_empty());
+    let (Some(b_name), Some(s_name)) = (input(1), input(2)) else { return Ok(None) };
+    let (Some(b), Some(st)) = (inits.get(b_name), inits.get(s_name)) else { return Ok(None) };
+    let zp = match input(3) {
+        Some(z) => match inits.get(z).filter(|t| t.data_type() == 2) {
+            Some(t) => Some(*t),
+            None => return Ok(None), // float or computed zero points: left as they are
+        },
+        None => None,
+    };
+    if b.data_type() != 2 || uses.get(b_name) != Some(&1) || input(4).is_some() {
+        return Ok(None);
+    }
+    let (k, nn, bits, block) = (attr_i(n, "K", 0)?, attr_i(n, "N", 0)?, attr_i(n, "bits", 4)?, attr_i(n, "block_size", 0)?);
+    if ![2, 4, 8].contains(&bits) || k < 1 || nn < 1 || block < 1 || block * bits % 8 != 0 {
+        return Ok(None);
+    }
+    let blocks = (k + block - 1) / block;
+    let blob = block * bits / 8;
+    let bq = to_tensor(&model.tensor(b)?)?;
+    let scale = to_tensor(&model.tensor(st)?)?;
+    if bq.numel() as i64 != nn * blocks * blob || scale.numel() as i64 != nn * blocks {
+        return Err(n.node_err(format!("B {:?} / scales {:?} do not fit N {nn}, K {k}, block {block}", bq.size(), scale.size())));
+    }
+    let padded = unpack_bits(&bq.f_reshape([nn, blocks * blob])?, bits)?.f_to_kind(Kind::Double)?;
+    let zpv = match zp {
+        Some(z) => {
+            let z = to_tensor(&model.tensor(z)?)?;
+            unpack_bits(&z.f_reshape([nn, -1])?, bits)?.f_narrow(1, 0, blocks)?
+        }
+        None => Tensor::f_full([nn, blocks], 1i64 << (bits - 1), (Kind::Int64, tch::Device::Cpu))?,
+    }
+    .f_to_kind(Kind::Uint8)?;
+    let scale = scale.f_reshape([nn, blocks])?;
+    let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let shape = [nn, k];
+    let spread = |v: &Tensor| spread_param(v, 1, block, &shape).map_err(|e| n.node_err(e));
+    let (sc, z) = (spread(&scale.f_to_kind(calc)?)?, spread(&zpv.f_to_kind(Kind::Double)?)?);
+    let original = padded.f_narrow(1, 0, k)?;
+    let fw = dequantized_values(&original, &sc, Some(&z), calc)?.f_to_kind(scale.kind())?;
+    let fdt = crate::engine::convert::dtype_of(scale.kind())?;
+    let (s_new, z_new) = (format!("{s_name}.semu_blocks"), format!("{b_name}.semu_zero_points"));
+    let new_inits = vec![
+        init_from(b_name, &fw, fdt)?,
+        init_from(&s_new, &scale, fdt)?,
+        init_from(&z_new, &zpv, DType::U8)?,
+    ];
+    let (fq, wt, y) = (format!("{b_name}.semu_weight"), format!("{b_name}.semu_weight_t"), n.output[0].clone());
+    let hi = ((1i64 << bits) - 1) as f64;
+    let attrs = [("axis", 1), ("block_size", block), ("lo", 0), ("hi", hi as i64)];
+    let mut nodes = vec![int_node("FakeQuantize", vec![b_name.into(), s_new, z_new], &fq, &attrs)];
+    let mut t = crate::onnx::build::node("Transpose", &[&fq], &[&wt]);
+    t.attribute.push(crate::onnx::build::attr_ints("perm", &[1, 0]));
+    nodes.push(t);
+    match input(5) {
+        Some(bias) => {
+            let mm = format!("{y}.semu_matmul");
+            nodes.push(crate::onnx::build::node("MatMul", &[&n.input[0], &wt], &[&mm]));
+            nodes.push(crate::onnx::build::node("Add", &[&mm, bias], &[&y]));
+        }
+        None => nodes.push(crate::onnx::build::node("MatMul", &[&n.input[0], &wt], &[&y])),
+    }
+    let q = QuantWeight {
+        name: b_name.to_string(),
+        dtype: if bits == 8 { DType::U8 } else if bits == 4 { DType::U4 } else { DType::U2 },
+        layout: format!("MatMulNBits blocks of {block}"),
+        scale: sc,
+        zero_point: Some(z),
+        calc,
+        lo: 0.0,
+        hi,
+        original,
+        packing: Some(Packing { bits, block, padded }),
+    };
+    Ok(Some((q, nodes, new_inits)))
 }
 
 fn attr_i(n: &NodeProto, name: &str, default: i64) -> Result<i64> {
@@ -100,7 +239,17 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
     let mut pairs = 0;
     let mut new_nodes = Vec::with_capacity(g.node.len());
     let mut new_inits: HashMap<String, TensorProto> = HashMap::new();
+    let mut added_inits = Vec::new();
     for n in &g.node {
+        if n.op_type() == "MatMulNBits" && n.domain() == "com.microsoft" {
+            if let Some((q, nodes, mut inits_new)) = lift_nbits(model, n, &inits, &uses)? {
+                new_inits.insert(q.name.clone(), inits_new.remove(0));
+                added_inits.extend(inits_new);
+                weights.push(q);
+                new_nodes.extend(nodes);
+                continue;
+            }
+        }
         if !is_dq(n) {
             new_nodes.push(n.clone());
             continue;
@@ -119,6 +268,7 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
                 (range, w.dims.len() >= 2, uses.get(x) == Some(&1), matches!(zp_init, Some(None)))
             {
                 let q = to_tensor(&model.tensor(w)?)?;
+                let q = crate::engine::convert::computable(&q)?;
                 let scale = to_tensor(&model.tensor(st)?)?;
                 let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
                 let spread = |v: &Tensor| spread_param(v, axis, block, &w.dims).map_err(|e| n.node_err(e));
@@ -149,6 +299,8 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
                     calc,
                     lo,
                     hi,
+                    original: q.f_to_kind(Kind::Double)?,
+                    packing: None,
                 });
                 let attrs = [layout_attrs[0], layout_attrs[1], ("lo", lo as i64), ("hi", hi as i64)];
                 new_nodes.push(int_node("FakeQuantize", n.input.clone(), &n.output[0], &attrs));
@@ -182,6 +334,7 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
             *t = f;
         }
     }
+    graph.initializer.extend(added_inits);
     copy.proto.opset_import.push(OperatorSetIdProto { domain: Some(SEMU_DOMAIN.into()), version: Some(1) });
     tracing::info!(
         "quantized model: {} integer weight(s) lifted to float for training, {} activation pair(s) made differentiable",
@@ -212,11 +365,23 @@ impl Lifted {
             let steps = err.f_div(&q.scale.f_abs()?)?.f_max()?.f_double_value(&[])?;
             rep.rounding_max_steps = rep.rounding_max_steps.max(steps);
             rep.weights += 1;
+            rep.changed_integers += ints.f_ne_tensor(&q.original)?.f_sum(Kind::Int64)?.int64_value(&[]);
             let format = format!("{} {}", q.dtype.name(), q.layout);
             if !rep.formats.contains(&format) {
                 rep.formats.push(format);
             }
-            out.insert(name.clone(), ints.f_to_kind(kind_of(q.dtype)?)?);
+            let stored = match &q.packing {
+                // Back into the file's bytes: the K values into the padded rows, then packed.
+                Some(p) => {
+                    let k = ints.size()[1];
+                    let rows = p.padded.f_detach_copy()?;
+                    rows.f_narrow(1, 0, k)?.f_copy_(&ints)?;
+                    let blocks = rows.size()[1] / p.block;
+                    pack_bits(&rows, p.bits)?.f_reshape([rows.size()[0], blocks, p.block * p.bits / 8])?
+                }
+                None => ints.f_to_kind(kind_of(q.dtype)?)?,
+            };
+            out.insert(name.clone(), stored);
         }
         Ok((out, rep))
     }
