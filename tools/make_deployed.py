@@ -29,7 +29,7 @@ ROOT = os.path.dirname(HERE)
 SRC = os.path.join(ROOT, "fixtures", "digits")
 OUT = os.path.join(ROOT, "fixtures", "deployed")
 NAMES = ["digits_fp32", "digits_half", "digits_static1", "digits_qdq", "digits_qdq_pc", "digits_dyn",
-         "digits_dyn_u8"]
+         "digits_dyn_u8", "text_cls_nbits"]
 
 
 class Digits(nn.Module):
@@ -101,6 +101,13 @@ def main():
                     weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
     quantize_dynamic(src, paths["digits_dyn"], weight_type=QuantType.QInt8)
     quantize_dynamic(src, paths["digits_dyn_u8"], weight_type=QuantType.QUInt8)
+    # 4-bit blocks (onnxruntime's MatMulNBits quantizer, as for LLMs) of the BERT-style text
+    # classifier's MatMul weights, asymmetric: uint8-packed zero points.
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    q = MatMulNBitsQuantizer(onnx.load(os.path.join(ROOT, "fixtures", "text_cls", "model.onnx")), block_size=32,
+                             is_symmetric=False)
+    q.process()
+    q.model.save_model_to_file(paths["text_cls_nbits"])
     for n, p in paths.items():
         onnx.checker.check_model(onnx.load(p))
         print(f"{n}: {os.path.getsize(p)} bytes", file=sys.stderr)

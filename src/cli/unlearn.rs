@@ -364,14 +364,19 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     Ok(())
 }
 
-/// Fault injection for tests of the gate (`SEMU_FAULT_TAMPER_EXPORT=1`): changes one weight of
-/// the staged file after folding, as a corrupted write or a bad fold would.
+/// Fault injection for tests of the gate (`SEMU_FAULT_TAMPER_EXPORT=1` or `=zero`): changes one
+/// weight of the staged file after folding, as a corrupted write or a bad fold would.
 fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
     let m = OnnxModel::load(path)?;
     let t = m.graph().initializer.iter().find(|t| t.dims.len() >= 2).ok_or_else(|| anyhow!("no weight to tamper"))?;
     let d = m.tensor(t)?;
     let mut v = d.to_f32_vec()?;
-    v[0] += 1.0;
+    // `zero`: the whole tensor zeroed (a truncated write); otherwise one value moved by 1.
+    if std::env::var("SEMU_FAULT_TAMPER_EXPORT").is_ok_and(|m| m == "zero") {
+        v.iter_mut().for_each(|x| *x = 0.0);
+    } else {
+        v[0] += 1.0;
+    }
     m.save(path, &std::collections::HashMap::from([(t.name().to_string(), d.with_f32_values(&v)?)]))?;
     Ok(())
 }
