@@ -123,6 +123,7 @@ fn export_changes_only_adapted_weights_matches_adapters_and_gate_catches_tamperi
         name: "test".into(),
         feeds: vec![("input".into(), x.shallow_clone())],
         expected: adapted.shallow_clone(),
+        input_expected: None,
     }];
     let tol = gate::tolerance_for(&adapted);
     let ok = gate::check(&out, "logits", &probes, tol).unwrap();

@@ -273,7 +273,9 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
     let staged = inputs.model.stage(&out, &replacements)?;
     let sets: [(&str, &dyn Dataset); 2] = [("forget", inputs.forget.as_ref()), ("test", inputs.test.as_ref())];
     let probes = gate::probes(&o.net, o.overrides(), &sets)?;
-    let report = gate::check(&staged.model_path(), &o.net.output, &probes, gate::tolerance_for(&probes[0].expected))?;
+    let tol = gate::tolerance_for(&probes[0].expected);
+    let input = Some(inputs.model.path.as_path());
+    let report = gate::check_with(&staged.model_path(), input, &o.net.output, &probes, tol, &mut |_, _| {})?;
     let model = if report.passed {
         staged.commit()?;
         Some(PathBuf::from("runs").join(&key).join("model.onnx"))

@@ -201,6 +201,14 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         Some(v) => {
             let verdict = if v.passed { "passed" } else { "FAILED" };
             let _ = writeln!(o, "Tolerance `{}`. Result: **{verdict}**.\n", v.tolerance);
+            if v.rows.iter().any(|g| g.allowance > 0.0) {
+                let _ = writeln!(
+                    o,
+                    "A runtime differed from the engine on the input model itself beyond the tolerance: its rows \
+on the export are allowed {} × that difference more (\"input max abs\", \"allowance\").\n",
+                    v.allowance_factor
+                );
+            }
             let rows: Vec<Vec<String>> = v
                 .rows
                 .iter()
@@ -211,11 +219,14 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
                         cell(&g.reference),
                         format!("{:.2e}", g.max_abs),
                         format!("{:.2e}", g.max_rel),
+                        g.input_max_abs.map_or("—".into(), |d| format!("{d:.2e}")),
+                        if g.allowance > 0.0 { format!("{:.2e}", g.allowance) } else { "—".into() },
                         if g.passed { "ok" } else { "**FAIL**" }.into(),
                     ]
                 })
                 .collect();
-            table(&mut o, &["probe", "runtime", "reference", "max abs", "max rel", "ok"], &rows);
+            let head = ["probe", "runtime", "reference", "max abs", "max rel", "input max abs", "allowance", "ok"];
+            table(&mut o, &head, &rows);
             for w in &v.warnings {
                 let _ = writeln!(o, "- warning: {}", cell(w));
             }

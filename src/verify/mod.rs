@@ -6,6 +6,7 @@
 //! the output's largest magnitude, so near-zero logits are judged at the output's scale rather
 //! than their own). NaN matches only NaN, ±inf only the same infinity. Values of every numeric
 //! type are compared as f64, so an f16 output can be checked against an f32 reference.
+pub mod differential;
 pub mod gate;
 pub mod ort;
 pub mod tract;
@@ -39,6 +40,11 @@ impl Tolerance {
     /// Adds `scale_rtol·max|b|` (over the whole output) to the bound.
     pub const fn with_scale_rtol(mut self, scale_rtol: f64) -> Self {
         self.scale_rtol = scale_rtol;
+        self
+    }
+    /// Adds `allowance` to the absolute term (the differential rule, [`differential`]).
+    pub fn with_allowance(mut self, allowance: f64) -> Self {
+        self.atol += allowance;
         self
     }
     /// The largest allowed |a − b| for reference value `b` in an output whose max |b| is `scale`.
