@@ -244,6 +244,38 @@ fn the_optimized_bert_matches_onnxruntime_through_semu_run() {
 }
 
 #[test]
+fn the_optimized_gpt2_matches_onnxruntime_through_semu_run() {
+    // The GPT-2 rewrite fuses SkipLayerNormalization and FastGelu (its attention stays unfused).
+    let model = fx("contrib/text_lm_opt.onnx");
+    let ops = OnnxModel::load(&model).unwrap().graph().node.iter().map(|n| n.op_type().to_string()).collect::<Vec<_>>();
+    for op in ["SkipLayerNormalization", "FastGelu"] {
+        assert!(ops.iter().any(|o| o == op), "the optimizer's output lacks {op}: {ops:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ids = Tensor::arange_start_step(3, 3 + 2 * 9 * 37, 37, (Kind::Int64, tch::Device::Cpu)).remainder(1500);
+    let mask = Tensor::ones([2, 9], (Kind::Int64, tch::Device::Cpu));
+    let _ = mask.narrow(1, 6, 3).get(1).fill_(0);
+    let (pi, pm) = (dir.path().join("ids.npy"), dir.path().join("mask.npy"));
+    write_rows(&pi, &ids.view([2, 9]), 2);
+    write_rows(&pm, &mask, 2);
+    let o = semu(&[
+        "run",
+        model.to_str().unwrap(),
+        "--compare-ort",
+        "--input",
+        &format!("input_ids={}", pi.display()),
+        "--input",
+        &format!("attention_mask={}", pm.display()),
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("engine vs onnxruntime") && t.contains(" 0 outside"), "no comparison with onnxruntime: {t}");
+    eprintln!("{t}");
+}
+
+#[test]
 fn the_optimized_bert_unlearns_and_passes_the_gate() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");
