@@ -236,6 +236,7 @@ fn the_optimized_bert_matches_onnxruntime_through_semu_run() {
     let o = semu(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
+    assert!(t.contains("engine vs onnxruntime") && t.contains(" 0 outside"), "no comparison with onnxruntime: {t}");
     // The padded rows must mask: the mask differs between rows, so a wrong mask shows.
     let mask = &refs.iter().find(|(k, _)| k == "attention_mask").unwrap().1;
     let lens = Vec::<i64>::try_from(mask.narrow(0, 0, 6).sum_dim_intlist(&[1i64][..], false, Kind::Int64)).unwrap();
