@@ -370,14 +370,16 @@ fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
     let m = OnnxModel::load(path)?;
     let t = m.graph().initializer.iter().find(|t| t.dims.len() >= 2).ok_or_else(|| anyhow!("no weight to tamper"))?;
     let d = m.tensor(t)?;
-    let mut v = d.to_f32_vec()?;
+    // Any dtype (a quantized weight is integers): through a tensor and back.
+    let mut v = semu::engine::convert::to_tensor(&d)?.f_to_kind(tch::Kind::Double)?.f_reshape([-1])?;
     // `zero`: the whole tensor zeroed (a truncated write); otherwise one value moved by 1.
     if std::env::var("SEMU_FAULT_TAMPER_EXPORT").is_ok_and(|m| m == "zero") {
-        v.iter_mut().for_each(|x| *x = 0.0);
+        let _ = v.f_zero_()?;
     } else {
-        v[0] += 1.0;
+        let _ = v.f_get(0)?.f_add_scalar_(1.0)?;
     }
-    m.save(path, &std::collections::HashMap::from([(t.name().to_string(), d.with_f32_values(&v)?)]))?;
+    let changed = semu::engine::convert::from_tensor(&v.f_reshape(&d.dims)?, d.dtype)?;
+    m.save(path, &std::collections::HashMap::from([(t.name().to_string(), changed)]))?;
     Ok(())
 }
 
