@@ -309,3 +309,30 @@ fn the_optimized_bert_unlearns_and_passes_the_gate() {
     let names: Vec<&str> = layers.iter().filter_map(|l| l["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("qkv_weight")), "no packed QKV weight adapted: {names:?}");
 }
+
+#[test]
+fn bad_attributes_and_inputs_are_errors_naming_the_node() {
+    let mut c = ms("Attention", 0);
+    let (x, w) = (c.g.val(&[1, 2, 4]), c.g.val(&[4, 12]));
+    c.input(x).param(w).i("num_heads", 0);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("'node'") && e.contains("num_heads") && e.contains("must be positive"), "{e}");
+
+    let mut c = ms("Attention", 0);
+    let (x, w) = (c.g.val(&[1, 2, 4]), c.g.val(&[4, 12]));
+    c.input(x).param(w).absent().ints(&[1, 1, 1]).i("num_heads", 2);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("'node'") && e.contains("mask [3] is not one of"), "{e}");
+
+    let mut c = ms("MatMulNBits", 0);
+    let a = c.g.val(&[1, 16]);
+    c.input(a).i("K", 16).i("N", 2).i("block_size", 16).i("bits", 3);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("bits") && e.contains("must be 2, 4 or 8"), "{e}");
+
+    let mut c = ms("EmbedLayerNormalization", 0);
+    let (w, p, g, b) = (c.g.val(&[5, 4]), c.g.val(&[3, 4]), c.g.val(&[4]), c.g.val(&[4]));
+    c.ints_shaped(&[1, 2], &[1, 9]).absent().param(w).param(p).absent().param(g).param(b);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("input_ids must lie in [0, 5)") && !e.contains("frame #"), "{e}");
+}
