@@ -142,3 +142,171 @@ fn an_unlearning_patch_of_a_quantized_model_is_refused() {
     assert!(text(&o).contains("quantized"), "{}", text(&o));
     assert!(!patch.exists() && !dir.path().join("out.onnx").exists());
 }
+
+// ---- The differential gate: onnxruntime's integer kernels deviate from the ONNX semantics the
+// engine follows, so each runtime is judged against its own deviation on the input model.
+
+mod differential {
+    use super::fx;
+    use semu::data::{Dataset, NpzDataset};
+    use semu::onnx::{DType, OnnxModel, TensorData};
+    use semu::task::Model;
+    use semu::verify::gate::{self, GateReport};
+    use std::collections::HashMap;
+    use std::path::Path;
+    use tch::Device;
+
+    /// The gate on `export`, with probes from `input` and no overrides (an honest export of R = 0
+    /// equals the input): (the fixed tolerance alone, with the differential rule).
+    fn gates(input: &str, export: &Path) -> (GateReport, GateReport) {
+        let m = OnnxModel::load(input).unwrap();
+        let net = Model::new(&m, Device::Cpu, Default::default(), &Default::default()).unwrap();
+        let forget = NpzDataset::open(Path::new(&fx("digits/forget_class3.npz"))).unwrap();
+        let test = NpzDataset::open(Path::new(&fx("digits/test.npz"))).unwrap();
+        let sets: [(&str, &dyn Dataset); 2] = [("forget", &forget), ("test", &test)];
+        let probes = gate::probes(&net, &HashMap::new(), &sets).unwrap();
+        let tol = gate::tolerance_for(&probes[0].expected);
+        let fixed = gate::check(export, "logits", &probes, tol).unwrap();
+        let differential = gate::check_with(export, Some(Path::new(input)), "logits", &probes, tol, &mut |_, _| {});
+        (fixed, differential.unwrap())
+    }
+
+    fn rows(r: &GateReport, runtime: &str) -> Vec<String> {
+        r.rows.iter().filter(|x| x.runtime == runtime).map(|x| format!("{x:?}")).collect()
+    }
+
+    /// `input` with the integer weight `name` rewritten by `f`, written into `dir`.
+    fn tampered(input: &str, name: &str, dir: &Path, f: impl Fn(i8) -> i8) -> std::path::PathBuf {
+        let m = OnnxModel::load(input).unwrap();
+        let t = m.tensor(m.initializer(name).unwrap()).unwrap();
+        assert_eq!(t.dtype, DType::I8, "{name}");
+        let bytes = t.bytes.iter().map(|&b| f(b as i8) as u8).collect();
+        let out = dir.join(format!("tampered_{}.onnx", dir.read_dir().unwrap().count()));
+        m.save(&out, &HashMap::from([(name.to_string(), TensorData { bytes, ..t })])).unwrap();
+        out
+    }
+
+    /// The int8 weight of the last Gemm/MatMul (the classifier's 10×64 layer).
+    fn last_int8_weight(input: &str) -> String {
+        let m = OnnxModel::load(input).unwrap();
+        let w = m.graph().initializer.iter().rfind(|t| t.data_type() == 3 && t.dims.len() == 2);
+        w.unwrap_or_else(|| panic!("{input}: no int8 matrix")).name().to_string()
+    }
+
+    #[test]
+    fn an_untouched_quantized_model_passes_by_its_runtimes_own_deviation() {
+        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn"] {
+            let input = fx(&format!("deployed/{name}.onnx"));
+            let (fixed, diff) = gates(&input, Path::new(&input));
+            let ort = diff.input_deviation.iter().find(|d| d.runtime == "onnxruntime").unwrap();
+            println!(
+                "{name}: onnxruntime vs engine on the input: max abs {:.3e} (within: {})",
+                ort.max_abs, ort.within_tolerance
+            );
+            for d in &diff.input_deviation {
+                println!("  {d:?}");
+            }
+            assert!(diff.passed, "{name}: {:?}", diff.failure());
+            // The engine's own row never gets an allowance.
+            assert!(diff.rows.iter().filter(|r| r.runtime.starts_with("engine")).all(|r| r.allowance == 0.0));
+            if ort.within_tolerance {
+                // int8 × int8 kernels without saturation (e.g. VNNI) can match the spec exactly.
+                assert!(name == "digits_dyn", "{name}: onnxruntime's fused QDQ kernels round differently");
+                assert!(fixed.passed);
+                continue;
+            }
+            // The fixed tolerance alone refuses the correct model, on onnxruntime's rows.
+            assert!(!fixed.passed, "{name}");
+            assert!(fixed.failure().unwrap().starts_with("onnxruntime"), "{:?}", fixed.failure());
+            assert!(ort.max_abs > 0.1, "{name}: {ort:?}");
+            assert_eq!(ort.allowance, 2.0 * ort.max_abs);
+            for r in diff.rows.iter().filter(|r| r.runtime == "onnxruntime") {
+                assert_eq!((r.allowance, r.input_max_abs), (ort.allowance, Some(ort.max_abs)), "{r:?}");
+            }
+            assert!(diff.warnings.iter().any(|w| w.contains("differential rule")), "{:?}", diff.warnings);
+            let json = serde_json::to_value(&diff).unwrap();
+            assert_eq!(json["allowance_factor"], 2.0);
+            assert!(json["rows"][1]["input_max_abs"].as_f64().is_some(), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_quantized_export_still_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn"] {
+            let input = fx(&format!("deployed/{name}.onnx"));
+            let w = last_int8_weight(&input);
+            // The classifier's weights negated: far outside the allowance, in every runtime.
+            let flipped = tampered(&input, &w, dir.path(), |v| v.saturating_neg());
+            let (_, diff) = gates(&input, &flipped);
+            assert!(!diff.passed, "{name}: sign-flipped {w}");
+            let ort_adapters =
+                diff.rows.iter().filter(|r| r.runtime == "onnxruntime" && r.reference == "engine (adapters)");
+            assert!(ort_adapters.clone().all(|r| !r.passed && r.allowance > 0.0), "{:?}", rows(&diff, "onnxruntime"));
+            // One integer of the weight one step off: within onnxruntime's own deviation, but the
+            // engine reading the file against the adapters keeps the fixed tolerance.
+            let nudged = tampered(&input, &w, dir.path(), |v| v.saturating_add(1));
+            let (_, diff) = gates(&input, &nudged);
+            assert!(!diff.passed, "{name}: {w} + 1");
+            let engine = diff.rows.iter().find(|r| r.runtime == "engine (folded file)").unwrap();
+            assert!(!engine.passed && engine.allowance == 0.0, "{engine:?}");
+        }
+    }
+
+    #[test]
+    fn a_float_models_gate_is_unchanged() {
+        let input = fx("digits/model.onnx");
+        let (fixed, diff) = gates(&input, Path::new(&input));
+        assert!(fixed.passed && diff.passed, "{:?} {:?}", fixed.failure(), diff.failure());
+        assert!(
+            diff.input_deviation.iter().all(|d| d.within_tolerance && d.allowance == 0.0),
+            "{:?}",
+            diff.input_deviation
+        );
+        assert!(diff.input_deviation.iter().any(|d| d.runtime == "onnxruntime"));
+        assert_eq!(fixed.rows.len(), diff.rows.len());
+        for (a, b) in fixed.rows.iter().zip(&diff.rows) {
+            assert_eq!((a.max_abs, a.passed, b.allowance), (b.max_abs, b.passed, 0.0), "{b:?}");
+        }
+        // A weight scaled by 1.01 still fails, with nothing allowed.
+        let dir = tempfile::tempdir().unwrap();
+        let m = OnnxModel::load(&input).unwrap();
+        let t = m.tensor(m.initializer("classifier.3.weight").unwrap()).unwrap();
+        let scaled = t.to_f32_vec().unwrap().iter().map(|v| v * 1.01).collect::<Vec<_>>();
+        let out = dir.path().join("scaled.onnx");
+        m.save(&out, &HashMap::from([("classifier.3.weight".into(), t.with_f32_values(&scaled).unwrap())])).unwrap();
+        let (_, diff) = gates(&input, &out);
+        assert!(!diff.passed);
+        assert!(diff
+            .rows
+            .iter()
+            .filter(|r| r.reference == "engine (adapters)")
+            .all(|r| !r.passed && r.allowance == 0.0));
+    }
+}
+
+/// A float16 export (`model.half()`) unlearns from float32 data, and a batch-1 static export
+/// unlearns and passes the gate (every run of 64 probe rows split into batches of one).
+#[test]
+fn half_and_batch_1_exports_unlearn_and_pass_the_gate() {
+    let (forget, test) = (fx("digits/forget_class3.npz"), fx("digits/test.npz"));
+    for name in ["digits_half", "digits_static1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = fx(&format!("deployed/{name}.onnx"));
+        let args = ["--model", &model, "--forget", &forget, "--test", &test, "--epochs", "2", "--lr", "1e-2"];
+        let (o, r) = unlearn(dir.path(), &args, &[]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let r = r.unwrap();
+        assert_eq!(r["verified"], true, "{name}");
+        let (before, after) = (&r["forget_accuracy"]["before"], &r["forget_accuracy"]["after"]);
+        assert!(after.as_f64().unwrap() < before.as_f64().unwrap(), "{name}: {before} → {after}");
+        let rows = r["verification"]["rows"].as_array().unwrap();
+        assert!(rows.iter().any(|x| x["runtime"] == "onnxruntime" && x["input_max_abs"].is_number()), "{rows:?}");
+        assert!(text(&o).contains("onnxruntime") && text(&o).contains("input "), "{}", text(&o));
+        let (input, out) = (OnnxModel::load(&model).unwrap(), OnnxModel::load(dir.path().join("out.onnx")).unwrap());
+        assert_eq!(input.graph().input, out.graph().input, "{name}: same inputs (dtype, batch)");
+        for t in &input.graph().initializer {
+            assert_eq!(out.initializer(t.name()).unwrap().data_type(), t.data_type(), "{}", t.name());
+        }
+    }
+}
