@@ -94,6 +94,28 @@ fn a_qdq_model_unlearns_and_stays_qdq_with_its_scales() {
 }
 
 #[test]
+fn a_dynamic_int8_model_unlearns_and_keeps_its_integer_ops() {
+    // ConvInteger/MatMulInteger with DynamicQuantizeLinear: the working copy sums the same
+    // integers exactly, so the engine on the export equals what training saw, to the bit.
+    let dir = tempfile::tempdir().unwrap();
+    let model = fx("deployed/digits_dyn_u8.onnx");
+    let (forget, test) = (fx("digits/forget_class3.npz"), fx("digits/test.npz"));
+    let (o, r) = unlearn(dir.path(), &["--model", &model, "--forget", &forget, "--test", &test], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = r.unwrap();
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["forget_accuracy"]["after"].as_f64().unwrap(), 0.0);
+    assert_eq!(r["quantization"]["weights"].as_u64().unwrap(), 5, "3 ConvInteger + 2 MatMulInteger weights");
+    let (input, out) = (OnnxModel::load(&model).unwrap(), OnnxModel::load(dir.path().join("out.onnx")).unwrap());
+    let names = layer_names(&r);
+    assert!(same_format(&input, &out, &names.iter().map(String::as_str).collect::<Vec<_>>()) >= 1);
+    let rows = r["verification"]["rows"].as_array().unwrap();
+    for row in rows.iter().filter(|x| x["reference"] == "engine (adapters)") {
+        assert_eq!(row["max_abs"].as_f64().unwrap(), 0.0, "{row}");
+    }
+}
+
+#[test]
 fn a_tampered_quantized_export_fails_the_gate_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let model = fx("deployed/digits_qdq.onnx");

@@ -1,11 +1,13 @@
 //! Quantized models keep their format. A weight stored as integers behind DequantizeLinear (QDQ,
 //! what onnxruntime's static quantizer writes: per tensor, per channel or blocked; int8, uint8,
-//! int4, uint4, int16, uint16) or packed in onnxruntime's `MatMulNBits` (2/4/8-bit blocks, what
-//! its 4-bit quantizer writes for LLMs) is lifted into a float working copy of the model that
+//! int4, uint4, int16, uint16), behind ConvInteger/MatMulInteger (what its dynamic quantizer
+//! writes) or packed in onnxruntime's `MatMulNBits` (2/4/8-bit blocks, what its 4-bit quantizer
+//! writes for LLMs) is lifted into a float working copy of the model that
 //! SEMU trains, and the fold re-quantizes `W + U R Vᵀ` with the file's own scales and zero points.
 //!
 //! In the working copy each lifted weight's DequantizeLinear (a MatMulNBits becomes
-//! `MatMul(A, FakeQuantize(W)ᵀ)`), and each activation's
+//! `MatMul(A, FakeQuantize(W)ᵀ)`; an integer op, its float twin on fake-quantized operands), and
+//! each activation's
 //! QuantizeLinear → DequantizeLinear pair, becomes one `FakeQuantize` (semu's own op: same value,
 //! straight-through gradient): training sees exactly the integers the export will hold, and the
 //! gradient flows through the rounding that would otherwise stop it. The working copy never
@@ -96,6 +98,15 @@ fn pack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
     Ok(v.f_mul(&weights)?.f_sum_dim_intlist(-1, false, Kind::Int64)?.f_to_kind(Kind::Uint8)?.f_reshape(&shape)?)
 }
 
+/// One quantized weight's rewrite in the working copy: the nodes standing for its op, the float
+/// weight (named as the integer initializer it replaces) and any initializers added.
+struct Rewrite {
+    weight: QuantWeight,
+    nodes: Vec<NodeProto>,
+    float: TensorProto,
+    added: Vec<TensorProto>,
+}
+
 fn init_from(name: &str, t: &Tensor, dtype: DType) -> Result<TensorProto> {
     let data = crate::engine::convert::from_tensor(t, dtype)?;
     let mut p = TensorProto {
@@ -115,7 +126,7 @@ fn lift_nbits(
     n: &NodeProto,
     inits: &HashMap<&str, &TensorProto>,
     uses: &HashMap<&str, usize>,
-) -> Result<Option<(QuantWeight, Vec<NodeProto>, Vec<TensorProto>)>> {
+) -> Result<Option<Rewrite>> {
     let input = |i: usize| n.input.get(i).map(String::as_str).filter(|s| !s.is_empty());
     let (Some(b_name), Some(s_name)) = (input(1), input(2)) else { return Ok(None) };
     let (Some(b), Some(st)) = (inits.get(b_name), inits.get(s_name)) else { return Ok(None) };
@@ -129,7 +140,8 @@ fn lift_nbits(
     if b.data_type() != 2 || uses.get(b_name) != Some(&1) || input(4).is_some() {
         return Ok(None);
     }
-    let (k, nn, bits, block) = (attr_i(n, "K", 0)?, attr_i(n, "N", 0)?, attr_i(n, "bits", 4)?, attr_i(n, "block_size", 0)?);
+    let (k, nn, bits, block) =
+        (attr_i(n, "K", 0)?, attr_i(n, "N", 0)?, attr_i(n, "bits", 4)?, attr_i(n, "block_size", 0)?);
     if ![2, 4, 8].contains(&bits) || k < 1 || nn < 1 || block < 1 || block * bits % 8 != 0 {
         return Ok(None);
     }
@@ -138,7 +150,11 @@ fn lift_nbits(
     let bq = to_tensor(&model.tensor(b)?)?;
     let scale = to_tensor(&model.tensor(st)?)?;
     if bq.numel() as i64 != nn * blocks * blob || scale.numel() as i64 != nn * blocks {
-        return Err(n.node_err(format!("B {:?} / scales {:?} do not fit N {nn}, K {k}, block {block}", bq.size(), scale.size())));
+        return Err(n.node_err(format!(
+            "B {:?} / scales {:?} do not fit N {nn}, K {k}, block {block}",
+            bq.size(),
+            scale.size()
+        )));
     }
     let padded = unpack_bits(&bq.f_reshape([nn, blocks * blob])?, bits)?.f_to_kind(Kind::Double)?;
     let zpv = match zp {
@@ -158,11 +174,8 @@ fn lift_nbits(
     let fw = dequantized_values(&original, &sc, Some(&z), calc)?.f_to_kind(scale.kind())?;
     let fdt = crate::engine::convert::dtype_of(scale.kind())?;
     let (s_new, z_new) = (format!("{s_name}.semu_blocks"), format!("{b_name}.semu_zero_points"));
-    let new_inits = vec![
-        init_from(b_name, &fw, fdt)?,
-        init_from(&s_new, &scale, fdt)?,
-        init_from(&z_new, &zpv, DType::U8)?,
-    ];
+    let float = init_from(b_name, &fw, fdt)?;
+    let added = vec![init_from(&s_new, &scale, fdt)?, init_from(&z_new, &zpv, DType::U8)?];
     let (fq, wt, y) = (format!("{b_name}.semu_weight"), format!("{b_name}.semu_weight_t"), n.output[0].clone());
     let hi = ((1i64 << bits) - 1) as f64;
     let attrs = [("axis", 1), ("block_size", block), ("lo", 0), ("hi", hi as i64)];
@@ -180,7 +193,13 @@ fn lift_nbits(
     }
     let q = QuantWeight {
         name: b_name.to_string(),
-        dtype: if bits == 8 { DType::U8 } else if bits == 4 { DType::U4 } else { DType::U2 },
+        dtype: if bits == 8 {
+            DType::U8
+        } else if bits == 4 {
+            DType::U4
+        } else {
+            DType::U2
+        },
         layout: format!("MatMulNBits blocks of {block}"),
         scale: sc,
         zero_point: Some(z),
@@ -190,7 +209,7 @@ fn lift_nbits(
         original,
         packing: Some(Packing { bits, block, padded }),
     };
-    Ok(Some((q, nodes, new_inits)))
+    Ok(Some(Rewrite { weight: q, nodes, float, added }))
 }
 
 fn attr_i(n: &NodeProto, name: &str, default: i64) -> Result<i64> {
@@ -221,6 +240,96 @@ fn pair_range(q: &NodeProto, inits: &HashMap<&str, &TensorProto>) -> Result<Opti
     Ok(int_range(dtype))
 }
 
+/// The dynamic quantizer's pattern: `DynamicQuantizeLinear(x) → (a, a_s, a_zp)`,
+/// `ConvInteger/MatMulInteger(a, W, a_zp, w_zp) → Cast → Mul(·, a_s·w_s)`. The integer op
+/// becomes `Conv/MatMul` in f64 over `FakeQuantize(x, a_s, a_zp)` and `FakeQuantize(W_f, w_s,
+/// w_zp)` in their integer form: the same exact integer sum (a float one would round, and the
+/// next layer's dynamic range would move with it), which the Cast and Mul that follow scale as
+/// before; W_f, the trained weight, stays in real units.
+fn lift_integer(
+    model: &OnnxModel,
+    n: &NodeProto,
+    inits: &HashMap<&str, &TensorProto>,
+    uses: &HashMap<&str, usize>,
+    producer: &HashMap<&str, &NodeProto>,
+    users: &HashMap<&str, Vec<&NodeProto>>,
+) -> Result<Option<Rewrite>> {
+    let conv = n.op_type() == "ConvInteger";
+    let input = |i: usize| n.input.get(i).map(String::as_str).filter(|s| !s.is_empty());
+    let (Some(a), Some(w_name)) = (input(0), input(1)) else { return Ok(None) };
+    let Some(d) = producer.get(a).filter(|d| d.op_type() == "DynamicQuantizeLinear" && d.output.len() == 3) else {
+        return Ok(None);
+    };
+    let (a_s, a_zp) = (d.output[1].as_str(), d.output[2].as_str());
+    let Some(w) = inits.get(w_name).filter(|w| w.dims.len() >= 2 && uses.get(w_name) == Some(&1)) else {
+        return Ok(None);
+    };
+    let Some((lo, hi)) = int_range(DType::from_onnx(w.data_type())?) else { return Ok(None) };
+    if input(2) != Some(a_zp) {
+        return Ok(None);
+    }
+    let w_zp = match input(3) {
+        Some(z) => match inits.get(z) {
+            Some(t) => Some(*t),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    // Cast(y) → Mul(·, m) with m = Mul(a_s, w_s): w_s is the weight's scale.
+    let y = n.output[0].as_str();
+    let only = |v: &str| users.get(v).filter(|u| u.len() == 1).map(|u| u[0]);
+    let Some(cast) = only(y).filter(|c| c.op_type() == "Cast") else { return Ok(None) };
+    let Some(mul) = only(&cast.output[0]).filter(|m| m.op_type() == "Mul") else { return Ok(None) };
+    let Some(m) = mul.input.iter().find(|i| **i != cast.output[0]) else { return Ok(None) };
+    let Some(scales) = producer.get(m.as_str()).filter(|p| p.op_type() == "Mul") else { return Ok(None) };
+    let Some(w_s) = scales.input.iter().find(|i| i.as_str() != a_s).filter(|_| scales.input.iter().any(|i| i == a_s))
+    else {
+        return Ok(None);
+    };
+    let Some(st) = inits.get(w_s.as_str()) else { return Ok(None) };
+    let scale = to_tensor(&model.tensor(st)?)?;
+    // Per channel: MatMul's B [K, N] by column, Conv's W by output channel.
+    let axis = if conv { 0 } else { 1 };
+    let calc = if scale.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let spread = |v: &Tensor| spread_param(v, axis, 0, &w.dims).map_err(|e| n.node_err(e));
+    let sc = spread(&scale.f_to_kind(calc)?)?;
+    let z = w_zp
+        .map(|t| spread(&crate::engine::convert::computable(&to_tensor(&model.tensor(t)?)?)?.f_to_kind(Kind::Double)?))
+        .transpose()?;
+    let q = crate::engine::convert::computable(&to_tensor(&model.tensor(w)?)?)?.f_to_kind(Kind::Double)?;
+    let fw = dequantized_values(&q, &sc, z.as_ref(), calc)?.f_to_kind(scale.kind())?;
+    let (fa, fwn) = (format!("{y}.semu_a"), format!("{w_name}.semu_weight"));
+    let mut w_inputs = vec![w_name.to_string(), w_s.clone()];
+    if let Some(zn) = input(3) {
+        w_inputs.push(zn.to_string());
+    }
+    let a_attrs = [("lo", 0), ("hi", 255), ("integer", 1)];
+    let w_attrs = [("axis", axis), ("lo", lo as i64), ("hi", hi as i64), ("integer", 1)];
+    let mut nodes = vec![
+        int_node("FakeQuantize", vec![d.input[0].clone(), a_s.into(), a_zp.into()], &fa, &a_attrs),
+        int_node("FakeQuantize", w_inputs, &fwn, &w_attrs),
+    ];
+    let mut float = crate::onnx::build::node(if conv { "Conv" } else { "MatMul" }, &[&fa, &fwn], &[y]);
+    float.attribute = n.attribute.clone();
+    nodes.push(float);
+    let layout = if scale.numel() == 1 { "per tensor" } else { "per channel" };
+    let q = QuantWeight {
+        name: w_name.to_string(),
+        dtype: DType::from_onnx(w.data_type())?,
+        layout: format!("{layout}, dynamic activations ({})", n.op_type()),
+        scale: sc,
+        zero_point: z,
+        calc,
+        lo,
+        hi,
+        original: q,
+        packing: None,
+    };
+    // The working copy's initializer: the float weight, named as the integer one.
+    let float = init_from(w_name, &fw, crate::engine::convert::dtype_of(scale.kind())?)?;
+    Ok(Some(Rewrite { weight: q, nodes, float, added: Vec::new() }))
+}
+
 /// The working copy, or None when no weight is quantized (the model is used as it is).
 pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
     let g = model.graph();
@@ -233,7 +342,15 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
     }
     let producer: HashMap<&str, &NodeProto> =
         g.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
-    let is_dq = |n: &NodeProto| n.op_type() == "DequantizeLinear" && crate::engine::registry::norm_domain(n.domain()).is_empty();
+    let mut users: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            users.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let is_dq = |n: &NodeProto| {
+        n.op_type() == "DequantizeLinear" && crate::engine::registry::norm_domain(n.domain()).is_empty()
+    };
     let mut copy = model.clone();
     let mut weights = Vec::new();
     let mut pairs = 0;
@@ -241,14 +358,17 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
     let mut new_inits: HashMap<String, TensorProto> = HashMap::new();
     let mut added_inits = Vec::new();
     for n in &g.node {
-        if n.op_type() == "MatMulNBits" && n.domain() == "com.microsoft" {
-            if let Some((q, nodes, mut inits_new)) = lift_nbits(model, n, &inits, &uses)? {
-                new_inits.insert(q.name.clone(), inits_new.remove(0));
-                added_inits.extend(inits_new);
-                weights.push(q);
-                new_nodes.extend(nodes);
-                continue;
-            }
+        let rewrite = match (n.domain(), n.op_type()) {
+            ("com.microsoft", "MatMulNBits") => lift_nbits(model, n, &inits, &uses)?,
+            ("", "ConvInteger" | "MatMulInteger") => lift_integer(model, n, &inits, &uses, &producer, &users)?,
+            _ => None,
+        };
+        if let Some(r) = rewrite {
+            new_inits.insert(r.weight.name.clone(), r.float);
+            added_inits.extend(r.added);
+            weights.push(r.weight);
+            new_nodes.extend(r.nodes);
+            continue;
         }
         if !is_dq(n) {
             new_nodes.push(n.clone());
@@ -275,9 +395,15 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
                 let sc = spread(&scale.f_to_kind(calc)?)?;
                 let z = zp_init
                     .flatten()
-                    .map(|t| spread(&crate::engine::convert::computable(&to_tensor(&model.tensor(t)?)?)?.f_to_kind(Kind::Double)?))
+                    .map(|t| {
+                        spread(
+                            &crate::engine::convert::computable(&to_tensor(&model.tensor(t)?)?)?
+                                .f_to_kind(Kind::Double)?,
+                        )
+                    })
                     .transpose()?;
-                let fw = dequantized_values(&q.f_to_kind(Kind::Double)?, &sc, z.as_ref(), calc)?.f_to_kind(scale.kind())?;
+                let fw =
+                    dequantized_values(&q.f_to_kind(Kind::Double)?, &sc, z.as_ref(), calc)?.f_to_kind(scale.kind())?;
                 let mut t = (*w).clone();
                 let fdt = crate::engine::convert::dtype_of(scale.kind())?;
                 t.data_type = Some(fdt.onnx_code());

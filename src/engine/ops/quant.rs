@@ -361,10 +361,12 @@ pub const SEMU_DOMAIN: &str = "ai.semu";
 /// gradient passes straight through where x is inside the quantized range (the straight-through
 /// estimator), so training can see through rounding. The value is bit-identical to the pair's:
 /// the same division, rounding, saturation and multiplication in the same types. Attributes
-/// `lo`/`hi`: the quantized type's range; `axis`/`block_size` as in DequantizeLinear.
+/// `lo`/`hi`: the quantized type's range; `axis`/`block_size` as in DequantizeLinear; `integer`
+/// = 1 gives `q − zp` (f64) instead of the dequantized value.
 fn fake_quantize(ctx: &OpCtx) -> Result<BoxOp> {
     let layout = Layout::parse(ctx.node)?;
     let (lo, hi) = (ctx.node.get_i("lo")?.unwrap_or(0) as f64, ctx.node.get_i("hi")?.unwrap_or(255) as f64);
+    let integer = ctx.node.get_i("integer")?.unwrap_or(0) != 0;
     op(move |x| {
         let (input, scale) = (x.req(0)?, x.req(1)?);
         let shape = input.size();
@@ -373,10 +375,18 @@ fn fake_quantize(ctx: &OpCtx) -> Result<BoxOp> {
         let zp = x.get(2).map(|z| layout.spread(x, &computable(z)?.f_to_kind(Kind::Double)?, &shape)).transpose()?;
         let v = input.f_to_kind(calc)?;
         let (q, clamped) = quantized_values(&v.f_detach()?, &s, zp.as_ref(), lo, hi)?;
-        let y = dequantized_values(&clamped, &s, zp.as_ref(), calc)?;
-        // + (v − v.detach())·inside: exactly zero in value, the identity's gradient inside the range.
         let inside = q.f_ge(lo)?.f_logical_and(&q.f_le(hi)?)?;
+        // + (v − v.detach())·inside: exactly zero in value, the identity's gradient inside the range.
         let ste = v.f_sub(&v.f_detach()?)?.f_mul(&inside.f_to_kind(calc)?)?;
+        if integer {
+            // q − zp exactly (f64), for an integer op's float twin; the gradient scaled by 1/s.
+            let q = match &zp {
+                Some(z) => clamped.f_sub(z)?,
+                None => clamped,
+            };
+            return Ok(vec![q.f_add(&ste.f_to_kind(Kind::Double)?.f_div(&s.f_to_kind(Kind::Double)?)?)?]);
+        }
+        let y = dequantized_values(&clamped, &s, zp.as_ref(), calc)?;
         Ok(vec![y.f_add(&ste)?.f_to_kind(scale.kind())?])
     })
 }
