@@ -220,8 +220,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         };
         let input_path = input.as_ref().map_or_else(|| model.path.clone(), |s| s.model_path());
         let on_step = &mut |d, n| progress.step("verify", d, n);
-        let report =
-            gate::check_with(&staged.model_path(), Some(&input_path), &u.net.output, &probes, tol, on_step)?;
+        let report = gate::check_with(&staged.model_path(), Some(&input_path), &u.net.output, &probes, tol, on_step)?;
         timings.verify = t.elapsed().as_secs_f64();
         for w in &report.warnings {
             tracing::warn!("{w}");
