@@ -332,3 +332,17 @@ fn half_and_batch_1_exports_unlearn_and_pass_the_gate() {
         }
     }
 }
+
+/// `semu verify A B` follows the same rule: onnxruntime's own deviation on A (a quantized model)
+/// is reported, and B's engine-vs-onnxruntime row is judged against it.
+#[test]
+fn verify_judges_b_against_onnxruntimes_deviation_on_a() {
+    let data = fx("digits/test.npz");
+    let model = fx("deployed/digits_qdq.onnx");
+    let o = semu_env(&["verify", &model, &model, "--data", &data, "--limit", "64", "--device", "cpu"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("deviates 'logits'") && text(&o).contains("differential rule"), "{}", text(&o));
+    let plain = fx("digits/model.onnx");
+    let o = semu_env(&["verify", &plain, &plain, "--data", &data, "--limit", "64", "--device", "cpu"], &[]);
+    assert!(o.status.success() && !text(&o).contains("differential rule"), "{}", text(&o));
+}
