@@ -13,6 +13,7 @@
 //! gradient flows through the rounding that would otherwise stop it. The working copy never
 //! leaves the process; the export is the original file with new integers.
 use crate::engine::convert::{kind_of, to_tensor};
+use crate::engine::ops::contrib::quant::unpack;
 use crate::engine::ops::quant::{dequantized_values, int_range, quantized_values, spread_param, SEMU_DOMAIN};
 use crate::error::Result;
 use crate::onnx::proto::{NodeProto, OperatorSetIdProto, TensorProto};
@@ -73,21 +74,7 @@ pub struct Requantized {
     pub changed_integers: i64,
 }
 
-/// `bits`-wide unsigned values from bytes along the last axis, lowest bits first:
-/// [..., m] → [..., m · 8/bits] (int64).
-pub fn unpack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
-    let t = t.f_to_kind(Kind::Int64)?;
-    let per = 8 / bits;
-    let parts = (0..per)
-        .map(|i| Ok(t.f_floor_divide_scalar(1i64 << (i * bits))?.f_remainder(1i64 << bits)?))
-        .collect::<Result<Vec<_>>>()?;
-    let mut shape = t.size();
-    let last = shape.pop().unwrap_or(1);
-    shape.push(last * per);
-    Ok(Tensor::f_stack(&parts, -1)?.f_reshape(&shape)?)
-}
-
-/// The inverse of [`unpack_bits`]: [..., m · 8/bits] values in [0, 2^bits) → [..., m] uint8.
+/// The inverse of MatMulNBits' [`unpack`]: [..., m · 8/bits] values in [0, 2^bits) → [..., m] uint8.
 fn pack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
     let per = 8 / bits;
     let mut shape = t.size();
@@ -156,11 +143,11 @@ fn lift_nbits(
             scale.size()
         )));
     }
-    let padded = unpack_bits(&bq.f_reshape([nn, blocks * blob])?, bits)?.f_to_kind(Kind::Double)?;
+    let padded = unpack(&bq.f_reshape([nn, blocks * blob])?, bits)?.f_to_kind(Kind::Double)?;
     let zpv = match zp {
         Some(z) => {
             let z = to_tensor(&model.tensor(z)?)?;
-            unpack_bits(&z.f_reshape([nn, -1])?, bits)?.f_narrow(1, 0, blocks)?
+            unpack(&z.f_reshape([nn, -1])?, bits)?.f_narrow(1, 0, blocks)?
         }
         None => Tensor::f_full([nn, blocks], 1i64 << (bits - 1), (Kind::Int64, tch::Device::Cpu))?,
     }
@@ -547,5 +534,16 @@ mod tests {
         assert_eq!((rep.weights, rep.saturated), (1, 0));
         assert!(rep.rounding_max_steps < 1e-3, "{}", rep.rounding_max_steps);
         assert!(l.model.graph().node.iter().any(|n| n.op_type() == "FakeQuantize"));
+    }
+
+    #[test]
+    fn packing_inverts_matmulnbits_unpacking() {
+        for bits in [2i64, 4, 8] {
+            let bytes = Tensor::from_slice(&[0u8, 1, 0x5a, 0xf0, 0xff, 0x37]).reshape([2, 3]);
+            let values = unpack(&bytes, bits).unwrap();
+            assert_eq!(values.size(), [2, 3 * 8 / bits]);
+            assert!(values.max().int64_value(&[]) < 1 << bits);
+            assert!(pack_bits(&values, bits).unwrap().equal(&bytes), "{bits} bits");
+        }
     }
 }

@@ -13,7 +13,7 @@ mod activation;
 mod attention;
 mod linalg;
 mod norm;
-mod quant;
+pub mod quant;
 mod rotary;
 
 /// The contrib domain.

@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 /// Unpacks `bits`-wide unsigned values from bytes along the last axis, lowest bits first:
 /// [..., n] → [..., n · 8/bits] (int64).
-fn unpack(t: &Tensor, bits: i64) -> Result<Tensor> {
+pub fn unpack(t: &Tensor, bits: i64) -> Result<Tensor> {
     let t = t.f_to_kind(Kind::Int64)?;
     let per = 8 / bits;
     let parts = (0..per)
