@@ -15,10 +15,13 @@ use super::{OutputDiff, Tolerance};
 
 /// How many times the runtime's deviation on the input model its rows on the export may add.
 /// The export is the input graph with some weight values changed, so the runtime's rounding
-/// differs from the engine by about as much as on the input; measured on the quantized digits
-/// models with 16 perturbed weight sets each (20–50% of the int8 weights moved by up to ±6),
-/// the export's deviation was 0.84–1.5 times the input's (`tools/ort_int8_deviation.py --ratios`).
-pub const ALLOWANCE_FACTOR: f64 = 2.0;
+/// differs from the engine by about as much as on the input, but not exactly: unlearning moves
+/// activations, and with them which products onnxruntime's int16 pairs clip. Measured with
+/// onnxruntime 1.31.1 on x86 AVX2 (export's max abs / input's, over the forget and test probes):
+/// 16 randomly perturbed int8 weight sets per model (`tools/ort_int8_deviation.py --ratios`)
+/// 0.75–1.25 (QDQ), 0.94–1.12 (QDQ per channel); `semu unlearn` of class 3 with default settings
+/// 1.0 (QDQ), 1.06 (QDQ per channel), 1.93 (dynamic int8). 4 is twice the largest.
+pub const ALLOWANCE_FACTOR: f64 = 4.0;
 
 /// One runtime's difference from the engine on the input model, over every probe, and the
 /// allowance it earns the runtime's rows on the export.
@@ -98,12 +101,13 @@ mod tests {
     }
 
     #[test]
-    fn beyond_it_the_largest_deviation_over_probes_is_doubled() {
+    fn beyond_it_the_largest_deviation_over_probes_is_multiplied() {
+        assert_eq!(ALLOWANCE_FACTOR, 4.0);
         let tol = Tolerance::new(1e-4, 1e-4);
-        let probes = [diff(&[1.5, 2.0], &[1.0, 2.0], tol), diff(&[3.0, -1.25], &[3.0, -1.0], tol)];
+        let probes = [diff(&[1.25, 2.0], &[1.0, 2.0], tol), diff(&[3.0, -1.125], &[3.0, -1.0], tol)];
         let d = InputDeviation::new("onnxruntime", "y", &probes);
         assert!(!d.within_tolerance);
-        assert_eq!((d.max_abs, d.allowance), (0.5, 1.0));
+        assert_eq!((d.max_abs, d.allowance), (0.25, 1.0));
         let wide = d.tolerance(tol);
         assert_eq!(wide.atol, 1e-4 + 1.0);
         // The export's rows: 1.0 more passes, 1.01 more fails (with the fixed terms on top).
