@@ -8,7 +8,7 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup venv build fixtures test demo bench quality conformance conformance-update bad-input-table fuzz lint clean-fixtures
+.PHONY: setup venv build fixtures test demo bench quality deployed conformance conformance-update bad-input-table fuzz lint clean-fixtures
 
 setup: venv build
 
@@ -44,6 +44,11 @@ quality: setup
 	bash tools/quality.sh $(SEMU) --use-retain
 	bash tools/quality.sh $(SEMU) --objective rl
 	bash tools/quality.sh $(SEMU) --objective rl --gamma 0.6 --lr 0.001
+
+# README "Deployed models": the defaults on each quantized / optimized / half / fixed-batch
+# export of fixtures/deployed and fixtures/contrib, one row each (a few minutes).
+deployed: setup fixtures
+	bash tools/deployed.sh $(SEMU)
 
 conformance: setup
 	$(CARGO_TEST) --test conformance -- --nocapture
