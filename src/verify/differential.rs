@@ -17,10 +17,11 @@ use super::{OutputDiff, Tolerance};
 /// The export is the input graph with some weight values changed, so the runtime's rounding
 /// differs from the engine by about as much as on the input, but not exactly: unlearning moves
 /// activations, and with them which products onnxruntime's int16 pairs clip. Measured with
-/// onnxruntime 1.31.1 on x86 AVX2 (export's max abs / input's, over the forget and test probes):
-/// 16 randomly perturbed int8 weight sets per model (`tools/ort_int8_deviation.py --ratios`)
-/// 0.75–1.25 (QDQ), 0.94–1.12 (QDQ per channel); `semu unlearn` of class 3 with default settings
-/// 1.0 (QDQ), 1.06 (QDQ per channel), 1.93 (dynamic int8). 4 is twice the largest.
+/// onnxruntime 1.31.1 on x86 AVX2, the export's max abs over the input's: 16 randomly perturbed
+/// int8 weight sets per model on 64 test images against `onnx.reference`, which the engine
+/// matches (`tools/ort_int8_deviation.py --ratios`): 0.75–1.25 (QDQ), 0.94–1.12 (QDQ per
+/// channel), 0.63–1.50 (dynamic int8); `semu unlearn` of class 3 with default settings, over the
+/// gate's probes: 1.0 (QDQ), 1.06 (QDQ per channel), 1.93 (dynamic int8). 4 is twice the largest.
 pub const ALLOWANCE_FACTOR: f64 = 4.0;
 
 /// One runtime's difference from the engine on the input model, over every probe, and the
