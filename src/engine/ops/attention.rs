@@ -290,26 +290,35 @@ fn rotary(ctx: &OpCtx) -> Result<BoxOp> {
             return Err(x.err(format!("cos/sin caches must give [batch, seq, {half}] per token")));
         }
         let (cos, sin) = (cos.f_unsqueeze(2)?, sin.f_unsqueeze(2)?);
-        let rot = t4.f_narrow(-1, 0, r)?;
-        let (x1, x2) = if interleaved {
-            let mut s = rot.size();
-            s.pop();
-            s.extend([half, 2]);
-            let pairs = rot.f_reshape(&s)?;
-            (pairs.f_select(-1, 0)?, pairs.f_select(-1, 1)?)
-        } else {
-            (rot.f_narrow(-1, 0, half)?, rot.f_narrow(-1, half, half)?)
-        };
-        let re = cos.f_mul(&x1)?.f_sub(&sin.f_mul(&x2)?)?;
-        let im = sin.f_mul(&x1)?.f_add(&cos.f_mul(&x2)?)?;
-        let rotated = if interleaved {
-            Tensor::f_stack(&[re, im], -1)?.f_flatten(-2, -1)?
-        } else {
-            Tensor::f_cat(&[re, im], -1)?
-        };
-        let y = Tensor::f_cat(&[rotated, t4.f_narrow(-1, r, d - r)?], -1)?;
-        Ok(vec![if shape.len() == 4 { y.f_transpose(1, 2)? } else { y.f_reshape(&shape)? }])
+        Ok(vec![rotate(&t4, &cos, &sin, r, interleaved, &shape)?])
     })
+}
+
+/// The rotation of both RotaryEmbedding ops (this one and com.microsoft's): the first `r`
+/// features of `t4` ([batch, seq, heads, head size]) turned by `cos`/`sin` (broadcasting against
+/// `r / 2` of them; interleaved pairs or halves), the rest passed through; back in the layout of
+/// the op's input `shape` (4-D: heads before sequence; 3-D: heads folded into features).
+pub fn rotate(t4: &Tensor, cos: &Tensor, sin: &Tensor, r: i64, interleaved: bool, shape: &[i64]) -> Result<Tensor> {
+    let (half, d) = (r / 2, t4.size().last().copied().unwrap_or(0));
+    let rot = t4.f_narrow(-1, 0, r)?;
+    let (x1, x2) = if interleaved {
+        let mut s = rot.size();
+        s.pop();
+        s.extend([half, 2]);
+        let pairs = rot.f_reshape(&s)?;
+        (pairs.f_select(-1, 0)?, pairs.f_select(-1, 1)?)
+    } else {
+        (rot.f_narrow(-1, 0, half)?, rot.f_narrow(-1, half, half)?)
+    };
+    let re = cos.f_mul(&x1)?.f_sub(&sin.f_mul(&x2)?)?;
+    let im = sin.f_mul(&x1)?.f_add(&cos.f_mul(&x2)?)?;
+    let rotated = if interleaved {
+        Tensor::f_stack(&[re, im], -1)?.f_flatten(-2, -1)?
+    } else {
+        Tensor::f_cat(&[re, im], -1)?
+    };
+    let y = Tensor::f_cat(&[rotated, t4.f_narrow(-1, r, d - r)?], -1)?;
+    Ok(if shape.len() == 4 { y.f_transpose(1, 2)? } else { y.f_reshape(shape)? })
 }
 
 pub fn register(r: &mut Registry) {

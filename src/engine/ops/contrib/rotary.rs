@@ -74,22 +74,7 @@ fn rotary(ctx: &OpCtx) -> Result<BoxOp> {
         let half = r / 2;
         let pos = positions(x, x.req(1)?, b, s)?;
         let (cos, sin) = (rows(x, cos, &pos, half)?, rows(x, x.req(3)?, &pos, half)?);
-        let rot = t4.f_narrow(-1, 0, r)?;
-        let (x1, x2) = if interleaved {
-            let pairs = rot.f_reshape([b, s, -1, half, 2])?;
-            (pairs.f_select(-1, 0)?, pairs.f_select(-1, 1)?)
-        } else {
-            (rot.f_narrow(-1, 0, half)?, rot.f_narrow(-1, half, half)?)
-        };
-        let re = x1.f_mul(&cos)?.f_sub(&x2.f_mul(&sin)?)?;
-        let im = x1.f_mul(&sin)?.f_add(&x2.f_mul(&cos)?)?;
-        let rotated = if interleaved {
-            Tensor::f_stack(&[re, im], -1)?.f_flatten(-2, -1)?
-        } else {
-            Tensor::f_cat(&[re, im], -1)?
-        };
-        let y = Tensor::f_cat(&[rotated, t4.f_narrow(-1, r, d - r)?], -1)?;
-        Ok(vec![if shape.len() == 4 { y.f_transpose(1, 2)? } else { y.f_reshape(&shape)? }])
+        Ok(vec![crate::engine::ops::attention::rotate(&t4, &cos, &sin, r, interleaved, &shape)?])
     })
 }
 
