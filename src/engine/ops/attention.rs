@@ -312,11 +312,8 @@ pub fn rotate(t4: &Tensor, cos: &Tensor, sin: &Tensor, r: i64, interleaved: bool
     };
     let re = cos.f_mul(&x1)?.f_sub(&sin.f_mul(&x2)?)?;
     let im = sin.f_mul(&x1)?.f_add(&cos.f_mul(&x2)?)?;
-    let rotated = if interleaved {
-        Tensor::f_stack(&[re, im], -1)?.f_flatten(-2, -1)?
-    } else {
-        Tensor::f_cat(&[re, im], -1)?
-    };
+    let rotated =
+        if interleaved { Tensor::f_stack(&[re, im], -1)?.f_flatten(-2, -1)? } else { Tensor::f_cat(&[re, im], -1)? };
     let y = Tensor::f_cat(&[rotated, t4.f_narrow(-1, r, d - r)?], -1)?;
     Ok(if shape.len() == 4 { y.f_transpose(1, 2)? } else { y.f_reshape(shape)? })
 }
