@@ -116,6 +116,54 @@ fn a_dynamic_int8_model_unlearns_and_keeps_its_integer_ops() {
 }
 
 #[test]
+fn requantize_recompute_fits_new_scales_and_saturates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fx("deployed/digits_qdq_pc.onnx");
+    let (forget, test) = (fx("digits/forget_class3.npz"), fx("digits/test.npz"));
+    let args = ["--model", &model, "--forget", &forget, "--test", &test, "--requantize", "recompute"];
+    let (o, r) = unlearn(dir.path(), &args, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = r.unwrap();
+    assert_eq!(r["verified"], true);
+    assert_eq!(r["forget_accuracy"]["after"].as_f64().unwrap(), 0.0);
+    let q = &r["quantization"];
+    assert_eq!(q["scales_recomputed"], true);
+    assert_eq!(q["saturated"].as_i64().unwrap(), 0, "{q}");
+    assert!(q["rounding_max_steps"].as_f64().unwrap() <= 0.5 + 1e-3, "{q}");
+    let (input, out) = (OnnxModel::load(&model).unwrap(), OnnxModel::load(dir.path().join("out.onnx")).unwrap());
+    assert_eq!(op_counts(&input), op_counts(&out));
+    // Each adapted weight's own scale changed; every other scale kept its bytes.
+    let names = layer_names(&r);
+    for t in input.graph().initializer.iter().filter(|t| t.name().ends_with("_scale")) {
+        let same = input.tensor(t).unwrap() == out.tensor(out.initializer(t.name()).unwrap()).unwrap();
+        let own = names.iter().any(|n| t.name() == n.replace("_quantized", "_scale"));
+        assert_eq!(same, !own, "{}", t.name());
+    }
+    // The engine on the export computes what the gate's reference computed.
+    let rows = r["verification"]["rows"].as_array().unwrap();
+    let folded = rows.iter().find(|x| x["runtime"] == "engine (folded file)").unwrap();
+    assert_eq!(folded["max_abs"].as_f64().unwrap(), 0.0, "{folded}");
+}
+
+#[test]
+fn requantize_recompute_is_refused_where_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    // A float model has nothing to re-quantize: a usage error before any work.
+    let args = ["--model", &fx("digits/model.onnx"), "--forget", &fx("digits/forget_class3.npz")];
+    let (o, _) = unlearn(dir.path(), &[&args[..], &["--requantize", "recompute"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no quantized weights"), "{}", text(&o));
+    // MatMulNBits scales are blocks: refused naming the weight, nothing written.
+    let (model, train, tok) =
+        (fx("deployed/text_cls_nbits.onnx"), fx("text_cls/train.jsonl"), fx("text_cls/tokenizer.json"));
+    let args = ["--model", &model, "--tokenizer", &tok, "--train", &train, "--forget-class", "4", "--epochs", "1"];
+    let (o, _) = unlearn(dir.path(), &[&args[..], &["--lr", "1e-2", "--requantize", "recompute"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--requantize recompute needs") && text(&o).contains("_Q4 (MatMulNBits"), "{}", text(&o));
+    assert!(!dir.path().join("out.onnx").exists());
+}
+
+#[test]
 fn a_tampered_quantized_export_fails_the_gate_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let model = fx("deployed/digits_qdq.onnx");

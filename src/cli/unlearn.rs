@@ -43,6 +43,11 @@ pub struct Args {
     /// Write the unlearning patch: U, R, V per adapted weight (`semu patch apply|revert`).
     #[arg(long, value_name = "PATCH.safetensors")]
     out_patch: Option<PathBuf>,
+    /// Quantized models: re-quantize the trained weights with the file's own scales and zero
+    /// points (`keep`), or with new ones fitted to each trained weight's range (`recompute`:
+    /// nothing saturates; the weights' scale initializers change too).
+    #[arg(long, value_enum, default_value_t = Requantize::Keep)]
+    requantize: Requantize,
     /// Remaining data; without it SEMU runs with no remaining data at all (α = 0).
     #[arg(long)]
     retain: Option<PathBuf>,
@@ -92,6 +97,12 @@ pub struct Args {
     weights: super::weights::WeightsArgs,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Requantize {
+    Keep,
+    Recompute,
+}
+
 pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let started_at = semu::audit::now_rfc3339();
     let (cfg, device) = a.hp.resolve(a.data.has_retain(a.retain.as_deref())).map_err(super::usage)?;
@@ -113,7 +124,26 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let mut model = OnnxModel::load(&a.model)?;
     let bound = a.weights.bind(&mut model, &a.remote)?;
     // A quantized model trains on its float working copy; the fold re-quantizes.
-    let lifted = semu::semu::quantized::lift(&model)?;
+    let mut lifted = semu::semu::quantized::lift(&model)?;
+    if lifted.is_none() && a.requantize == Requantize::Recompute {
+        return Err(Exit {
+            code: 2,
+            err: anyhow!("--requantize recompute: {} has no quantized weights", a.model.display()),
+        });
+    }
+    if let Some(l) = lifted.as_ref().filter(|_| a.requantize == Requantize::Recompute) {
+        let fixed = l.not_rescalable();
+        if !fixed.is_empty() {
+            return Err(Exit {
+                code: 2,
+                err: anyhow!(
+                    "--requantize recompute needs a per-tensor or per-channel scale that only its weight uses; \
+                     these have none: {} (use --requantize keep)",
+                    fixed.join(", ")
+                ),
+            });
+        }
+    }
     let work = lifted.as_ref().map_or(&model, |l| &l.model);
     let (task, why) = match a.task {
         Some(t) => (t, "given with --task".to_string()),
@@ -152,7 +182,8 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             err: anyhow!("--method {} trains on the remaining data: give --retain", a.method.name()),
         });
     }
-    let u = baselines::run(
+    let task_spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() };
+    let mut u = baselines::run(
         work,
         forget.as_ref(),
         retain.as_deref(),
@@ -161,15 +192,27 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         &cfg,
         &extra,
         device,
-        &Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() },
+        &task_spec,
         &mut progress,
     )?;
     let mut timings = u.timings.clone();
     progress.phase("fold");
     let t = Instant::now();
-    let (trained, quantization) = match &lifted {
+    // The input model's engine, when `u.net` no longer is (scales recomputed).
+    let mut input_net = None;
+    let (trained, quantization) = match &mut lifted {
         Some(l) => {
-            let (ints, q) = l.requantize(u.overrides())?;
+            let recompute = a.requantize == Requantize::Recompute;
+            let scales = if recompute { l.recompute(u.overrides())? } else { Default::default() };
+            if recompute {
+                // The engine's reference (gate, accuracy after) is the model with the new scales.
+                let names = u.overrides().keys().cloned().collect();
+                let rescaled = semu::task::Model::new(&l.with_values(&scales)?, device, names, &task_spec)?;
+                input_net = Some(std::mem::replace(&mut u.net, rescaled));
+            }
+            let (mut ints, mut q) = l.requantize(u.overrides())?;
+            q.scales_recomputed = recompute;
+            ints.extend(scales);
             (ints, Some(q))
         }
         None => (u.overrides().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect(), None),
@@ -211,7 +254,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         if let Some(other) = retain.as_deref().or(test.as_deref()) {
             sets.push(("retain/test", other));
         }
-        let probes = gate::probes(&u.net, u.overrides(), &sets)?;
+        let probes = gate::probes_with(&u.net, input_net.as_ref().unwrap_or(&u.net), u.overrides(), &sets)?;
         let tol = gate::tolerance_for(&probes[0].expected);
         // The differential rule runs the input model too: bound weights are written out for it.
         let input = match bound {
@@ -420,9 +463,14 @@ fn print_summary(r: &UnlearnReport) {
     );
     if let Some(q) = &r.quantization {
         println!(
-            "quantized   {} weight(s) re-quantized with their own scales and zero points ({}): {} integers \
-             changed; fold rounding max {:.3e} ({:.2} steps), {} saturated",
+            "quantized   {} weight(s) re-quantized with {} ({}): {} integers changed; fold rounding max {:.3e} \
+             ({:.2} steps), {} saturated",
             q.weights,
+            if q.scales_recomputed {
+                "scales fitted to the trained weights"
+            } else {
+                "their own scales and zero points"
+            },
             q.formats.join(", "),
             q.changed_integers,
             q.rounding_max_abs,

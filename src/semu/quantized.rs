@@ -15,7 +15,7 @@
 use crate::engine::convert::{kind_of, to_tensor};
 use crate::engine::ops::contrib::quant::unpack;
 use crate::engine::ops::quant::{dequantized_values, int_range, quantized_values, spread_param, SEMU_DOMAIN};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::onnx::proto::{NodeProto, OperatorSetIdProto, TensorProto};
 use crate::onnx::tensor::set_inline;
 use crate::onnx::{DType, NodeExt, OnnxModel};
@@ -38,6 +38,40 @@ pub struct QuantWeight {
     original: Tensor,
     /// MatMulNBits' bit packing, when the weight is stored that way.
     packing: Option<Packing>,
+    /// Where new scales can go (`--requantize recompute`): a per-tensor or per-channel scale
+    /// (and zero point) that only this weight uses.
+    rescale: Option<Rescale>,
+}
+
+struct Rescale {
+    scale: String,
+    zero_point: Option<String>,
+    /// The channel axis of the weight; None: one scale for the tensor.
+    axis: Option<usize>,
+    /// The file's scale values (kept where a channel is all zero).
+    raw: Tensor,
+}
+
+impl Rescale {
+    /// For a weight of `dims` with scale `s` (values `raw`) and zero point `zp` along `axis`,
+    /// when only one node reads each and the layout is per tensor or per channel.
+    fn new(
+        s: &str,
+        zp: Option<&str>,
+        raw: &Tensor,
+        axis: i64,
+        block: i64,
+        dims: &[i64],
+        uses: &HashMap<&str, usize>,
+    ) -> Option<Self> {
+        let once = |n: &str| uses.get(n) == Some(&1);
+        if block != 0 || !once(s) || !zp.is_none_or(once) {
+            return None;
+        }
+        let r = dims.len() as i64;
+        let axis = (raw.numel() > 1).then(|| axis.rem_euclid(r.max(1)) as usize);
+        Some(Rescale { scale: s.into(), zero_point: zp.map(str::to_string), axis, raw: raw.shallow_clone() })
+    }
 }
 
 /// MatMulNBits' layout: B is uint8 [N, blocks, block·bits/8], values `bits` wide, lowest bits
@@ -72,6 +106,8 @@ pub struct Requantized {
     pub saturated: i64,
     /// Integers that differ from the file's.
     pub changed_integers: i64,
+    /// `--requantize recompute`: the scales (and zero points) were fitted to the trained weights.
+    pub scales_recomputed: bool,
 }
 
 /// The inverse of MatMulNBits' [`unpack`]: [..., m · 8/bits] values in [0, 2^bits) → [..., m] uint8.
@@ -195,6 +231,7 @@ fn lift_nbits(
         hi,
         original,
         packing: Some(Packing { bits, block, padded }),
+        rescale: None,
     };
     Ok(Some(Rewrite { weight: q, nodes, float, added }))
 }
@@ -311,6 +348,7 @@ fn lift_integer(
         hi,
         original: q,
         packing: None,
+        rescale: Rescale::new(w_s, input(3), &scale, axis, 0, &w.dims, uses),
     };
     // The working copy's initializer: the float weight, named as the integer one.
     let float = init_from(w_name, &fw, crate::engine::convert::dtype_of(scale.kind())?)?;
@@ -414,6 +452,7 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
                     hi,
                     original: q.f_to_kind(Kind::Double)?,
                     packing: None,
+                    rescale: Rescale::new(s, zp, &scale, axis, block, &w.dims, &uses),
                 });
                 let attrs = [layout_attrs[0], layout_attrs[1], ("lo", lo as i64), ("hi", hi as i64)];
                 new_nodes.push(int_node("FakeQuantize", n.input.clone(), &n.output[0], &attrs));
@@ -458,6 +497,91 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
 }
 
 impl Lifted {
+    /// `--requantize recompute`: new scales (and zero points, for a type with a non-zero one)
+    /// from each trained weight's own range, per tensor or per channel as the file has them —
+    /// symmetric `max|W| / hi` for signed types with zero points at 0, else min/max over the
+    /// type's range. Updates the lifted weights (so [`Self::requantize`] uses them) and returns
+    /// the new initializer values by name.
+    pub fn recompute(&mut self, trained: &HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+        let _g = tch::no_grad_guard();
+        let mut out = HashMap::new();
+        for q in self.weights.iter_mut() {
+            let Some(t) = trained.get(&q.name) else { continue };
+            let Some(r) = &q.rescale else {
+                return Err(Error::msg(format!(
+                    "weight '{}' ({}): --requantize recompute needs a per-tensor or per-channel scale that only \
+                     this weight uses; use --requantize keep",
+                    q.name, q.layout
+                )));
+            };
+            let v = t.f_to_device(tch::Device::Cpu)?.f_to_kind(q.calc)?;
+            let dims = v.size();
+            let per_group = |x: &Tensor, max: bool| -> Result<Tensor> {
+                Ok(match r.axis {
+                    None => {
+                        if max {
+                            x.f_max()?
+                        } else {
+                            x.f_min()?
+                        }
+                    }
+                    Some(a) => {
+                        let rows = x.f_movedim(&[a as i64][..], &[0i64][..])?.f_reshape([dims[a], -1])?;
+                        if max {
+                            rows.f_amax(&[1i64][..], false)?
+                        } else {
+                            rows.f_amin(&[1i64][..], false)?
+                        }
+                    }
+                })
+            };
+            let zero_zp = match &q.zero_point {
+                Some(z) => z.f_abs()?.f_max()?.f_double_value(&[])? == 0.0,
+                None => true,
+            };
+            let raw = r.raw.f_to_kind(q.calc)?.f_reshape([-1])?;
+            let (s, z) = if q.lo < 0.0 && zero_zp {
+                (per_group(&v.f_abs()?, true)?.f_div_scalar(q.hi)?, None)
+            } else {
+                let (mn, mx) = (per_group(&v, false)?.f_clamp_max(0.0)?, per_group(&v, true)?.f_clamp_min(0.0)?);
+                let s = mx.f_sub(&mn)?.f_div_scalar(q.hi - q.lo)?;
+                let s = s.f_where_self(&s.f_gt(0.0)?, &raw.f_reshape(s.size())?)?;
+                let z = mn.f_div(&s)?.f_neg()?.f_add_scalar(q.lo)?.f_round()?.f_clamp(q.lo, q.hi)?;
+                (s, Some(z))
+            };
+            let s = s.f_where_self(&s.f_gt(0.0)?, &raw.f_reshape(s.size())?)?;
+            let axis = r.axis.map_or(0, |a| a as i64);
+            q.scale = spread_param(&s, axis, 0, &dims).map_err(Error::msg)?;
+            out.insert(r.scale.clone(), s.f_reshape(r.raw.size())?);
+            if let (Some(z), Some(name)) = (z, &r.zero_point) {
+                let zd = z.f_to_kind(Kind::Double)?;
+                q.zero_point = Some(spread_param(&zd, axis, 0, &dims).map_err(Error::msg)?);
+                out.insert(name.clone(), zd.f_reshape(r.raw.size())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The weights whose scales `--requantize recompute` cannot refit (blocked or packed
+    /// layouts, or a scale other nodes share), as "name (layout)".
+    pub fn not_rescalable(&self) -> Vec<String> {
+        self.weights.iter().filter(|q| q.rescale.is_none()).map(|q| format!("{} ({})", q.name, q.layout)).collect()
+    }
+
+    /// The working copy with `values` in place of its initializers of the same names.
+    pub fn with_values(&self, values: &HashMap<String, Tensor>) -> Result<OnnxModel> {
+        let mut m = self.model.clone();
+        let g = m.proto.graph.as_mut().expect("checked at load");
+        for t in g.initializer.iter_mut() {
+            if let Some(v) = values.get(t.name()) {
+                let data = crate::engine::convert::from_tensor(v, DType::from_onnx(t.data_type())?)?;
+                t.data_location = None;
+                t.external_data.clear();
+                set_inline(t, &data);
+            }
+        }
+        Ok(m)
+    }
     /// The trained float weights among `weights` re-quantized (integer tensors of each
     /// weight's type, same scales and zero points); other tensors pass through unchanged.
     pub fn requantize(&self, weights: &HashMap<String, Tensor>) -> Result<(HashMap<String, Tensor>, Requantized)> {

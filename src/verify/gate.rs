@@ -28,6 +28,17 @@ pub struct Probe {
 /// Up to 64 records of each named data set (exactly the declared batch for a fixed-batch
 /// graph), with `net`'s output under `overrides`.
 pub fn probes(net: &Model, overrides: &HashMap<String, Tensor>, sets: &[(&str, &dyn Dataset)]) -> Result<Vec<Probe>> {
+    probes_with(net, net, overrides, sets)
+}
+
+/// [`probes`] when the input model differs from `net` by more than the overrides (a quantized
+/// model whose scales the fold recomputed): `input_net` gives the input model's outputs.
+pub fn probes_with(
+    net: &Model,
+    input_net: &Model,
+    overrides: &HashMap<String, Tensor>,
+    sets: &[(&str, &dyn Dataset)],
+) -> Result<Vec<Probe>> {
     let _g = tch::no_grad_guard();
     let mut out = Vec::new();
     for (name, ds) in sets.iter().filter(|(_, d)| !d.is_empty()) {
@@ -38,8 +49,8 @@ pub fn probes(net: &Model, overrides: &HashMap<String, Tensor>, sets: &[(&str, &
         };
         let b = ds.records(&idx)?;
         let expected = net.forward(&b, overrides)?;
-        let input_expected =
-            if overrides.is_empty() { expected.shallow_clone() } else { net.forward(&b, &HashMap::new())? };
+        let same = overrides.is_empty() && std::ptr::eq(net, input_net);
+        let input_expected = if same { expected.shallow_clone() } else { input_net.forward(&b, &HashMap::new())? };
         let mut feeds: Vec<(String, Tensor)> = net
             .feeds(&b)?
             .into_iter()
