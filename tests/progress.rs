@@ -61,7 +61,7 @@ const PHASE_LINES: [&str; 11] = [
     "epoch  1: loss ",
     "fold: 5 tensors in ",
     "export: done in ",
-    "verify: 3 steps in ",
+    "verify: 4 steps in ",
     "accuracy after: 146 samples in ",
 ];
 
