@@ -7,6 +7,7 @@ mod config;
 mod data_args;
 mod eval;
 mod fetch;
+mod gradient;
 mod inspect;
 mod patch;
 mod progress;
@@ -72,6 +73,7 @@ enum Cmd {
     Inspect(inspect::Args),
     Run(run::Args),
     Unlearn(Box<unlearn::Args>),
+    Gradient(Box<gradient::Args>),
     Eval(eval::Args),
     Fetch(fetch::Args),
     Verify(verify::Args),
@@ -115,6 +117,7 @@ pub fn main() -> ExitCode {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Unlearn(a) => unlearn::run(*a, quiet),
+        Cmd::Gradient(a) => gradient::run(*a, quiet),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Fetch(a) => fetch::run(a),
         Cmd::Verify(a) => verify::run(a),

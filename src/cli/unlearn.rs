@@ -88,6 +88,10 @@ pub struct Args {
     /// The output the task reads (N×C or B×T×V logits), when the model has several outputs.
     #[arg(long)]
     output_name: Option<String>,
+    /// Start from this forget-set gradient (`semu gradient`, or `semu gradient reduce` of its
+    /// shards) instead of computing it; it must be of this model, forget set and layers.
+    #[arg(long, value_name = "G.safetensors")]
+    gradient: Option<PathBuf>,
     /// Skip the ONNX Runtime / tract verification (the report says so).
     #[arg(long)]
     no_verify: bool,
@@ -119,6 +123,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     a.data.train = a.data.train.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.retain = a.retain.as_deref().map(|p| a.remote.file(p)).transpose()?;
     a.test = a.test.as_deref().map(|p| a.remote.file(p)).transpose()?;
+    a.gradient = a.gradient.as_deref().map(|p| a.remote.file(p)).transpose()?;
     check_outputs(&a).map_err(super::usage)?; // again, against the fetched inputs' local paths
     let _claim = a.out.as_deref().map(semu::onnx::staging::claim).transpose().map_err(super::usage)?;
     let mut model = OnnxModel::load(&a.model)?;
@@ -156,7 +161,8 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     cfg.forget_classes = a.data.forget_class.clone();
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     // A --layers pattern that matches nothing is a usage error, found before any data is read.
-    semu::semu::unlearn::select_layers(semu::semu::find_layers(work), &cfg.layers).map_err(super::usage)?;
+    let layers =
+        semu::semu::unlearn::select_layers(semu::semu::find_layers(work), &cfg.layers).map_err(super::usage)?;
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
@@ -181,6 +187,19 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             code: 2,
             err: anyhow!("--method {} trains on the remaining data: give --retain", a.method.name()),
         });
+    }
+    let mut model_sha = None;
+    if let Some(p) = &a.gradient {
+        if a.method != Method::Semu {
+            return Err(Exit {
+                code: 2,
+                err: anyhow!("--gradient is SEMU's forget-set gradient: it needs --method semu"),
+            });
+        }
+        let sha = sha256_file(&a.model)?;
+        let want = super::gradient::origin(&sha, bound.as_ref(), &loaded, task, cfg.batch_size, &layers)?;
+        cfg.gradient = Some(super::gradient::given(p, &want)?);
+        model_sha = Some(sha);
     }
     let task_spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() };
     let mut u = baselines::run(
@@ -273,7 +292,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let verified = verification.as_ref().is_some_and(|v| v.passed);
     let ok = a.no_verify || verified;
     let saved = if ok && a.out.is_some() { Some(staged.commit()?) } else { None };
-    let (model_sha, forget_sha) = (sha256_file(&a.model)?, loaded.forget_sha256.clone());
+    let model_sha = match model_sha {
+        Some(s) => s,
+        None => sha256_file(&a.model)?,
+    };
+    let forget_sha = loaded.forget_sha256.clone();
     let mut outputs: Vec<PathBuf> = saved.iter().flat_map(|s| s.files.clone()).collect();
     let provenance = semu::audit::provenance("semu", &model_sha, &forget_sha);
     if let Some(p) = a.out_weights.as_deref().filter(|_| ok) {
@@ -374,6 +397,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             weights: bound.iter().flat_map(|b| &b.files).map(|f| FileHash::of(f)).collect::<semu::Result<_>>()?,
             patch: hash_of(&a.out_patch)?,
             out_weights: hash_of(&a.out_weights)?,
+            gradient: a.gradient.as_deref().map(FileHash::of).transpose()?,
             outputs: outputs.iter().map(|f| FileHash::of(f)).collect::<semu::Result<_>>()?,
         },
         git_commit: semu::audit::git_commit(),
@@ -604,12 +628,18 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
 /// Every output path, before any work: only regular files are replaced, a report folder is a
 /// folder, and no output is one of the inputs.
 fn check_outputs(a: &Args) -> semu::Result<()> {
-    let inputs: Vec<&std::path::Path> =
-        [Some(&a.model), a.forget.as_ref(), a.retain.as_ref(), a.test.as_ref(), a.data.train.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
-            .collect();
+    let inputs: Vec<&std::path::Path> = [
+        Some(&a.model),
+        a.forget.as_ref(),
+        a.retain.as_ref(),
+        a.test.as_ref(),
+        a.data.train.as_ref(),
+        a.gradient.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect();
     let files =
         [("--out", &a.out), ("--out-weights", &a.out_weights), ("--out-patch", &a.out_patch), ("--report", &a.report)];
     for (flag, p) in files {

@@ -39,6 +39,9 @@ pub struct Hashes {
     /// The unlearning patch (`--out-patch`) and the safetensors weights (`--out-weights`).
     pub patch: Option<String>,
     pub out_weights: Option<String>,
+    /// The forget-set gradient given with `--gradient` (the gradient pass was skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<crate::audit::FileHash>,
     /// Every file written (model, external data, weights, patch).
     pub outputs: Vec<crate::audit::FileHash>,
 }

@@ -2,19 +2,75 @@
 //! `G_W = Σ_batches ∇_W L(f(x), y)` with the task's loss on the true targets (cross-entropy on
 //! class ids; next-token NLL for a language model), batch-mean, summed over batches.
 //! Memory: one batch's activations plus one gradient per weight.
+//!
+//! Being a sum over batches, it splits into shards ([`Shard`]) that separate processes compute
+//! and `semu gradient reduce` adds (`semu::gradient_file`).
 use crate::data::{batches, Dataset};
-use crate::error::Result;
-use crate::task::{Model, Targets};
+use crate::error::{Error, Result};
+use crate::task::Model;
 use std::collections::HashMap;
-use tch::Tensor;
+use std::ops::Range;
+use tch::{Kind, Tensor};
 
-/// Accumulates the forget gradient of `names` (dynamic initializers of the model's plan).
+/// Shard `index` of `count` of the forget set: whole batches (of the run's batch size, in
+/// sample order), so every batch — and its batch-mean loss — is the one a single process sees,
+/// and the shards' gradients add up to the single-process one term by term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 {
+            return Err(Error::msg("the number of shards must be at least 1"));
+        }
+        if index >= count {
+            return Err(Error::msg(format!(
+                "shard index {index} is out of range for {count} shard(s): indices run from 0 to {}",
+                count - 1
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The batches of this shard among `total` batches: the contiguous range
+    /// `⌊I·B/N⌋ .. ⌊(I+1)·B/N⌋` (empty when there are more shards than batches).
+    pub fn batches(&self, total: usize) -> Range<usize> {
+        let at = |i: usize| (i as u128 * total as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+
+    /// The sample indices of this shard of a forget set of `len` samples in batches of `batch_size`.
+    pub fn samples(&self, len: usize, batch_size: usize) -> Range<usize> {
+        let bs = batch_size.max(1);
+        let b = self.batches(len.div_ceil(bs));
+        (b.start * bs).min(len)..(b.end * bs).min(len)
+    }
+}
+
+/// Accumulates the forget gradient of `names` (dynamic initializers of the model's plan) in f32.
 /// `on_batch(samples_done)` reports progress.
 pub fn forget_gradient(
     net: &mut Model,
     names: &[String],
     forget: &dyn Dataset,
     batch_size: usize,
+    on_batch: impl FnMut(usize),
+) -> Result<HashMap<String, Tensor>> {
+    forget_gradient_part(net, names, forget, batch_size, None, Kind::Float, on_batch)
+}
+
+/// [`forget_gradient`] over one shard's batches (all with `None`), summed in `acc` (f32, or f64
+/// for `semu gradient`, whose parts are added again later).
+pub fn forget_gradient_part(
+    net: &mut Model,
+    names: &[String],
+    forget: &dyn Dataset,
+    batch_size: usize,
+    shard: Option<Shard>,
+    acc: Kind,
     mut on_batch: impl FnMut(usize),
 ) -> Result<HashMap<String, Tensor>> {
     // Leaves that require grad stand in for the weights during this pass only.
@@ -25,15 +81,16 @@ pub fn forget_gradient(
     }
     let overrides: HashMap<String, Tensor> =
         names.iter().cloned().zip(leaves.iter().map(|t| t.shallow_clone())).collect();
-    let mut acc: Vec<Option<Tensor>> = names.iter().map(|_| None).collect();
-    let order: Vec<usize> = (0..forget.len()).collect();
+    let mut sums: Vec<Option<Tensor>> = names.iter().map(|_| None).collect();
+    let all = shard.unwrap_or(Shard { index: 0, count: 1 }).samples(forget.len(), batch_size);
+    let order: Vec<usize> = all.collect();
     let mut done = 0;
     for idx in batches(&order, batch_size) {
         let b = forget.records(idx)?;
-        let loss = net.loss(&net.forward(&b, &overrides)?, &b, &Targets::True)?;
+        let loss = net.gradient_loss(&net.forward(&b, &overrides)?, &b)?;
         let grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
-        for (a, g) in acc.iter_mut().zip(grads) {
-            let g = g.f_to_kind(tch::Kind::Float)?;
+        for (a, g) in sums.iter_mut().zip(grads) {
+            let g = g.f_to_kind(acc)?;
             *a = Some(match a.take() {
                 Some(prev) => prev.f_add(&g)?,
                 None => g,
@@ -43,12 +100,34 @@ pub fn forget_gradient(
         on_batch(done);
     }
     let mut out = HashMap::new();
-    for (n, (a, w)) in names.iter().zip(acc.into_iter().zip(&leaves)) {
+    for (n, (a, w)) in names.iter().zip(sums.into_iter().zip(&leaves)) {
         let g = match a {
             Some(g) => g,
-            None => w.f_zeros_like()?.f_to_kind(tch::Kind::Float)?,
+            None => w.f_zeros_like()?.f_to_kind(acc)?,
         };
         out.insert(n.clone(), g);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_cover_every_batch_once_in_order() {
+        for (len, bs, n) in [(180usize, 16usize, 3usize), (10, 4, 5), (7, 100, 2), (0, 8, 3), (64, 16, 4)] {
+            let mut next = 0;
+            for i in 0..n {
+                let s = Shard::new(i, n).unwrap().samples(len, bs);
+                assert_eq!(s.start, next, "len {len} bs {bs} shard {i}/{n}");
+                assert!(s.start.is_multiple_of(bs) || s.start == len, "starts on a batch boundary");
+                next = s.end;
+            }
+            assert_eq!(next, len);
+        }
+        // 12 batches in 3 shards: 4 each.
+        assert_eq!(Shard::new(1, 3).unwrap().batches(12), 4..8);
+        assert!(Shard::new(3, 3).is_err() && Shard::new(0, 0).is_err());
+    }
 }

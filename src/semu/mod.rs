@@ -2,6 +2,7 @@
 pub mod adapter;
 pub mod auto;
 pub mod gradient;
+pub mod gradient_file;
 pub mod layers;
 pub mod optim;
 pub mod quantized;

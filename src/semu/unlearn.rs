@@ -3,6 +3,7 @@
 use super::adapter::Adapter;
 use super::auto::{self, Lr, LrChoice};
 use super::gradient::forget_gradient;
+use super::gradient_file::GivenGradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
 use super::svd::{decompose, project, Parity};
@@ -12,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::onnx::OnnxModel;
 use crate::task::{Model, Objective, Spec};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Every setting of a SEMU run (the report embeds it so a run can be repeated).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +51,10 @@ pub struct SemuConfig {
     /// Keep each epoch's batches in the result (for parity checks; not a CLI setting).
     #[serde(skip)]
     pub record_batches: bool,
+    /// The forget-set gradient, computed beforehand (`semu gradient`, `unlearn --gradient`):
+    /// the gradient pass is skipped.
+    #[serde(skip)]
+    pub gradient: Option<GivenGradient>,
 }
 
 impl Default for SemuConfig {
@@ -73,6 +79,7 @@ impl Default for SemuConfig {
             seed: 0,
             forget_classes: Vec::new(),
             record_batches: false,
+            gradient: None,
         }
     }
 }
@@ -233,6 +240,29 @@ fn all_finite(t: &tch::Tensor) -> Result<bool> {
     Ok(t.f_isfinite()?.f_all()?.int64_value(&[]) == 1)
 }
 
+/// The layers' gradients from `given`, as the gradient pass would leave them (f32 on `device`).
+fn given_gradient(given: &GivenGradient, layers: &[Layer], device: Device) -> Result<HashMap<String, Tensor>> {
+    tracing::info!("gradient: from {} (no gradient pass)", given.source);
+    let mut out = HashMap::new();
+    for l in layers {
+        let g = given
+            .tensors
+            .get(&l.name)
+            .ok_or_else(|| Error::msg(format!("{}: no gradient for weight '{}'", given.source, l.name)))?;
+        if g.size() != l.dims {
+            return Err(Error::msg(format!(
+                "{}: the gradient of weight '{}' is {:?}, the weight {:?}",
+                given.source,
+                l.name,
+                g.size(),
+                l.dims
+            )));
+        }
+        out.insert(l.name.clone(), g.f_to_kind(tch::Kind::Float)?.f_to_device(device)?);
+    }
+    Ok(out)
+}
+
 /// Runs SEMU on `model` for `forget` (and `retain` when given, weighted by α). `test` (held
 /// out) sets the target of sample forgetting (`semu::auto`).
 #[allow(clippy::too_many_arguments)]
@@ -287,7 +317,10 @@ pub fn unlearn(
     let t = Instant::now();
     let weight_names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let total = forget.len();
-    let grads = forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?;
+    let grads = match &cfg.gradient {
+        Some(given) => given_gradient(given, &layers, device)?,
+        None => forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?,
+    };
     timings.gradient = t.elapsed().as_secs_f64();
 
     obs.phase("svd");
