@@ -33,6 +33,7 @@ demo: setup fixtures
 
 bench: setup fixtures
 	cargo bench --bench engine
+	cargo bench --bench svd
 
 # Forgetting quality over digits cases (2 split seeds × classes 3/5/8 and 10% random samples),
 # each against its own retrained model: the defaults, with remaining data, and the paper's
