@@ -115,6 +115,51 @@ fn a_dynamic_int8_model_unlearns_and_keeps_its_integer_ops() {
     }
 }
 
+/// onnxruntime's QOperator format (QuantizeLinear → QLinearConv ×3, MaxPool, Flatten → QGemm ×2 →
+/// DequantizeLinear, uint8 activations): the working copy sums the same integers and requantizes
+/// as the engine's ops do, so the export computes what training saw, to the bit.
+#[test]
+fn a_qoperator_model_unlearns_and_keeps_its_qlinear_ops() {
+    let (forget, test) = (fx("digits/forget_class3.npz"), fx("digits/test.npz"));
+    for (name, format) in [("digits_qop", "i8 per tensor"), ("digits_qop_pc", "i8 per channel")] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = fx(&format!("deployed/{name}.onnx"));
+        let args = ["--model", &model, "--forget", &forget, "--test", &test, "--lr", "3e-4"];
+        let (o, r) = unlearn(dir.path(), &args, &[]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let r = r.unwrap();
+        assert_eq!(r["verified"], true, "{name}");
+        let fa = &r["forget_accuracy"];
+        assert!(fa["before"].as_f64().unwrap() > 0.9 && fa["after"].as_f64().unwrap() < 0.05, "{name}: {fa}");
+        assert!(r["test_accuracy"]["on_other_classes"]["after"].as_f64().unwrap() > 0.9, "{name}");
+        let q = &r["quantization"];
+        assert_eq!(q["weights"].as_u64().unwrap() as usize, r["layers"].as_array().unwrap().len(), "{q}");
+        assert!(q["formats"][0].as_str().unwrap().starts_with(&format!("{format}, QOperator")), "{q}");
+        assert!(q["changed_integers"].as_i64().unwrap() > 0, "{q}");
+        let (input, out) = (OnnxModel::load(&model).unwrap(), OnnxModel::load(dir.path().join("out.onnx")).unwrap());
+        let names = layer_names(&r);
+        assert!(same_format(&input, &out, &names.iter().map(String::as_str).collect::<Vec<_>>()) >= 1, "{name}");
+        let ops = op_counts(&out);
+        assert_eq!((ops[":QLinearConv"], ops["com.microsoft:QGemm"]), (3, 2), "{name}: {ops:?}");
+        let rows = r["verification"]["rows"].as_array().unwrap();
+        let folded = rows.iter().find(|x| x["runtime"] == "engine (folded file)").unwrap();
+        assert_eq!(folded["max_abs"].as_f64().unwrap(), 0.0, "{name}: {folded}");
+        assert!(rows.iter().any(|x| x["runtime"] == "onnxruntime"), "{name}: {rows:?}");
+    }
+}
+
+#[test]
+fn a_tampered_qoperator_export_fails_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fx("deployed/digits_qop.onnx");
+    let (forget, test) = (fx("digits/forget_class3.npz"), fx("digits/test.npz"));
+    let args = ["--model", &model, "--forget", &forget, "--test", &test, "--epochs", "2", "--lr", "3e-4"];
+    let (o, r) = unlearn(dir.path(), &args, &[("SEMU_FAULT_TAMPER_EXPORT", "zero")]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(r.unwrap()["verified"], false);
+    assert!(!dir.path().join("out.onnx").exists());
+}
+
 #[test]
 fn requantize_recompute_fits_new_scales_and_saturates_nothing() {
     let dir = tempfile::tempdir().unwrap();

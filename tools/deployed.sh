@@ -16,7 +16,7 @@ run() {
   "$SEMU" unlearn -q --model "$model" "$@" --out "$OUT/$name.onnx" --report "$OUT/$name.json" \
     > "$OUT/$name.log" 2>&1 || echo "$name: exit $? (see $OUT/$name.log)" >&2
 }
-for m in digits_qdq digits_qdq_pc digits_dyn digits_dyn_u8 digits_half digits_static1; do
+for m in digits_qdq digits_qdq_pc digits_qop digits_qop_pc digits_dyn digits_dyn_u8 digits_half digits_static1; do
   run "$m" "$F/deployed/$m.onnx" "${digits[@]}"
 done
 run text_cls_nbits "$F/deployed/text_cls_nbits.onnx" "${text[@]}"
@@ -26,7 +26,8 @@ import json, os, sys
 out = sys.argv[1]
 print("| export | forget acc. | other classes (test) | quantized weights: format | integers changed | fold rounding (steps) | onnxruntime vs engine: input model / export (allowed) | verified |")
 print("|---|---|---|---|---|---|---|---|")
-for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn", "digits_dyn_u8", "digits_half", "digits_static1",
+for name in ["digits_qdq", "digits_qdq_pc", "digits_qop", "digits_qop_pc", "digits_dyn", "digits_dyn_u8",
+             "digits_half", "digits_static1",
              "text_cls_nbits", "text_cls_opt"]:
     p = os.path.join(out, name + ".json")
     if not os.path.exists(p):

@@ -12,6 +12,10 @@ Output:
   digits_dyn.onnx      quantize_dynamic, int8 weights (DynamicQuantizeLinear + ConvInteger +
                        MatMulInteger)
   digits_dyn_u8.onnx   quantize_dynamic, uint8 weights
+  digits_qop.onnx      quantize_static, QOperator format, per-tensor: QuantizeLinear, QLinearConv,
+                       MaxPool and Flatten on uint8, com.microsoft QGemm, DequantizeLinear (the
+                       ReLUs are folded into the uint8 output ranges); int8 weights, int32 biases
+  digits_qop_pc.onnx   the same, per-channel weight scales and zero points
 
 Calibration: the first 200 training images, one per batch, in order (deterministic).
 """
@@ -29,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 SRC = os.path.join(ROOT, "fixtures", "digits")
 OUT = os.path.join(ROOT, "fixtures", "deployed")
 NAMES = ["digits_fp32", "digits_half", "digits_static1", "digits_qdq", "digits_qdq_pc", "digits_dyn",
-         "digits_dyn_u8", "text_cls_nbits"]
+         "digits_dyn_u8", "digits_qop", "digits_qop_pc", "text_cls_nbits"]
 
 
 class Digits(nn.Module):
@@ -99,6 +103,9 @@ def main():
                     weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     quantize_static(src, paths["digits_qdq_pc"], Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    for name, pc in [("digits_qop", False), ("digits_qop_pc", True)]:
+        quantize_static(src, paths[name], Reader(), quant_format=QuantFormat.QOperator, per_channel=pc,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     quantize_dynamic(src, paths["digits_dyn"], weight_type=QuantType.QInt8)
     quantize_dynamic(src, paths["digits_dyn_u8"], weight_type=QuantType.QUInt8)
     # 4-bit blocks (onnxruntime's MatMulNBits quantizer, as for LLMs) of the BERT-style text

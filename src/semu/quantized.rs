@@ -1,8 +1,9 @@
 //! Quantized models keep their format. A weight stored as integers behind DequantizeLinear (QDQ,
 //! what onnxruntime's static quantizer writes: per tensor, per channel or blocked; int8, uint8,
 //! int4, uint4, int16, uint16), behind ConvInteger/MatMulInteger (what its dynamic quantizer
-//! writes) or packed in onnxruntime's `MatMulNBits` (2/4/8-bit blocks, what its 4-bit quantizer
-//! writes for LLMs) is lifted into a float working copy of the model that
+//! writes), packed in onnxruntime's `MatMulNBits` (2/4/8-bit blocks, what its 4-bit quantizer
+//! writes for LLMs) or read by QLinearConv/QLinearMatMul/QGemm on integer activations (its static
+//! quantizer's QOperator format, [`qop`]) is lifted into a float working copy of the model that
 //! SEMU trains, and the fold re-quantizes `W + U R Vᵀ` with the file's own scales and zero points.
 //!
 //! In the working copy each lifted weight's DequantizeLinear (a MatMulNBits becomes
@@ -21,6 +22,8 @@ use crate::onnx::tensor::set_inline;
 use crate::onnx::{DType, NodeExt, OnnxModel};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
+
+mod qop;
 
 /// One integer weight behind a DequantizeLinear.
 pub struct QuantWeight {
@@ -121,12 +124,11 @@ fn pack_bits(t: &Tensor, bits: i64) -> Result<Tensor> {
     Ok(v.f_mul(&weights)?.f_sum_dim_intlist(-1, false, Kind::Int64)?.f_to_kind(Kind::Uint8)?.f_reshape(&shape)?)
 }
 
-/// One quantized weight's rewrite in the working copy: the nodes standing for its op, the float
-/// weight (named as the integer initializer it replaces) and any initializers added.
+/// One quantized op's rewrite in the working copy: the nodes standing for it, its weight with the
+/// float initializer (named as the integer one it replaces), and any initializers added.
 struct Rewrite {
-    weight: QuantWeight,
+    weight: Option<(QuantWeight, TensorProto)>,
     nodes: Vec<NodeProto>,
-    float: TensorProto,
     added: Vec<TensorProto>,
 }
 
@@ -233,7 +235,7 @@ fn lift_nbits(
         packing: Some(Packing { bits, block, padded }),
         rescale: None,
     };
-    Ok(Some(Rewrite { weight: q, nodes, float, added }))
+    Ok(Some(Rewrite { weight: Some((q, float)), nodes, added }))
 }
 
 fn attr_i(n: &NodeProto, name: &str, default: i64) -> Result<i64> {
@@ -352,7 +354,7 @@ fn lift_integer(
     };
     // The working copy's initializer: the float weight, named as the integer one.
     let float = init_from(w_name, &fw, crate::engine::convert::dtype_of(scale.kind())?)?;
-    Ok(Some(Rewrite { weight: q, nodes, float, added: Vec::new() }))
+    Ok(Some(Rewrite { weight: Some((q, float)), nodes, added: Vec::new() }))
 }
 
 /// The working copy, or None when no weight is quantized (the model is used as it is).
@@ -382,16 +384,28 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
     let mut new_nodes = Vec::with_capacity(g.node.len());
     let mut new_inits: HashMap<String, TensorProto> = HashMap::new();
     let mut added_inits = Vec::new();
+    // QOperator: every quantized activation, and the ops reading it, change together.
+    let acts = qop::activations(g)?;
     for n in &g.node {
-        let rewrite = match (n.domain(), n.op_type()) {
-            ("com.microsoft", "MatMulNBits") => lift_nbits(model, n, &inits, &uses)?,
-            ("", "ConvInteger" | "MatMulInteger") => lift_integer(model, n, &inits, &uses, &producer, &users)?,
+        if let Some(a) = &acts {
+            if let Some(node) = qop::activation_node(n, a, model, &inits)? {
+                pairs += usize::from(node.op_type() == "FakeQuantize");
+                new_nodes.push(node);
+                continue;
+            }
+        }
+        let rewrite = match (n.domain(), n.op_type(), &acts) {
+            ("com.microsoft", "MatMulNBits", _) => lift_nbits(model, n, &inits, &uses)?,
+            ("", "ConvInteger" | "MatMulInteger", _) => lift_integer(model, n, &inits, &uses, &producer, &users)?,
+            (_, _, Some(a)) => qop::lift_op(model, n, &inits, &uses, a)?,
             _ => None,
         };
         if let Some(r) = rewrite {
-            new_inits.insert(r.weight.name.clone(), r.float);
+            if let Some((w, float)) = r.weight {
+                new_inits.insert(w.name.clone(), float);
+                weights.push(w);
+            }
             added_inits.extend(r.added);
-            weights.push(r.weight);
             new_nodes.extend(r.nodes);
             continue;
         }
@@ -487,6 +501,10 @@ pub fn lift(model: &OnnxModel) -> Result<Option<Lifted>> {
         }
     }
     graph.initializer.extend(added_inits);
+    if let Some(a) = &acts {
+        // Quantized activations hold floats now: their declared integer types no longer apply.
+        graph.value_info.retain(|v| !a.contains_key(v.name()));
+    }
     copy.proto.opset_import.push(OperatorSetIdProto { domain: Some(SEMU_DOMAIN.into()), version: Some(1) });
     tracing::info!(
         "quantized model: {} integer weight(s) lifted to float for training, {} activation pair(s) made differentiable",
@@ -620,6 +638,7 @@ impl Lifted {
             };
             out.insert(name.clone(), stored);
         }
+        rep.formats.sort(); // `weights` is a map: one order for every run
         Ok((out, rep))
     }
 }
