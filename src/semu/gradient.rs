@@ -7,7 +7,7 @@
 //! and `semu gradient reduce` adds (`semu::gradient_file`).
 use crate::data::{batches, Dataset};
 use crate::error::{Error, Result};
-use crate::task::Model;
+use crate::task::{Model, Targets};
 use std::collections::HashMap;
 use std::ops::Range;
 use tch::{Kind, Tensor};
@@ -87,7 +87,7 @@ pub fn forget_gradient_part(
     let mut done = 0;
     for idx in batches(&order, batch_size) {
         let b = forget.records(idx)?;
-        let loss = net.gradient_loss(&net.forward(&b, &overrides)?, &b)?;
+        let loss = net.loss(&net.forward(&b, &overrides)?, &b, &Targets::True)?;
         let grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
         for (a, g) in sums.iter_mut().zip(grads) {
             let g = g.f_to_kind(acc)?;
