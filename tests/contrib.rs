@@ -2,7 +2,7 @@
 //! and ViT, plus MatMulNBits/QGemm): every one-node case of `fixtures/contrib`
 //! (tools/make_contrib_cases.py: fixed-seed inputs and onnxruntime's outputs) run on the engine
 //! and compared; finite-difference gradient checks for the differentiable ops; and the text
-//! classifier as the optimizer rewrites it (EmbedLayerNormalization, Attention,
+//! classifier and a tiny ViT as the optimizer rewrites them (EmbedLayerNormalization, Attention,
 //! SkipLayerNormalization, BiasGelu) through `semu run --compare-ort` and `semu unlearn`.
 mod common;
 #[allow(dead_code)]
@@ -308,6 +308,85 @@ fn the_optimized_bert_unlearns_and_passes_the_gate() {
     let layers = r["layers"].as_array().unwrap();
     let names: Vec<&str> = layers.iter().filter_map(|l| l["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("qkv_weight")), "no packed QKV weight adapted: {names:?}");
+}
+
+// ---- end to end: the optimizer's ViT ----
+
+/// The first `rows` images of `fixtures/contrib/vit_test.npz` as an f32 `.npy` file.
+fn vit_images(path: &Path, rows: i64) {
+    let arrays = semu::data::npy::read_npz(&fx("contrib/vit_test.npz")).unwrap();
+    let x = arrays.iter().find(|(k, _)| k == "x").unwrap().1.narrow(0, 0, rows).contiguous();
+    let vals = Vec::<f32>::try_from(x.view([-1])).unwrap();
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = format!("({rows}, {})", x.size()[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+    std::fs::write(path, common::npy("<f4", &shape, &bytes)).unwrap();
+}
+
+#[test]
+fn the_optimized_vit_matches_onnxruntime_through_semu_run() {
+    // transformers' ViTForImageClassification through optimize_model(model_type="vit").
+    let model = fx("contrib/vit_opt.onnx");
+    let m = OnnxModel::load(&model).unwrap();
+    let ops = m.graph().node.iter().map(|n| format!("{}:{}", n.domain(), n.op_type())).collect::<Vec<_>>();
+    for op in ["Attention", "SkipLayerNormalization", "BiasGelu"] {
+        assert!(ops.iter().any(|o| *o == format!("{MS}:{op}")), "the optimizer's output lacks {op}: {ops:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    vit_images(&x, 8);
+    let input = format!("pixel_values={}", x.display());
+    let o = semu(&[
+        "run",
+        model.to_str().unwrap(),
+        "--compare-ort",
+        "--input",
+        &input,
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("engine vs onnxruntime") && t.contains(" 0 outside"), "no comparison with onnxruntime: {t}");
+}
+
+#[test]
+fn the_optimized_vit_unlearns_and_passes_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, rep) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
+    let (model, forget, test) = (fx("contrib/vit_opt.onnx"), fx("contrib/vit_forget.npz"), fx("contrib/vit_test.npz"));
+    let o = semu(&[
+        "unlearn",
+        "--model",
+        model.to_str().unwrap(),
+        "--forget",
+        forget.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--lr",
+        "3e-3",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(r["verified"], true, "{t}");
+    let fa = &r["forget_accuracy"];
+    assert!(fa["before"].as_f64().unwrap() > 0.9 && fa["after"].as_f64().unwrap() < 0.1, "{fa}");
+    let rows = r["verification"]["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|x| x["runtime"] == "onnxruntime" && x["passed"] == true), "{rows:?}");
+    let names: Vec<&str> = r["layers"].as_array().unwrap().iter().filter_map(|l| l["name"].as_str()).collect();
+    assert!(names.iter().filter(|n| n.contains("qkv_weight")).count() == 2, "the packed QKV weights: {names:?}");
+    // The export keeps the optimizer's fused ops.
+    let ops = |p: &Path| {
+        let mut v: Vec<String> =
+            OnnxModel::load(p).unwrap().graph().node.iter().map(|n| n.op_type().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ops(&model), ops(&out));
 }
 
 #[test]

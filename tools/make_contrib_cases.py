@@ -2,7 +2,8 @@
 SimplifiedLayerNormalization), each with fixed-seed random inputs and onnxruntime's outputs
 (`<case>.onnx` + `<case>.npz`, keys `in.<name>` / `out.<name>`), plus the text classifier and
 the GPT-2 LM fixtures as onnxruntime's transformer optimizer rewrites them (`text_cls_opt.onnx`,
-`text_lm_opt.onnx`). tests/contrib.rs runs every case through the engine against these outputs.
+`text_lm_opt.onnx`), and a tiny ViT image classifier likewise (`vit_opt.onnx`, with labelled
+images `vit_train.npz`, `vit_forget.npz`, `vit_test.npz`). tests/contrib.rs runs every case through the engine against these outputs.
 Idempotent: skips when the folder is complete (FORCE=1 rewrites it)."""
 import json
 import os
@@ -223,14 +224,78 @@ def optimized():
     m.save_model_to_file(os.path.join(OUT, "text_lm_opt.onnx"))
 
 
+def vit():
+    """A tiny transformers ViTForImageClassification (32×32 RGB, patches of 8, hidden 32, 2 layers,
+    4 labels), random-initialised and trained for a few seconds on synthetic images (class k: a
+    bright quadrant k over noise), exported by torch.onnx (dynamic batch) and rewritten by
+    optimize_model(model_type="vit"): Attention, SkipLayerNormalization, BiasGelu. Its attention
+    is written as transformers 4.x's ViTSelfAttention wrote it (scores / √d), the form the
+    optimizer's attention fusion matches (5.x's `* scaling` stays unfused)."""
+    import math
+    import torch
+    import transformers.models.vit.modeling_vit as mv
+    from onnxruntime.transformers.optimizer import optimize_model
+    from torch import nn
+    from transformers import ViTConfig, ViTForImageClassification
+
+    def div_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
+        w = nn.functional.softmax(torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.size(-1)), dim=-1)
+        return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+    mv.eager_attention_forward = div_attention
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=2, intermediate_size=64, num_labels=4)
+    net = ViTForImageClassification._from_config(cfg, attn_implementation="eager")
+    rng = np.random.default_rng(7)
+
+    def images(n):
+        y = np.arange(n) % 4
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32) * 0.5
+        for i, k in enumerate(y):
+            r, c = divmod(int(k), 2)
+            x[i, :, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 1.5
+        return x, y.astype(np.int64)
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    for step in range(150):  # fresh images every step: nothing to memorise
+        xb, yb = images(32)
+        loss = nn.functional.cross_entropy(net(torch.from_numpy(xb)).logits, torch.from_numpy(yb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    x, y = images(128)
+    src = os.path.join(OUT, "vit.onnx")
+    axes = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}
+    torch.onnx.export(net, (torch.from_numpy(x[:2]),), src, input_names=["pixel_values"], output_names=["logits"],
+                      dynamic_axes=axes, dynamo=False, opset_version=17)
+    optimize_model(src, model_type="vit", num_heads=2, hidden_size=32).save_model_to_file(
+        os.path.join(OUT, "vit_opt.onnx"))
+    os.remove(src)
+    np.savez(os.path.join(OUT, "vit_train.npz"), x=x, y=y)
+    np.savez(os.path.join(OUT, "vit_forget.npz"), x=x[y == 1], y=y[y == 1])
+    xt, yt = images(96)
+    np.savez(os.path.join(OUT, "vit_test.npz"), x=xt, y=yt)
+    with torch.no_grad():
+        acc = (net(torch.from_numpy(xt)).logits.argmax(-1).numpy() == yt).mean()
+    print(f"vit: test accuracy {acc:.3f}", file=sys.stderr)
+
+
+VIT_FILES = ["vit_opt.onnx", "vit_train.npz", "vit_forget.npz", "vit_test.npz"]
+
+
 def main():
-    if os.path.exists(DONE) and os.environ.get("FORCE") != "1":
+    vit_done = all(os.path.exists(os.path.join(OUT, f)) for f in VIT_FILES)
+    if os.path.exists(DONE) and vit_done and os.environ.get("FORCE") != "1":
         return
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(12)
     for make in (norms, activations, linalg, attentions, rotaries, quantized):
         make(rng)
     optimized()
+    vit()
     open(DONE, "w").close()
     print("contrib fixtures ready", file=sys.stderr)
 

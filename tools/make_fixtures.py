@@ -54,7 +54,7 @@ def main():
     # Text fixtures (transformers + tokenizers); each script skips when its outputs exist.
     run("make_text_classifier.py")
     run("make_text_lm.py")
-    # onnxruntime contrib-op cases and the optimizer's rewrites of the two text models.
+    # onnxruntime contrib-op cases and the optimizer's rewrites of the two text models and a ViT.
     run("make_contrib_cases.py")
     print("fixtures ready")
 

@@ -3,6 +3,7 @@
 //! is its own error kind: a limit of tract that callers report as a warning, not a failure.
 use crate::error::Error;
 use crate::onnx::{DType, TensorData};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::{
@@ -50,7 +51,24 @@ pub struct TractSession {
 impl TractSession {
     pub fn load(path: &Path) -> TractResult<Self> {
         let load_err = |e: String| TractError::Load { path: path.to_path_buf(), reason: e };
-        let model = onnx().model_for_path(path).map_err(|e| load_err(format!("{e:#}")))?;
+        let proto = onnx().proto_model_for_path(path).map_err(|e| load_err(format!("{e:#}")))?;
+        // tract reads every node by its op name alone, so com.microsoft's Attention would be
+        // taken for ONNX's (and tract panics on its inputs): other domains are not tract's.
+        let graph = proto.graph.as_ref().ok_or_else(|| load_err("the model has no graph".into()))?;
+        if let Some(n) = graph.node.iter().find(|n| !["", "ai.onnx", "ai.onnx.ml"].contains(&n.domain.as_str())) {
+            return Err(load_err(format!(
+                "node '{}' is {}::{}: tract implements the ONNX domains only",
+                n.name, n.domain, n.op_type
+            )));
+        }
+        let dir = path.parent().and_then(Path::to_str);
+        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| onnx().parse(&proto, dir)))
+            .map_err(|_| load_err("tract panicked while parsing the model".into()))?
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(load_err(format!("inputs not found in the graph: {:?}", parsed.unresolved_inputs)));
+        }
+        let model = parsed.model;
         let label = |o| model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone());
         let inputs = model.input_outlets().map_err(|e| load_err(format!("{e:#}")))?.iter().map(|&o| label(o)).collect();
         let outputs =
@@ -104,7 +122,13 @@ impl TractSession {
         for (i, t) in feeds.iter().enumerate() {
             model.set_input_fact(i, InferenceFact::dt_shape_from_tensor(t)).map_err(load_err)?;
         }
-        model.into_optimized().and_then(|m| m.into_runnable()).map_err(load_err)
+        // A panic inside tract is a limit of tract, not of the model: reported as a load failure.
+        std::panic::catch_unwind(AssertUnwindSafe(|| model.into_optimized().and_then(|m| m.into_runnable())))
+            .map_err(|_| TractError::Load {
+                path: self.path.clone(),
+                reason: "tract panicked optimising the model".into(),
+            })?
+            .map_err(load_err)
     }
 }
 
@@ -224,6 +248,18 @@ mod tests {
         );
         let e = TractSession::load(&odd).and_then(|s| s.run(&[("x".into(), tm::f32_data(&[1], &[1.0]))]).map(|_| s));
         assert!(e.as_ref().err().is_some_and(TractError::is_load_failure), "{:?}", e.err());
+        // com.microsoft's Attention is not ONNX's (tract, reading op names only, panicked on it).
+        let mut attention = tm::node("Attention", &["x", "w", "b"], &["y"]);
+        attention.domain = Some("com.microsoft".into());
+        let (_d3, ms) = tm::write(
+            vec![attention],
+            vec![tm::f32_init("w", &[2, 6], &[0.5; 12]), tm::f32_init("b", &[6], &[0.0; 6])],
+            vec![tm::value("x", DType::F32, &[1, 3, 2])],
+            vec![tm::value("y", DType::F32, &[1, 3, 2])],
+            13,
+        );
+        let e = TractSession::load(&ms).err().unwrap();
+        assert!(e.is_load_failure() && e.to_string().contains("com.microsoft::Attention"), "{e}");
         // A missing feed is a run error, not a load failure.
         let s = TractSession::load(&path).unwrap();
         let e = s.run(&[]).unwrap_err();
