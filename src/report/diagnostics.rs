@@ -52,6 +52,12 @@ fn is_zero(n: &u64) -> bool {
 
 impl Spectrum {
     pub fn new(spectra: &[Vec<f64>]) -> Result<Self> {
+        Self::with_energy(spectra, None)
+    }
+
+    /// [`Spectrum::new`] where `spectra` may be only the head of each spectrum: `energy` gives
+    /// each whole spectrum's Σs² (the fast rank solver's ‖G‖²_F), so the shares stay true.
+    pub fn with_energy(spectra: &[Vec<f64>], energy: Option<&[f64]>) -> Result<Self> {
         let len = spectra.iter().map(Vec::len).max().ok_or_else(|| Error::msg("a layer without spectrum"))?;
         let n = len.min(SPECTRUM_CAP);
         let column = |i: usize| spectra.iter().map(move |s| s.get(i).copied().unwrap_or(0.0));
@@ -66,8 +72,11 @@ impl Spectrum {
         };
         let mut cumulative = vec![0.0f64; n];
         let mut nonzero = 0usize;
-        for s in spectra {
-            let total: f64 = s.iter().map(|v| v * v).sum();
+        for (row, s) in spectra.iter().enumerate() {
+            let total: f64 = match energy.and_then(|e| e.get(row)) {
+                Some(&e) => e,
+                None => s.iter().map(|v| v * v).sum(),
+            };
             if !(total > 0.0 && total.is_finite()) {
                 continue;
             }
@@ -115,7 +124,8 @@ pub fn diagnostics(adapters: &[Adapter]) -> Result<Vec<LayerDiagnostics>> {
     adapters
         .iter()
         .map(|a| {
-            let spectrum = Spectrum::new(&a.spectra).map_err(|e| Error::msg(format!("{}: {e}", a.name)))?;
+            let spectrum = Spectrum::with_energy(&a.spectra, a.energy.as_deref())
+                .map_err(|e| Error::msg(format!("{}: {e}", a.name)))?;
             Ok(LayerDiagnostics {
                 name: a.name.clone(),
                 k: a.k,

@@ -1,7 +1,7 @@
 //! Step 5 and 7 of SEMU.md: the adapter `W' = W + U_k R V_kᵀ` with R = 0 at the start, and the
 //! fold that writes `W'` back as a plain weight.
 use super::layers::Layer;
-use super::svd::{explained, rank_for, spectra, Decomposition, Parity};
+use super::svd::{explained_total, rank_for_total, spectra, Decomposition, Parity};
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -14,6 +14,8 @@ pub struct Adapter {
     pub explained: f64,
     /// Singular values (one row per input channel for a conv), for reports and plots.
     pub spectra: Vec<Vec<f64>>,
+    /// Σσ² of each row's whole spectrum when `spectra` holds only its head (fast solver).
+    pub energy: Option<Vec<f64>>,
     w: Tensor,
     u: Tensor,
     v: Tensor,
@@ -26,9 +28,13 @@ impl Adapter {
     /// is all zero (the layer gets no adapter).
     pub fn new(layer: &Layer, w: &Tensor, d: &Decomposition, gamma: f64, parity: Parity) -> Result<Option<Self>> {
         let sp = spectra(d)?;
-        let ks: Vec<usize> = sp.iter().filter_map(|s| rank_for(s, gamma, parity)).collect();
+        let totals: Vec<f64> = match &d.energy {
+            Some(e) => e.clone(),
+            None => sp.iter().map(|s| s.iter().map(|v| v * v).sum()).collect(),
+        };
+        let ks: Vec<usize> = sp.iter().zip(&totals).filter_map(|(s, &t)| rank_for_total(s, t, gamma, parity)).collect();
         let Some(&k) = ks.iter().max() else { return Ok(None) };
-        let ex = sp.iter().map(|s| explained(s, k)).sum::<f64>() / sp.len() as f64;
+        let ex = sp.iter().zip(&totals).map(|(s, &t)| explained_total(s, k, t)).sum::<f64>() / sp.len() as f64;
         let k64 = k as i64;
         let (u, v) = (d.u.f_narrow(-1, 0, k64)?.f_contiguous()?, d.v.f_narrow(-1, 0, k64)?.f_contiguous()?);
         let dev = w.device();
@@ -41,6 +47,7 @@ impl Adapter {
             k,
             explained: ex,
             spectra: sp,
+            energy: d.energy.clone(),
             w: w.f_detach()?,
             u: u.f_to_device(dev)?,
             v: v.f_to_device(dev)?,

@@ -1,6 +1,7 @@
 //! SEMU (SEMU.md): forget-set gradient → SVD → rank by γ → train R in `W + U R Vᵀ` → fold.
 pub mod adapter;
 pub mod auto;
+pub mod fast_svd;
 pub mod gradient;
 pub mod gradient_file;
 pub mod layers;

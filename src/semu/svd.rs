@@ -1,5 +1,6 @@
 //! Steps 3–4 of SEMU.md: projection of the gradient, SVD (batched per input channel for convs),
 //! and the rank chosen from the explained-variance threshold γ.
+use super::fast_svd;
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
@@ -29,12 +30,15 @@ pub fn project(g: &Tensor, w: &Tensor, parity: Parity) -> Result<Tensor> {
 }
 
 /// A thin SVD `G = U diag(S) Vᵀ`: 2-D (U m×r, S r, V n×r) or batched over input channels for
-/// a conv (U I×O×r, S I×r, V I×K×r with K = kh·kw).
+/// a conv (U I×O×r, S I×r, V I×K×r with K = kh·kw). The fast solver (`fast_svd`) keeps only
+/// the head (r ≤ min(m, n)) and gives the whole spectrum's Σσ² = ‖G‖²_F in `energy`.
 pub struct Decomposition {
     pub u: Tensor,
     pub s: Tensor,
     pub v: Tensor,
     pub conv: bool,
+    /// Per row (input channel), Σσ² of the whole spectrum when `s` holds only its head.
+    pub energy: Option<Vec<f64>>,
 }
 
 /// Decomposes a gradient of shape `dims` (2-D, or O×I×k… for a conv).
@@ -48,13 +52,34 @@ pub fn decompose(g: &Tensor, conv: bool) -> Result<Decomposition> {
         g
     };
     let (u, s, v) = m.f_svd(true, true)?;
-    Ok(Decomposition { u, s, v, conv })
+    Ok(Decomposition { u, s, v, conv, energy: None })
+}
+
+/// [`decompose`], or for a 2-D gradient of min(m, n) ≥ `fast_svd::MIN_DIM` the head of its
+/// SVD that decides k for `gamma` (`fast_svd`), falling back to the exact SVD where that cannot
+/// decide as the exact one would (the reason is logged).
+pub fn decompose_for(g: &Tensor, conv: bool, gamma: f64, parity: Parity, name: &str) -> Result<Decomposition> {
+    if conv || !fast_svd::applies(&g.size()) {
+        return decompose(g, conv);
+    }
+    match fast_svd::head_for(g, gamma, parity, fast_svd::Options::default())? {
+        fast_svd::Fast::Head(d) => Ok(d),
+        fast_svd::Fast::Exact(why) => {
+            tracing::info!("{name}: exact SVD ({why})");
+            decompose(g, conv)
+        }
+    }
 }
 
 /// Smallest k with Σ_{j≤k} s_j² / Σ s_j² ≥ γ (Paper), or the reference's searchsorted rule;
 /// at least 1. None for an all-zero spectrum.
 pub fn rank_for(s: &[f64], gamma: f64, parity: Parity) -> Option<usize> {
     let total: f64 = s.iter().map(|v| v * v).sum();
+    rank_for_total(s, total, gamma, parity)
+}
+
+/// [`rank_for`] with the whole spectrum's Σs² given (`s` may be only its head).
+pub fn rank_for_total(s: &[f64], total: f64, gamma: f64, parity: Parity) -> Option<usize> {
     if total <= 0.0 || !total.is_finite() {
         return None;
     }
@@ -75,6 +100,11 @@ pub fn rank_for(s: &[f64], gamma: f64, parity: Parity) -> Option<usize> {
 /// Fraction of Σ s² explained by the first k values.
 pub fn explained(s: &[f64], k: usize) -> f64 {
     let total: f64 = s.iter().map(|v| v * v).sum();
+    explained_total(s, k, total)
+}
+
+/// [`explained`] with the whole spectrum's Σs² given.
+pub fn explained_total(s: &[f64], k: usize, total: f64) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }

@@ -6,7 +6,7 @@ use super::gradient::forget_gradient;
 use super::gradient_file::GivenGradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
-use super::svd::{decompose, project, Parity};
+use super::svd::{decompose_for, project, Parity};
 use super::train::{eval_batch, overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -341,7 +341,8 @@ pub fn unlearn(
             )));
         }
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
-        let d = decompose(&g, l.kind == super::LayerKind::Conv)?;
+        // The fast rank solver for large 2-D gradients; the exact SVD otherwise (`svd::decompose_for`).
+        let d = decompose_for(&g, l.kind == super::LayerKind::Conv, cfg.gamma, cfg.parity, &l.name)?;
         match Adapter::new(l, &w, &d, cfg.gamma, cfg.parity)? {
             Some(a) => adapters.push(a),
             None => skipped.push(l.name.clone()),
