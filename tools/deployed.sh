@@ -21,6 +21,7 @@ for m in digits_qdq digits_qdq_pc digits_qop digits_qop_pc digits_dyn digits_dyn
 done
 run text_cls_nbits "$F/deployed/text_cls_nbits.onnx" "${text[@]}"
 run text_cls_opt "$F/contrib/text_cls_opt.onnx" "${text[@]}"
+run vit_opt "$F/contrib/vit_opt.onnx" --forget "$F/contrib/vit_forget.npz" --test "$F/contrib/vit_test.npz"
 "$ROOT/.venv/bin/python" - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -28,7 +29,7 @@ print("| export | forget acc. | other classes (test) | quantized weights: format
 print("|---|---|---|---|---|---|---|---|")
 for name in ["digits_qdq", "digits_qdq_pc", "digits_qop", "digits_qop_pc", "digits_dyn", "digits_dyn_u8",
              "digits_half", "digits_static1",
-             "text_cls_nbits", "text_cls_opt"]:
+             "text_cls_nbits", "text_cls_opt", "vit_opt"]:
     p = os.path.join(out, name + ".json")
     if not os.path.exists(p):
         print(f"| {name} | (no report) |||||||"); continue
