@@ -313,7 +313,7 @@ mod differential {
 
     #[test]
     fn an_untouched_quantized_model_passes_by_its_runtimes_own_deviation() {
-        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn"] {
+        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn", "digits_qop"] {
             let input = fx(&format!("deployed/{name}.onnx"));
             let (fixed, diff) = gates(&input, Path::new(&input));
             let ort = diff.input_deviation.iter().find(|d| d.runtime == "onnxruntime").unwrap();
@@ -351,7 +351,7 @@ mod differential {
     #[test]
     fn a_tampered_quantized_export_still_fails() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn"] {
+        for name in ["digits_qdq", "digits_qdq_pc", "digits_dyn", "digits_qop"] {
             let input = fx(&format!("deployed/{name}.onnx"));
             let w = last_int8_weight(&input);
             // The classifier's weights negated: far outside the allowance, in every runtime.
