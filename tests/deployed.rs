@@ -206,6 +206,12 @@ fn requantize_recompute_is_refused_where_it_cannot_apply() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--requantize recompute needs") && text(&o).contains("_Q4 (MatMulNBits"), "{}", text(&o));
     assert!(!dir.path().join("out.onnx").exists());
+    // QOperator weights: their int32 biases and requantization multipliers were made with the scales.
+    let args = ["--model", &fx("deployed/digits_qop.onnx"), "--forget", &fx("digits/forget_class3.npz")];
+    let (o, _) = unlearn(dir.path(), &[&args[..], &["--requantize", "recompute"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("c1.weight_quantized (per tensor, QOperator (QLinearConv))"), "{}", text(&o));
+    assert!(!dir.path().join("out.onnx").exists());
 }
 
 #[test]

@@ -142,8 +142,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             return Err(Exit {
                 code: 2,
                 err: anyhow!(
-                    "--requantize recompute needs a per-tensor or per-channel scale that only its weight uses; \
-                     these have none: {} (use --requantize keep)",
+                    "--requantize recompute needs a per-tensor or per-channel scale that only its weight uses \
+                     (and, in a QOperator model, no int32 bias made with it); these have none: {} (use \
+                     --requantize keep)",
                     fixed.join(", ")
                 ),
             });
