@@ -156,6 +156,12 @@ def main():
         opt.step()
         if step % 25 == 0:
             report(step)
+    with torch.no_grad():  # how many dimensions the update uses: k reaching 80% of Σσ²
+        ks = []
+        for n, w in weights().items():
+            s = torch.linalg.svdvals(w - base[n]) ** 2
+            ks.append(f"{int(((s.cumsum(0) / s.sum()) < 0.8).sum()) + 1}/{min(w.shape)}")
+        print("update rank at 80% of its energy, per matrix:", " ".join(ks))
 
 
 if __name__ == "__main__":
