@@ -312,9 +312,9 @@ fn the_optimized_bert_unlearns_and_passes_the_gate() {
 
 // ---- end to end: the optimizer's ViT ----
 
-/// The first `rows` images of `fixtures/contrib/vit_test.npz` as an f32 `.npy` file.
+/// The first `rows` images of `fixtures/contrib/vit/test.npz` as an f32 `.npy` file.
 fn vit_images(path: &Path, rows: i64) {
-    let arrays = semu::data::npy::read_npz(&fx("contrib/vit_test.npz")).unwrap();
+    let arrays = semu::data::npy::read_npz(&fx("contrib/vit/test.npz")).unwrap();
     let x = arrays.iter().find(|(k, _)| k == "x").unwrap().1.narrow(0, 0, rows).contiguous();
     let vals = Vec::<f32>::try_from(x.view([-1])).unwrap();
     let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -353,7 +353,7 @@ fn the_optimized_vit_matches_onnxruntime_through_semu_run() {
 fn the_optimized_vit_unlearns_and_passes_the_gate() {
     let dir = tempfile::tempdir().unwrap();
     let (out, rep) = (dir.path().join("out.onnx"), dir.path().join("report.json"));
-    let (model, forget, test) = (fx("contrib/vit_opt.onnx"), fx("contrib/vit_forget.npz"), fx("contrib/vit_test.npz"));
+    let (model, forget, test) = (fx("contrib/vit_opt.onnx"), fx("contrib/vit/forget.npz"), fx("contrib/vit/test.npz"));
     let o = semu(&[
         "unlearn",
         "--model",

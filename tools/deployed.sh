@@ -21,7 +21,7 @@ for m in digits_qdq digits_qdq_pc digits_qop digits_qop_pc digits_dyn digits_dyn
 done
 run text_cls_nbits "$F/deployed/text_cls_nbits.onnx" "${text[@]}"
 run text_cls_opt "$F/contrib/text_cls_opt.onnx" "${text[@]}"
-run vit_opt "$F/contrib/vit_opt.onnx" --forget "$F/contrib/vit_forget.npz" --test "$F/contrib/vit_test.npz"
+run vit_opt "$F/contrib/vit_opt.onnx" --forget "$F/contrib/vit/forget.npz" --test "$F/contrib/vit/test.npz"
 "$ROOT/.venv/bin/python" - "$OUT" <<'PY'
 import json, os, sys
 out = sys.argv[1]

@@ -3,7 +3,8 @@ SimplifiedLayerNormalization), each with fixed-seed random inputs and onnxruntim
 (`<case>.onnx` + `<case>.npz`, keys `in.<name>` / `out.<name>`), plus the text classifier and
 the GPT-2 LM fixtures as onnxruntime's transformer optimizer rewrites them (`text_cls_opt.onnx`,
 `text_lm_opt.onnx`), and a tiny ViT image classifier likewise (`vit_opt.onnx`, with labelled
-images `vit_train.npz`, `vit_forget.npz`, `vit_test.npz`). tests/contrib.rs runs every case through the engine against these outputs.
+images in `vit/`: `train.npz`, `forget.npz` (class 1), `test.npz`, apart from the cases' `.npz`).
+tests/contrib.rs runs every case through the engine against these outputs.
 Idempotent: skips when the folder is complete (FORCE=1 rewrites it)."""
 import json
 import os
@@ -274,16 +275,18 @@ def vit():
     optimize_model(src, model_type="vit", num_heads=2, hidden_size=32).save_model_to_file(
         os.path.join(OUT, "vit_opt.onnx"))
     os.remove(src)
-    np.savez(os.path.join(OUT, "vit_train.npz"), x=x, y=y)
-    np.savez(os.path.join(OUT, "vit_forget.npz"), x=x[y == 1], y=y[y == 1])
+    data = os.path.join(OUT, "vit")
+    os.makedirs(data, exist_ok=True)
+    np.savez(os.path.join(data, "train.npz"), x=x, y=y)
+    np.savez(os.path.join(data, "forget.npz"), x=x[y == 1], y=y[y == 1])
     xt, yt = images(96)
-    np.savez(os.path.join(OUT, "vit_test.npz"), x=xt, y=yt)
+    np.savez(os.path.join(data, "test.npz"), x=xt, y=yt)
     with torch.no_grad():
         acc = (net(torch.from_numpy(xt)).logits.argmax(-1).numpy() == yt).mean()
     print(f"vit: test accuracy {acc:.3f}", file=sys.stderr)
 
 
-VIT_FILES = ["vit_opt.onnx", "vit_train.npz", "vit_forget.npz", "vit_test.npz"]
+VIT_FILES = ["vit_opt.onnx", "vit/train.npz", "vit/forget.npz", "vit/test.npz"]
 
 
 def main():
