@@ -49,6 +49,7 @@ def main():
     run("make_digits_png.py")
     external_variants()
     run("make_deployed.py")  # half, fixed-batch and quantized exports of the digits CNN
+    run("make_ddpm.py")  # the class-conditional DDPM ε-network of the diffusion task, and its judge
     if os.path.exists(os.path.join(HERE, "export_models.py")):
         run("export_models.py")
     # Text fixtures (transformers + tokenizers); each script skips when its outputs exist.
