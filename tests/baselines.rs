@@ -247,3 +247,37 @@ fn cli_unlearn_dispatches_on_method_and_reports_the_changed_share() {
     assert_eq!(r["baseline_settings"]["mask_ratio"], 0.3);
     assert!(out.is_file());
 }
+
+/// A sweep of a quantized (QDQ) model trains the float working copy, as `semu unlearn` does,
+/// and writes exports that keep the file's format: the same ops and initializer types, the
+/// weights still integers. Before, every run failed with "no Conv/Gemm/MatMul weight to adapt".
+#[test]
+fn a_sweep_of_a_quantized_model_keeps_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdq = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/deployed/digits_qdq.onnx");
+    let spec = SweepSpec {
+        model: qdq.clone(),
+        retrained: Some(fx("retrain_class3.onnx")),
+        grid: vec![Grid { methods: vec![Method::Semu], lr: vec![semu::semu::Lr::Fixed(1e-2)], ..Default::default() }],
+        ..tiny_sweep(dir.path())
+    };
+    let res = run_sweep(&spec, &mut |_| {}).unwrap();
+    assert!(res.failed.is_empty(), "{:?}", res.failed.iter().map(|f| &f.error).collect::<Vec<_>>());
+    let input = OnnxModel::load(&qdq).unwrap();
+    let types = |m: &OnnxModel| {
+        let mut t: Vec<(String, i32)> =
+            m.graph().initializer.iter().map(|i| (i.name().to_string(), i.data_type())).collect();
+        t.sort();
+        t
+    };
+    let ops = |m: &OnnxModel| m.graph().node.iter().map(|n| n.op_type().to_string()).collect::<Vec<_>>();
+    assert!(!res.runs.is_empty());
+    for r in &res.runs {
+        assert!(r.verified, "{:?}", r.verification_failure);
+        let out = OnnxModel::load(dir.path().join(r.model.as_ref().unwrap())).unwrap();
+        assert_eq!(ops(&out), ops(&input), "the export keeps the QDQ graph");
+        assert_eq!(types(&out), types(&input), "every initializer keeps its type");
+        assert!(r.changed_parameters > 0, "the run changed some integers");
+        assert!(r.scores.ua > 50.0, "class 3 is forgotten: UA {}", r.scores.ua);
+    }
+}

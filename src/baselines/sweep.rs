@@ -12,6 +12,7 @@ use crate::eval::{self, EvalData, EvalOptions, Evaluation};
 use crate::export::{changed_elements, weight_replacements};
 use crate::onnx::OnnxModel;
 use crate::report::sha256_file;
+use crate::semu::quantized::{lift, Lifted};
 use crate::semu::unlearn::Quiet;
 use crate::task::{Model, Spec};
 use crate::verify::gate;
@@ -137,6 +138,9 @@ pub enum Progress<'a> {
 
 struct Inputs {
     model: OnnxModel,
+    /// A quantized model's float working copy: runs train on it and their exports are
+    /// re-quantized with the file's scales, as `semu unlearn` does.
+    lifted: Option<Lifted>,
     forget: Box<dyn Dataset>,
     retain: Box<dyn Dataset>,
     test: Box<dyn Dataset>,
@@ -166,6 +170,7 @@ impl Inputs {
         // Text data is tokenized with the tokenizer.json beside the model.
         let read = data::DataSpec { text: data::text::TextOptions::beside_model(&model), ..Default::default() };
         Ok(Inputs {
+            lifted: lift(&model)?,
             forget: data::open_with(&spec.forget, &read)?,
             retain: data::open_with(&spec.retain, &read)?,
             test: data::open_with(&spec.test, &read)?,
@@ -255,7 +260,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
     let retain = rc.remaining.then_some(inputs.retain.as_ref());
     let names = Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone() };
     let o = run(
-        &inputs.model,
+        inputs.lifted.as_ref().map_or(&inputs.model, |l| &l.model),
         inputs.forget.as_ref(),
         retain,
         Some(inputs.test.as_ref()),
@@ -267,7 +272,10 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
         &mut Quiet,
     )
     .map_err(|e| Error::msg(format!("{}: {e}", rc.label())))?;
-    let replacements = weight_replacements(&inputs.model, o.overrides())?;
+    let replacements = match &inputs.lifted {
+        Some(l) => weight_replacements(&inputs.model, &l.requantize(o.overrides())?.0)?,
+        None => weight_replacements(&inputs.model, o.overrides())?,
+    };
     let (changed, total) = changed_elements(&inputs.model, &replacements)?;
     let out = dir.join("model.onnx");
     let staged = inputs.model.stage(&out, &replacements)?;
