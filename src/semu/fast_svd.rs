@@ -105,11 +105,12 @@ pub fn head_for(g: &Tensor, gamma: f64, parity: Parity, opts: Options) -> Result
         let mut prev: Option<Vec<f64>> = None;
         let mut w = omega.shallow_clone();
         for it in 0..MAX_ITERS {
-            // Bᵀ = GᵀQ = W S Zᵀ (f64), so G ≈ Q Qᵀ G = (Q Z) S Wᵀ.
-            let bt = gt.f_mm(&q)?.f_to_kind(Kind::Double)?;
-            let (w64, s, z) = bt.f_svd(true, true)?;
+            // Bᵀ = GᵀQ = Q_b R_b, R_b = W_r S Zᵀ (an l×l SVD in f64), so
+            // G ≈ Q Qᵀ G = (Q Z) S (Q_b W_r)ᵀ.
+            let (qb, rb) = Tensor::f_linalg_qr(&gt.f_mm(&q)?, "reduced")?;
+            let (wr, s, z) = rb.f_to_kind(Kind::Double)?.f_svd(true, true)?;
             let s: Vec<f64> = Vec::try_from(s.f_to_device(Device::Cpu)?)?;
-            w = w64.f_to_kind(Kind::Float)?;
+            w = qb.f_mm(&wr.f_to_kind(Kind::Float)?)?;
             let cum = cumulative(&s, total);
             let k = rank_for_total(&s, total, gamma, parity).unwrap_or(s.len());
             let reached = cum.last().is_some_and(|&c| c >= gamma);
@@ -134,6 +135,7 @@ pub fn head_for(g: &Tensor, gamma: f64, parity: Parity, opts: Options) -> Result
                     )));
                 }
                 if steady {
+                    tracing::debug!("fast SVD: k {k} from a block of {l} after {} iteration(s)", it + 1);
                     let u = q.f_mm(&z.f_to_kind(Kind::Float)?)?;
                     let s = Tensor::f_from_slice(&s)?.f_to_kind(Kind::Float)?.f_to_device(g.device())?;
                     return Ok(Fast::Head(Decomposition { u, s, v: w, conv: false, energy: Some(vec![total]) }));
