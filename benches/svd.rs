@@ -5,8 +5,8 @@
 //!
 //! Each matrix is U diag(σ) Vᵀ with random orthonormal U, V (1024 columns; σ_i = exp(−i/τ), so
 //! the values past 1024 would be below f32 resolution anyway), f32 on the CPU, γ = 0.9.
-//! Shapes 4096×4096 and 4096×11008 (a 7B model's MLP), τ = 64 (SEMU_BENCH_SVD_TAUS, comma-
-//! separated, adds rows). The exact SVD runs once per matrix (tens of seconds), the fast one
+//! Shapes 4096×4096 and 4096×11008 (a 7B model's MLP), τ = 64 (k = 74) and 256 (k = 295, a slow
+//! decay where the solver's block grows to 512); SEMU_BENCH_SVD_TAUS (comma-separated) sets them. The exact SVD runs once per matrix (tens of seconds), the fast one
 //! SEMU_BENCH_ITERS times (default 3, median). Threads: libtorch's default (every core).
 use semu::semu::svd::{decompose, decompose_for, rank_for, rank_for_total, spectra, Parity};
 use std::time::Instant;
@@ -52,7 +52,7 @@ fn main() -> Res<()> {
     let taus: Vec<f64> = std::env::var("SEMU_BENCH_SVD_TAUS")
         .ok()
         .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![64.0]);
+        .unwrap_or_else(|| vec![64.0, 256.0]);
     let fast_only = std::env::var("SEMU_BENCH_SVD_EXACT").is_ok_and(|v| v == "0");
     println!(
         "SVD phase, γ = {gamma}, f32 CPU, {} threads: exact (libtorch svd) vs fast rank solver",
