@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod baselines;
 pub mod data;
+pub mod diffusion;
 pub mod engine;
 pub mod error;
 pub mod eval;

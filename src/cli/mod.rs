@@ -12,6 +12,7 @@ mod inspect;
 mod patch;
 mod progress;
 mod run;
+mod sample;
 mod sweep;
 mod unlearn;
 mod verify;
@@ -79,6 +80,7 @@ enum Cmd {
     Verify(verify::Args),
     Sweep(sweep::Args),
     Patch(patch::Args),
+    Sample(sample::Args),
 }
 
 /// An error that carries its exit code.
@@ -123,6 +125,7 @@ pub fn main() -> ExitCode {
         Cmd::Verify(a) => verify::run(a),
         Cmd::Sweep(a) => sweep::run(a),
         Cmd::Patch(a) => patch::run(a),
+        Cmd::Sample(a) => sample::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 //! callbacks); this module draws. Bars live on stderr, so stdout stays clean for piped output.
 mod meter;
 
-use meter::Meter;
+pub use meter::Meter;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressDrawTarget};
 use semu::data::{ReadProgress, Reading};
