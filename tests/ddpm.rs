@@ -37,7 +37,7 @@ fn the_ddpm_fixture_runs_on_the_engine_as_onnxruntime_does() {
 
 #[test]
 fn the_ddpm_fixture_carries_its_diffusion_settings() {
-    let m = OnnxModel::load(&fx("model.onnx")).unwrap();
+    let m = OnnxModel::load(fx("model.onnx")).unwrap();
     let props: Vec<(&str, &str)> = m.proto.metadata_props.iter().map(|p| (p.key(), p.value())).collect();
     for (k, v) in [
         ("semu.diffusion.prediction", "eps"),
