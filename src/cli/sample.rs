@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(long)]
     num_classes: Option<i64>,
     /// LO,HI (key semu.diffusion.data_range)
-    #[arg(long, value_name = "LO,HI")]
+    #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
     data_range: Option<String>,
     /// The graph inputs of x_t, t and y (keys semu.diffusion.input.{x,t,y}).
     #[arg(long, value_name = "X,T,Y")]
