@@ -195,6 +195,26 @@ fn gradients_of_the_attentions() {
     }
 }
 
+#[test]
+fn gradients_of_group_query_attention() {
+    for seed in 0..3 {
+        // A right-padded prompt (row 1 holds 2 tokens) with rotary and softcap, 4 over 2 heads.
+        let mut c = ms("GroupQueryAttention", seed);
+        let (q, k, v) = (c.g.val(&[2, 3, 16]), c.g.val(&[2, 3, 8]), c.g.val(&[2, 3, 8]));
+        let (cos, sin) = (c.g.val(&[6, 2]), c.g.val(&[6, 2]));
+        c.input(q).input(k).input(v).absent().absent().ints(&[2, 1]).ints_shaped(&[], &[3]);
+        c.param(cos).param(sin).i("num_heads", 4).i("kv_num_heads", 2).i("do_rotary", 1).f("softcap", 2.0);
+        check(c.outputs(3));
+
+        // One decoded token, packed QKV, over a past of 3 with a window of 2.
+        let mut c = ms("GroupQueryAttention", seed);
+        let (qkv, pk, pv) = (c.g.val(&[2, 1, 32]), c.g.val(&[2, 2, 3, 4]), c.g.val(&[2, 2, 3, 4]));
+        c.input(qkv).absent().absent().param(pk).param(pv).ints(&[3, 3]).ints_shaped(&[], &[4]);
+        c.i("num_heads", 4).i("kv_num_heads", 2).i("local_window_size", 2).outputs(3);
+        check(&mut c);
+    }
+}
+
 // ---- end to end: the optimizer's BERT ----
 
 fn semu(args: &[&str]) -> Output {
@@ -414,4 +434,19 @@ fn bad_attributes_and_inputs_are_errors_naming_the_node() {
     c.ints_shaped(&[1, 2], &[1, 9]).absent().param(w).param(p).absent().param(g).param(b);
     let e = c.check_in(&Registry::standard()).unwrap_err();
     assert!(e.contains("input_ids must lie in [0, 5)") && !e.contains("frame #"), "{e}");
+
+    // GroupQueryAttention: an input it does not implement is refused by name, never ignored.
+    let mut c = ms("GroupQueryAttention", 0);
+    let (q, k, v, bias) = (c.g.val(&[1, 2, 8]), c.g.val(&[1, 2, 4]), c.g.val(&[1, 2, 4]), c.g.val(&[1, 1, 2, 2]));
+    c.input(q).input(k).input(v).absent().absent().ints(&[1]).ints_shaped(&[], &[2]).absent().absent().absent();
+    c.param(bias).i("num_heads", 2).i("kv_num_heads", 1);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("'node'") && e.contains("input 10 (attention_bias) is not supported"), "{e}");
+
+    let mut c = ms("GroupQueryAttention", 0);
+    let (q, k, v) = (c.g.val(&[1, 2, 8]), c.g.val(&[1, 2, 4]), c.g.val(&[1, 2, 4]));
+    c.input(q).input(k).input(v).absent().absent().ints(&[1]).ints_shaped(&[], &[2]);
+    c.i("num_heads", 2).i("kv_num_heads", 1).i("qk_output", 1);
+    let e = c.check_in(&Registry::standard()).unwrap_err();
+    assert!(e.contains("qk_output") && e.contains("is not supported"), "{e}");
 }

@@ -286,17 +286,62 @@ def vit():
     print(f"vit: test accuracy {acc:.3f}", file=sys.stderr)
 
 
+def gqas(rng):
+    """GroupQueryAttention: 4 query heads over 2 KV heads of size 8 (onnxruntime's CPU kernel
+    wants head sizes in multiples of 8). Own seed, so the cases before keep their inputs."""
+    B, S, N, KV, H = 2, 3, 4, 2, 8
+    heads = dict(num_heads=N, kv_num_heads=KV)
+    outs = ["y", "present_k", "present_v"]
+
+    def qkv(s, b=B, h=H):
+        return [("q", rand(rng, b, s, N * h)), ("k", rand(rng, b, s, KV * h)), ("v", rand(rng, b, s, KV * h))]
+
+    def lens(*ls):
+        return [("seqlens_k", np.array(ls, np.int32)), ("total", np.array(max(ls) + 1, np.int32))]
+
+    none2 = [("pk", None), ("pv", None)]
+    case("gqa_prompt", "GroupQueryAttention", qkv(S) + none2 + lens(2, 2), outs, **heads)
+    case("gqa_packed_qkv", "GroupQueryAttention",
+         [("qkv", rand(rng, B, S, (N + 2 * KV) * H)), ("k", None), ("v", None)] + none2 + lens(2, 2), outs, **heads)
+    case("gqa_right_padding", "GroupQueryAttention", qkv(S) + none2 + lens(2, 0), outs, **heads)
+    past = [("pk", rand(rng, B, KV, 4, H)), ("pv", rand(rng, B, KV, 4, H))]
+    case("gqa_past_decode", "GroupQueryAttention", qkv(1) + past + lens(4, 4), outs, **heads)
+    # onnxruntime takes more than one new token after a past for one sequence only.
+    past1 = [("pk", rand(rng, 1, KV, 4, H)), ("pv", rand(rng, 1, KV, 4, H))]
+    case("gqa_past_chunk", "GroupQueryAttention", qkv(2, 1) + past1 + lens(5), outs, **heads, scale=0.2)
+    # Rotary wants head sizes in multiples of 16.
+    inv = 1.0 / 10000 ** (np.arange(8) / 8)
+    cos = np.cos(np.outer(np.arange(16), inv)).astype(np.float32)
+    sin = np.sin(np.outer(np.arange(16), inv)).astype(np.float32)
+    caches = [("cos", cos), ("sin", sin)]
+    case("gqa_rotary_prompt", "GroupQueryAttention", qkv(S, B, 16) + none2 + lens(2, 2) + caches, outs, **heads,
+         do_rotary=1)
+    past16 = [("pk", rand(rng, 1, KV, 4, 16)), ("pv", rand(rng, 1, KV, 4, 16))]
+    case("gqa_rotary_past_interleaved", "GroupQueryAttention", qkv(2, 1, 16) + past16 + lens(5) + caches, outs,
+         **heads, do_rotary=1, rotary_interleaved=1)
+    case("gqa_rotary_packed", "GroupQueryAttention",
+         [("qkv", rand(rng, B, S, (N + 2 * KV) * 16)), ("k", None), ("v", None)] + none2 + lens(2, 2) + caches, outs,
+         **heads, do_rotary=1)
+    case("gqa_softcap", "GroupQueryAttention", qkv(S) + none2 + lens(2, 2), outs, **heads, softcap=1.5, scale=0.8)
+    case("gqa_local_window", "GroupQueryAttention", qkv(6) + none2 + lens(5, 5), outs, **heads, local_window_size=2)
+    case("gqa_window_past", "GroupQueryAttention", qkv(1) + past + lens(4, 4), outs, **heads, local_window_size=3)
+    case("gqa_smooth_softmax", "GroupQueryAttention", qkv(S) + none2 + lens(2, 1), outs, **heads, smooth_softmax=1)
+
+
 VIT_FILES = ["vit_opt.onnx", "vit/train.npz", "vit/forget.npz", "vit/test.npz"]
 
 
 def main():
     vit_done = all(os.path.exists(os.path.join(OUT, f)) for f in VIT_FILES)
     if os.path.exists(DONE) and vit_done and os.environ.get("FORCE") != "1":
+        if not os.path.exists(os.path.join(OUT, "gqa_prompt.npz")):  # a folder from before them
+            gqas(np.random.default_rng(34))
         return
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(12)
     for make in (norms, activations, linalg, attentions, rotaries, quantized):
         make(rng)
+    gqas(np.random.default_rng(34))
     optimized()
     vit()
     open(DONE, "w").close()

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 mod activation;
 mod attention;
+mod gqa;
 mod linalg;
 mod norm;
 pub mod quant;
@@ -22,6 +23,7 @@ pub const MS: &str = "com.microsoft";
 pub fn register(r: &mut Registry) {
     activation::register(r);
     attention::register(r);
+    gqa::register(r);
     linalg::register(r);
     norm::register(r);
     quant::register(r);
