@@ -73,6 +73,9 @@ impl Gqa {
             Some([t]) => *t,
             _ => return Err(x.err("input 6 (total_sequence_length) must be one integer")),
         };
+        if total < s {
+            return Err(x.err(format!("total_sequence_length {total} is less than the {s} new tokens")));
+        }
         if lens.len() as i64 != b {
             return Err(x.err(format!("seqlens_k has {} entries for a batch of {b}", lens.len())));
         }
@@ -201,7 +204,8 @@ impl Gqa {
             keep = keep.f_logical_and(&j.f_gt_tensor(&i.f_sub_scalar(w)?)?)?;
         }
         // A finite floor rather than −∞: a row with no visible key stays finite.
-        scores = scores.f_masked_fill(&keep.f_logical_not()?, f64::from(f32::MIN))?;
+        let floor = if scores.kind() == Kind::Half { -65504.0 } else { f64::from(f32::MIN) };
+        scores = scores.f_masked_fill(&keep.f_logical_not()?, floor)?;
         let probs = if self.smooth {
             // One extra zero logit in the denominator.
             let zero = Tensor::f_zeros([b, self.n, s, 1], (scores.kind(), dev))?;
