@@ -84,11 +84,17 @@ pub struct Args {
     /// The graph inputs of x_t, t and y (keys semu.diffusion.input.{x,t,y}).
     #[arg(long, value_name = "X,T,Y")]
     inputs: Option<String>,
+    #[command(flatten)]
+    remote: super::fetch::RemoteArgs,
+    #[command(flatten)]
+    weights: super::weights::WeightsArgs,
 }
 
-pub fn run(a: Args) -> CmdResult {
+pub fn run(mut a: Args) -> CmdResult {
     let device = super::device(&a.device)?;
-    let model = OnnxModel::load(&a.model)?;
+    a.model = a.remote.model(&a.model)?;
+    let mut model = OnnxModel::load(&a.model)?;
+    a.weights.bind(&mut model, &a.remote)?;
     let name = a.model.display().to_string();
     let inputs = match a.inputs.as_deref().map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>()) {
         None => None,
