@@ -8,7 +8,6 @@ Output (committed; `python tools/ddpm_reference.py` rewrites it):
   fixtures/ddpm/ref/ddim_x0.npy     the final samples, f32[6,1,8,8] in [-1, 1]
   fixtures/ddpm/ref/ddim_traj.npy   x after each of the 25 steps, f32[25,6,1,8,8]
 """
-import math
 import os
 import sys
 
@@ -16,25 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_ddpm import DDIM_STEPS, GUIDANCE, NULL, OUT, T, schedule  # noqa: E402
-
-
-def ddim_from(sess, x, y, steps=DDIM_STEPS, w=GUIDANCE):
-    """make_ddpm.ddim_sample with x_T given; returns the final samples and every step's x."""
-    abar = schedule()
-    n = len(y)
-    seq = list(range(0, T, T // steps))
-    yy = np.concatenate([y, np.full(n, NULL, np.int64)])
-    traj = []
-    for i, tc in enumerate(reversed(seq)):
-        tp = seq[len(seq) - 2 - i] if i < len(seq) - 1 else -1
-        eps = sess.run(None, {"x_t": np.concatenate([x, x]), "t": np.full(2 * n, tc, np.int64), "y": yy})[0]
-        e = (1 + w) * eps[:n] - w * eps[n:]
-        a, ap = abar[tc], (abar[tp] if tp >= 0 else 1.0)
-        x0 = (x - math.sqrt(1 - a) * e) / math.sqrt(a)
-        x = (math.sqrt(ap) * x0 + math.sqrt(1 - ap) * e).astype(np.float32)
-        traj.append(x)
-    return np.clip(x, -1.0, 1.0), np.stack(traj)
+from make_ddpm import DDIM_STEPS, GUIDANCE, OUT, ddim_from  # noqa: E402
 
 
 def main():

@@ -202,14 +202,14 @@ def export_judge(model, path):
     os.replace(tmp, path)
 
 
-def ddim_sample(sess, y, seed, steps=DDIM_STEPS, w=GUIDANCE):
-    """DDIM, η = 0, over range(0, T, T//steps); ε̂ = (1+w)ε_c − wε_∅; final image clamped."""
+def ddim_from(sess, x, y, steps=DDIM_STEPS, w=GUIDANCE):
+    """DDIM, η = 0, from x_T = x over range(0, T, T//steps); ε̂ = (1+w)ε_c − wε_∅; the final
+    image clamped. Returns it and every step's x (tools/ddpm_reference.py writes both)."""
     abar = schedule()
-    rng = np.random.default_rng(seed)
     n = len(y)
-    x = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
     seq = list(range(0, T, T // steps))
     yy = np.concatenate([y, np.full(n, NULL, np.int64)])
+    traj = []
     for i, tc in enumerate(reversed(seq)):
         tp = seq[len(seq) - 2 - i] if i < len(seq) - 1 else -1
         eps = sess.run(None, {"x_t": np.concatenate([x, x]), "t": np.full(2 * n, tc, np.int64), "y": yy})[0]
@@ -217,7 +217,14 @@ def ddim_sample(sess, y, seed, steps=DDIM_STEPS, w=GUIDANCE):
         a, ap = abar[tc], (abar[tp] if tp >= 0 else 1.0)
         x0 = (x - math.sqrt(1 - a) * e) / math.sqrt(a)
         x = (math.sqrt(ap) * x0 + math.sqrt(1 - ap) * e).astype(np.float32)
-    return np.clip(x, -1.0, 1.0)
+        traj.append(x)
+    return np.clip(x, -1.0, 1.0), np.stack(traj)
+
+
+def ddim_sample(sess, y, seed, steps=DDIM_STEPS, w=GUIDANCE):
+    """[`ddim_from`] with x_T drawn from N(0, I) with numpy's generator for `seed`."""
+    x = np.random.default_rng(seed).standard_normal((len(y), 1, 8, 8)).astype(np.float32)
+    return ddim_from(sess, x, y, steps, w)[0]
 
 
 def frechet(a, b):
