@@ -69,6 +69,33 @@ pub struct SemuFlags {
     /// auto | cpu | cuda | cuda:N [default: auto]
     #[arg(long)]
     pub device: Option<String>,
+    /// Train this many steps (batches of the forget data, reshuffled as it runs out) instead of
+    /// --epochs passes [default: 200 for a diffusion model; 1 000 with --parity reference].
+    #[arg(long)]
+    pub iterations: Option<usize>,
+    /// γ of the weights whose name contains `attn` [default: --gamma; 1.0 with --parity
+    /// reference on a diffusion model].
+    #[arg(long)]
+    pub gamma_attention: Option<f64>,
+    /// Convs: one rank for all input channels (max) or one per input channel (per-channel)
+    /// [default: per-channel for a diffusion model, max otherwise].
+    #[arg(long, value_enum)]
+    pub conv_rank: Option<semu::semu::unlearn::ConvRank>,
+    /// Diffusion: guidance w of the gradient's prediction (1+w)·ε(c) − w·ε(∅), the authors'
+    /// convention (the usual scale is 1 + w) [default: 2].
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// Diffusion: probability of the null class in each branch of the unlearning loss [default: 0.1].
+    #[arg(long)]
+    pub p_uncond: Option<f64>,
+    /// Diffusion: where the forgotten class's noise is pointed: next ((c+1) mod K), random (one
+    /// other class per batch), null (the unconditional prediction) [default: next].
+    #[arg(long, value_enum)]
+    pub target_class: Option<semu::task::diffusion::TargetClass>,
+    /// Diffusion: who gives the target noise: the frozen input model (original) or the model
+    /// being trained (current, the authors' code) [default: original; current with --parity reference].
+    #[arg(long, value_enum)]
+    pub teacher: Option<semu::task::diffusion::Teacher>,
 }
 
 /// The file's shape: SemuConfig's fields plus `device`.
@@ -100,6 +127,10 @@ impl SemuFlags {
             None if task == semu::task::TaskKind::Classify && self.objective == Some(semu::task::Objective::Rl) => {
                 (SemuConfig::default(), None)
             }
+            // The authors' diffusion recipe as a whole, under --parity reference.
+            None if task == semu::task::TaskKind::Diffusion && self.parity == Some(Parity::Reference) => {
+                (SemuConfig::diffusion_reference(has_retain), None)
+            }
             None => (SemuConfig::for_task(task, has_retain), None),
         };
         macro_rules! over {
@@ -118,8 +149,23 @@ impl SemuFlags {
             momentum,
             weight_decay,
             parity,
-            seed
+            seed,
+            guidance,
+            p_uncond,
+            teacher
         );
+        if let Some(v) = self.iterations {
+            c.iterations = Some(v);
+        }
+        if let Some(v) = self.gamma_attention {
+            c.gamma_attention = Some(v);
+        }
+        if let Some(v) = self.conv_rank {
+            c.conv_rank = v;
+        }
+        if let Some(v) = self.target_class {
+            c.target = v;
+        }
         if self.no_projection {
             c.projection = false;
         }

@@ -14,6 +14,8 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod diffusion;
+
 /// Measure forgetting: UA, RA, TA, MIA-efficacy, and the Avg. Gap to a retrained model.
 #[derive(clap::Args)]
 #[command(after_help = "Example (the shipped digits model against one retrained without class 3):\n  \
@@ -29,20 +31,28 @@ Causal language models (--task causal-lm, inferred from the graph): --test holds
 trained on (the holdout); reported are perplexity and exact memorisation (greedy next-token\n\
 accuracy) on each set, the forget set's extraction strength, and the AUC of a Min-K% probability\n\
 attack telling forget from holdout texts (0.5 = it cannot).\n\
+\n\
+Diffusion ε-networks (--task diffusion, inferred from semu.diffusion.* metadata): no data sets;\n\
+--n samples of every class from the same seeded noise for --model, --original and --retrained,\n\
+labelled by --judge. Reported as shares: the forget rate (class-C samples judged C), the other\n\
+classes' accuracy, where class C went, and FD-other, the Fréchet distance between the judge's\n\
+features of the other classes' samples and of --test's real images of those classes:\n  \
+semu eval --model fixtures/ddpm/model.onnx --judge fixtures/ddpm/judge.onnx --forget-class 3 \\\n    \
+--test fixtures/ddpm/test.npz --retrained fixtures/ddpm/retrain_class3.onnx --report-dir report\n\
 Exit codes: 0 ok, 1 failure, 2 usage error.")]
 pub struct Args {
     /// The model to evaluate (ONNX).
     #[arg(long)]
     model: PathBuf,
-    /// The forgotten data, D_f.
+    /// The forgotten data, D_f (not for --task diffusion).
     #[arg(long)]
-    forget: PathBuf,
-    /// The remaining training data, D_r.
+    forget: Option<PathBuf>,
+    /// The remaining training data, D_r (not for --task diffusion).
     #[arg(long)]
-    retain: PathBuf,
-    /// The test data, D_t.
+    retain: Option<PathBuf>,
+    /// The test data, D_t; for --task diffusion, real images in [0, 1] with labels (optional).
     #[arg(long)]
-    test: PathBuf,
+    test: Option<PathBuf>,
     /// A model trained from scratch on D_r only: the reference for the Avg. Gap.
     #[arg(long)]
     retrained: Option<PathBuf>,
@@ -70,6 +80,10 @@ pub struct Args {
     /// The N×C logits output, when the model has several outputs.
     #[arg(long)]
     output_name: Option<String>,
+    #[command(flatten)]
+    diffusion: diffusion::ProtocolArgs,
+    #[command(flatten)]
+    overrides: super::diffusion_args::DiffusionArgs,
     #[command(flatten)]
     decode: super::data_args::DecodeArgs,
     #[command(flatten)]
@@ -99,13 +113,18 @@ struct Output<'a> {
     avg_gap: Option<f64>,
 }
 
+/// A data path for the JSON (present on the classify and LM paths: checked in [`run`]).
+fn shown(p: &Option<PathBuf>) -> String {
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
 /// `path` planned for `task` (with --weights when it is --model).
 fn load(path: &Path, a: &Args, device: tch::Device, task: TaskKind) -> anyhow::Result<Model> {
     let mut model = OnnxModel::load(path)?;
     if path == a.model.as_path() {
         a.weights.bind(&mut model, &Default::default())?; // --weights are --model's, not --retrained's
     }
-    let spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() };
+    let spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone(), ..Default::default() };
     Ok(Model::new(&model, device, HashSet::new(), &spec)?)
 }
 
@@ -124,20 +143,31 @@ pub fn run(a: Args) -> CmdResult {
     if a.batch_size == 0 {
         return Err(Exit { code: 2, err: anyhow!("--batch-size must be at least 1") });
     }
-    if let Some(j) = &a.json {
-        let inputs = [&a.model, &a.forget, &a.retain, &a.test];
-        semu::paths::check_output(j, "--json", &inputs.map(PathBuf::as_path)).map_err(super::usage)?;
-    }
     let device = super::device(&a.device)?;
     let model = OnnxModel::load(&a.model)?;
     let (task, why) = match a.task {
         Some(t) => (t, "given with --task".to_string()),
         None => semu::task::infer(&model, a.output_name.as_deref()),
     };
+    if task == TaskKind::Diffusion {
+        return diffusion::run(&a, model, device, &why);
+    }
+    a.diffusion.refuse_for(task.name())?;
+    let (Some(forget), Some(retain), Some(test)) = (&a.forget, &a.retain, &a.test) else {
+        let missing: Vec<&str> = [("--forget", &a.forget), ("--retain", &a.retain), ("--test", &a.test)]
+            .into_iter()
+            .filter_map(|(flag, p)| p.is_none().then_some(flag))
+            .collect();
+        return Err(super::usage(anyhow!("--task {} ({why}) needs {}", task.name(), missing.join(", "))));
+    };
+    if let Some(j) = &a.json {
+        let inputs = [&a.model, forget, retain, test];
+        semu::paths::check_output(j, "--json", &inputs.map(PathBuf::as_path)).map_err(super::usage)?;
+    }
     let mut spec = a.decode.spec(&model, a.input_name.as_deref(), &Default::default())?;
     spec.text.labels_required = task == TaskKind::Classify;
     let open = |p: &Path| data::open_with(p, &spec);
-    let (forget, retain, test) = (open(&a.forget)?, open(&a.retain)?, open(&a.test)?);
+    let (forget, retain, test) = (open(forget)?, open(retain)?, open(test)?);
     let sets = EvalData { forget: forget.as_ref(), retain: retain.as_ref(), test: test.as_ref() };
     if task == TaskKind::CausalLm {
         return run_lm(&a, device, sets, &why);
@@ -152,9 +182,9 @@ pub fn run(a: Args) -> CmdResult {
         let out = Output {
             semu_version: env!("CARGO_PKG_VERSION"),
             scored: Scored { model: a.model.display().to_string(), eval: &mine },
-            forget: a.forget.display().to_string(),
-            retain: a.retain.display().to_string(),
-            test: a.test.display().to_string(),
+            forget: shown(&a.forget),
+            retain: shown(&a.retain),
+            test: shown(&a.test),
             device: device_name(device),
             seed: a.seed,
             retrained: a
@@ -226,9 +256,9 @@ fn run_lm(a: &Args, device: tch::Device, sets: EvalData, why: &str) -> CmdResult
             task: "causal-lm",
             model: a.model.display().to_string(),
             eval: &mine,
-            forget: a.forget.display().to_string(),
-            retain: a.retain.display().to_string(),
-            holdout: a.test.display().to_string(),
+            forget: shown(&a.forget),
+            retain: shown(&a.retain),
+            holdout: shown(&a.test),
             device: device_name(device),
             retrained: a.retrained.as_ref().zip(reference.as_ref()).map(|(p, e)| (p.display().to_string(), e)),
         };

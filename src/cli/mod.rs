@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod config;
 mod data_args;
+mod diffusion_args;
 mod eval;
 mod fetch;
 mod gradient;

@@ -3,7 +3,7 @@
 use super::unlearn::write_atomic;
 use super::{usage, CmdResult};
 use anyhow::{anyhow, Context};
-use semu::diffusion::{self, Network, Overrides, SampleOptions, Settings};
+use semu::diffusion::{self, Network, SampleOptions, Settings};
 use semu::engine::convert::kind_of;
 use semu::engine::{device_name, Plan, PlanOptions, Registry};
 use semu::onnx::proto::type_proto;
@@ -60,30 +60,8 @@ pub struct Args {
     /// auto | cpu | cuda | cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
-    /// eps | sample | v (key semu.diffusion.prediction)
-    #[arg(long)]
-    prediction: Option<String>,
-    /// linear | scaled_linear | cosine (key semu.diffusion.schedule)
-    #[arg(long)]
-    schedule: Option<String>,
-    #[arg(long)]
-    beta_start: Option<f64>,
-    #[arg(long)]
-    beta_end: Option<f64>,
-    /// T (key semu.diffusion.timesteps)
-    #[arg(long)]
-    timesteps: Option<usize>,
-    /// The class value of the unconditional pass (key semu.diffusion.null_label).
-    #[arg(long)]
-    null_class: Option<i64>,
-    #[arg(long)]
-    num_classes: Option<i64>,
-    /// LO,HI (key semu.diffusion.data_range)
-    #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
-    data_range: Option<String>,
-    /// The graph inputs of x_t, t and y (keys semu.diffusion.input.{x,t,y}).
-    #[arg(long, value_name = "X,T,Y")]
-    inputs: Option<String>,
+    #[command(flatten)]
+    diffusion: super::diffusion_args::DiffusionArgs,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
     #[command(flatten)]
@@ -96,21 +74,7 @@ pub fn run(mut a: Args) -> CmdResult {
     let mut model = OnnxModel::load(&a.model)?;
     a.weights.bind(&mut model, &a.remote)?;
     let name = a.model.display().to_string();
-    let inputs = match a.inputs.as_deref().map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>()) {
-        None => None,
-        Some(v) => Some(<[String; 3]>::try_from(v).map_err(|_| usage(anyhow!("--inputs: expected X,T,Y")))?),
-    };
-    let o = Overrides {
-        prediction: a.prediction.clone(),
-        schedule: a.schedule.clone(),
-        beta_start: a.beta_start,
-        beta_end: a.beta_end,
-        timesteps: a.timesteps,
-        null_label: a.null_class,
-        num_classes: a.num_classes,
-        data_range: a.data_range.clone(),
-        inputs,
-    };
+    let o = a.diffusion.overrides().map_err(usage)?;
     let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
     let s = Settings::resolve(&name, props, &o).map_err(usage)?;
 
@@ -209,13 +173,13 @@ pub fn run(mut a: Args) -> CmdResult {
     Ok(())
 }
 
-enum Npy<'a> {
+pub(super) enum Npy<'a> {
     F32(&'a [f32], Vec<i64>),
     I64(&'a [i64], Vec<i64>),
 }
 
 /// An `.npz` (stored zip of `.npy`) with a fixed timestamp, so a seed gives the same bytes.
-fn npz_bytes(arrays: &[(&str, Npy)]) -> anyhow::Result<Vec<u8>> {
+pub(super) fn npz_bytes(arrays: &[(&str, Npy)]) -> anyhow::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::FileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
@@ -243,7 +207,7 @@ fn npz_bytes(arrays: &[(&str, Npy)]) -> anyhow::Result<Vec<u8>> {
 
 /// The samples as a grid: a row of up to 16 per class (more wrap), each image scaled up to at
 /// least 32 px, 2 px gaps; the data range maps to black..white, the first 3 channels as RGB.
-fn grid_png(xs: &[f32], size: &[i64], classes: usize, n: usize, range: (f64, f64)) -> anyhow::Result<Vec<u8>> {
+pub(super) fn grid_png(xs: &[f32], size: &[i64], classes: usize, n: usize, range: (f64, f64)) -> anyhow::Result<Vec<u8>> {
     let (c, h, w) = (size[1] as usize, size[2] as usize, size[3] as usize);
     let cols = n.min(16);
     let rows_per_class = n.div_ceil(cols);

@@ -96,6 +96,8 @@ pub struct Args {
     #[arg(long)]
     no_verify: bool,
     #[command(flatten)]
+    diffusion: super::diffusion_args::DiffusionArgs,
+    #[command(flatten)]
     remote: super::fetch::RemoteArgs,
     #[command(flatten)]
     weights: super::weights::WeightsArgs,
@@ -156,6 +158,13 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         None => semu::task::infer(&model, a.output_name.as_deref()),
     };
     tracing::info!("task: {} ({why})", task.name());
+    let diffusion_flags = a.diffusion.overrides().map_err(super::usage)?;
+    if task == TaskKind::Diffusion {
+        // Missing schedule settings are a usage error, found before any data is read.
+        let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
+        semu::diffusion::Settings::resolve(&a.model.display().to_string(), props, &diffusion_flags)
+            .map_err(super::usage)?;
+    }
     // The task's defaults for every setting not given (the file or flags still override).
     let (mut cfg, _) =
         a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
@@ -202,7 +211,18 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         cfg.gradient = Some(super::gradient::given(p, &want)?);
         model_sha = Some(sha);
     }
-    let task_spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone() };
+    if task == TaskKind::Diffusion && a.method != Method::Semu {
+        return Err(Exit {
+            code: 2,
+            err: anyhow!("--method {}: a diffusion model is unlearned with SEMU only (--method semu)", a.method.name()),
+        });
+    }
+    let task_spec = Spec {
+        task: Some(task),
+        input: a.input_name.clone(),
+        output: a.output_name.clone(),
+        diffusion: diffusion_flags,
+    };
     let mut u = baselines::run(
         work,
         forget.as_ref(),
@@ -351,7 +371,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             };
             Some(LmBeforeAfter { before: lm(&Default::default())?, after: lm(u.overrides())? })
         }
-        TaskKind::Classify => None,
+        TaskKind::Classify | TaskKind::Diffusion => None,
     };
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
@@ -519,11 +539,19 @@ fn print_summary(r: &UnlearnReport) {
         };
         let lr = if r.lr_choice.is_some() { " (auto)" } else { "" };
         let lr = format!("{}{lr}", r.lr_choice.as_ref().map_or(r.settings.lr, |c| semu::semu::Lr::Fixed(c.lr)));
-        println!(
-            "training    objective {}, lr {lr}, {} epoch(s){stopped}",
-            r.settings.objective.name(),
-            r.epochs.len()
-        );
+        let length = match r.settings.iterations {
+            Some(n) => format!("{n} steps of {}", r.settings.batch_size),
+            None => format!("{} epoch(s)", r.epochs.len()),
+        };
+        let objective = match r.task {
+            "diffusion" => format!(
+                "forget class → {:?} class, teacher {:?}",
+                r.settings.target, r.settings.teacher
+            )
+            .to_lowercase(),
+            _ => r.settings.objective.name().to_string(),
+        };
+        println!("training    objective {objective}, lr {lr}, {length}{stopped}");
         if let Some(t) = &r.forget_target {
             println!("target      {}", t.reason);
         }
@@ -545,7 +573,12 @@ fn print_summary(r: &UnlearnReport) {
     if let Some(lm) = &r.language_model {
         print_lm(lm);
     }
-    println!("{:<21}before    after", if r.task == "classify" { "accuracy" } else { "next-token accuracy" });
+    let measure = match r.task {
+        "classify" => "accuracy",
+        "diffusion" => "own-class noise",
+        _ => "next-token accuracy",
+    };
+    println!("{measure:<21}before    after");
     println!("  forget data       {}  {}", pct(r.forget_accuracy.before), pct(r.forget_accuracy.after));
     if let Some(a) = &r.retain_accuracy {
         println!("  retain data       {}  {}", pct(a.before), pct(a.after));

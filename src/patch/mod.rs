@@ -101,7 +101,7 @@ impl Patch {
                 },
                 dtype: w.dtype,
                 u: cpu_f32(u)?,
-                r: cpu_f32(&a.r)?,
+                r: cpu_f32(&a.r_effective()?)?,
                 v: cpu_f32(v)?,
             });
         }

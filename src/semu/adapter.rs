@@ -1,9 +1,28 @@
 //! Step 5 and 7 of SEMU.md: the adapter `W' = W + U_k R V_kᵀ` with R = 0 at the start, and the
 //! fold that writes `W'` back as a plain weight.
 use super::layers::Layer;
-use super::svd::{explained_total, rank_for_total, spectra, Decomposition, Parity};
+use super::svd::{explained_total, rank_unfloored, spectra, Decomposition, Parity};
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
+
+/// How a layer's rank follows from its gradient's spectrum.
+#[derive(Debug, Clone, Copy)]
+pub struct RankRule {
+    pub gamma: f64,
+    pub parity: Parity,
+    /// Convs: a rank per input channel (R_i is k_i×k_i, k_i may be 0: the authors' diffusion
+    /// code) rather than the largest over the channels for all (their classification code).
+    pub per_channel: bool,
+    /// At least rank 1 wherever the gradient is not zero.
+    pub floor: bool,
+}
+
+impl RankRule {
+    /// The classification rule: one k for all channels, at least 1.
+    pub fn layer(gamma: f64, parity: Parity) -> Self {
+        RankRule { gamma, parity, per_channel: false, floor: true }
+    }
+}
 
 pub struct Adapter {
     pub name: String,
@@ -21,25 +40,60 @@ pub struct Adapter {
     v: Tensor,
     /// k×k (2-D) or I×k×k (conv); the only trainable tensor.
     pub r: Tensor,
+    /// Per input channel, the top-left k_i×k_i block of R that trains (per-channel ranks).
+    mask: Option<Tensor>,
+    /// The rank of each input channel (per-channel ranks), else empty.
+    pub channel_ranks: Vec<usize>,
 }
 
 impl Adapter {
     /// Builds the adapter of `layer` from its gradient's decomposition; None when the gradient
     /// is all zero (the layer gets no adapter).
     pub fn new(layer: &Layer, w: &Tensor, d: &Decomposition, gamma: f64, parity: Parity) -> Result<Option<Self>> {
+        Self::with_rule(layer, w, d, &RankRule::layer(gamma, parity))
+    }
+
+    /// [`Self::new`] under `rule`; None also when every channel's rank is 0.
+    pub fn with_rule(layer: &Layer, w: &Tensor, d: &Decomposition, rule: &RankRule) -> Result<Option<Self>> {
         let sp = spectra(d)?;
         let totals: Vec<f64> = match &d.energy {
             Some(e) => e.clone(),
             None => sp.iter().map(|s| s.iter().map(|v| v * v).sum()).collect(),
         };
-        let ks: Vec<usize> = sp.iter().zip(&totals).filter_map(|(s, &t)| rank_for_total(s, t, gamma, parity)).collect();
-        let Some(&k) = ks.iter().max() else { return Ok(None) };
-        let ex = sp.iter().zip(&totals).map(|(s, &t)| explained_total(s, k, t)).sum::<f64>() / sp.len() as f64;
+        let ks: Vec<Option<usize>> = sp
+            .iter()
+            .zip(&totals)
+            .map(|(s, &t)| {
+                rank_unfloored(s, t, rule.gamma, rule.parity).map(|k| if rule.floor { k.clamp(1, s.len()) } else { k })
+            })
+            .collect();
+        let Some(k) = ks.iter().flatten().copied().max().filter(|&k| k > 0) else { return Ok(None) };
+        let per_channel = rule.per_channel && d.conv;
+        let channel_ranks: Vec<usize> =
+            if per_channel { ks.iter().map(|k| k.unwrap_or(0)).collect() } else { Vec::new() };
+        let ex = if per_channel {
+            sp.iter().zip(&totals).zip(&channel_ranks).map(|((s, &t), &k)| explained_total(s, k, t)).sum::<f64>()
+        } else {
+            sp.iter().zip(&totals).map(|(s, &t)| explained_total(s, k, t)).sum::<f64>()
+        } / sp.len() as f64;
         let k64 = k as i64;
         let (u, v) = (d.u.f_narrow(-1, 0, k64)?.f_contiguous()?, d.v.f_narrow(-1, 0, k64)?.f_contiguous()?);
         let dev = w.device();
         let r_dims: Vec<i64> = if d.conv { vec![layer.dims[1], k64, k64] } else { vec![k64, k64] };
         let r = Tensor::f_zeros(&r_dims, (Kind::Float, dev))?.f_set_requires_grad(true)?;
+        let mask = if per_channel {
+            let mut m = vec![0f32; channel_ranks.len() * k * k];
+            for (i, &ki) in channel_ranks.iter().enumerate() {
+                for a in 0..ki {
+                    for b in 0..ki {
+                        m[(i * k + a) * k + b] = 1.0;
+                    }
+                }
+            }
+            Some(Tensor::f_from_slice(&m)?.f_reshape(&r_dims)?.f_to_device(dev)?)
+        } else {
+            None
+        };
         Ok(Some(Adapter {
             name: layer.name.clone(),
             dims: layer.dims.clone(),
@@ -52,21 +106,35 @@ impl Adapter {
             u: u.f_to_device(dev)?,
             v: v.f_to_device(dev)?,
             r,
+            mask,
+            channel_ranks,
         }))
     }
 
-    /// Trainable parameters: k² (× input channels for a conv).
+    /// Trainable parameters: k² (× input channels for a conv; Σ k_i² with per-channel ranks).
     pub fn trainable(&self) -> i64 {
-        self.r.numel() as i64
+        match &self.channel_ranks[..] {
+            [] => self.r.numel() as i64,
+            ks => ks.iter().map(|&k| (k * k) as i64).sum(),
+        }
+    }
+
+    /// R as it acts: its untrained entries (outside each channel's k_i×k_i block) zero.
+    pub fn r_effective(&self) -> Result<Tensor> {
+        match &self.mask {
+            Some(m) => Ok(self.r.f_mul(m)?),
+            None => Ok(self.r.shallow_clone()),
+        }
     }
 
     /// `U R Vᵀ` in the weight's layout, f32.
     pub fn delta(&self) -> Result<Tensor> {
+        let r = self.r_effective()?;
         if self.conv {
-            let d = self.u.f_matmul(&self.r)?.f_matmul(&self.v.f_transpose(1, 2)?)?; // I×O×K
+            let d = self.u.f_matmul(&r)?.f_matmul(&self.v.f_transpose(1, 2)?)?; // I×O×K
             Ok(d.f_permute([1, 0, 2])?.f_reshape(&self.dims)?)
         } else {
-            Ok(self.u.f_matmul(&self.r)?.f_matmul(&self.v.f_tr()?)?)
+            Ok(self.u.f_matmul(&r)?.f_matmul(&self.v.f_tr()?)?)
         }
     }
 

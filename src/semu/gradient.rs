@@ -1,13 +1,15 @@
 //! Step 2 of SEMU.md: the forget-set gradient of every adapted weight,
 //! `G_W = Σ_batches ∇_W L(f(x), y)` with the task's loss on the true targets (cross-entropy on
-//! class ids; next-token NLL for a language model), batch-mean, summed over batches.
+//! class ids; next-token NLL for a language model; a diffusion model's guided noise error),
+//! batch-mean, summed over batches.
 //! Memory: one batch's activations plus one gradient per weight.
 //!
 //! Being a sum over batches, it splits into shards ([`Shard`]) that separate processes compute
 //! and `semu gradient reduce` adds (`semu::gradient_file`).
 use crate::data::{batches, Dataset};
 use crate::error::{Error, Result};
-use crate::task::{Model, Targets};
+use crate::task::diffusion::{self, Draw};
+use crate::task::Model;
 use std::collections::HashMap;
 use std::ops::Range;
 use tch::{Kind, Tensor};
@@ -85,10 +87,19 @@ pub fn forget_gradient_part(
     let all = shard.unwrap_or(Shard { index: 0, count: 1 }).samples(forget.len(), batch_size);
     let order: Vec<usize> = all.collect();
     let mut done = 0;
+    // The authors' diffusion code clips each batch's whole gradient to norm 1 before summing.
+    let clip = net.diffusion.as_ref().is_some_and(|d| d.clip_batch);
     for idx in batches(&order, batch_size) {
-        let b = forget.records(idx)?;
-        let loss = net.loss(&net.forward(&b, &overrides)?, &b, &Targets::True)?;
-        let grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
+        let b = net.records_with(forget, idx, Draw::Keyed(diffusion::GRADIENT))?;
+        let loss = net.gradient_loss(&b, &overrides)?;
+        let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
+        if clip {
+            let sq: f64 = grads.iter().map(|g| g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])).sum::<Result<f64, _>>()?;
+            let scale = 1.0 / (sq.sqrt() + 1e-6);
+            if scale < 1.0 {
+                grads = grads.iter().map(|g| g.f_mul_scalar(scale)).collect::<Result<_, _>>()?;
+            }
+        }
         for (a, g) in sums.iter_mut().zip(grads) {
             let g = g.f_to_kind(acc)?;
             *a = Some(match a.take() {

@@ -80,6 +80,12 @@ pub fn rank_for(s: &[f64], gamma: f64, parity: Parity) -> Option<usize> {
 
 /// [`rank_for`] with the whole spectrum's Σs² given (`s` may be only its head).
 pub fn rank_for_total(s: &[f64], total: f64, gamma: f64, parity: Parity) -> Option<usize> {
+    rank_unfloored(s, total, gamma, parity).map(|k| k.clamp(1, s.len()))
+}
+
+/// [`rank_for_total`] without the floor of 1: the reference rule gives 0 where the first
+/// component alone explains more than γ (the authors' diffusion code keeps that 0).
+pub fn rank_unfloored(s: &[f64], total: f64, gamma: f64, parity: Parity) -> Option<usize> {
     if total <= 0.0 || !total.is_finite() {
         return None;
     }
@@ -94,7 +100,7 @@ pub fn rank_for_total(s: &[f64], total: f64, gamma: f64, parity: Parity) -> Opti
         Parity::Paper => cums.iter().position(|&c| c >= gamma - 1e-12).map_or(s.len(), |p| p + 1),
         Parity::Reference => cums.iter().filter(|&&c| c <= gamma).count(),
     };
-    Some(k.clamp(1, s.len()))
+    Some(k.min(s.len()))
 }
 
 /// Fraction of Σ s² explained by the first k values.

@@ -8,6 +8,7 @@ use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
 use crate::error::Result;
 use crate::task::objective::{random_targets, ForgetLoss};
+use crate::task::diffusion::{Draw, Teacher};
 use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -37,7 +38,15 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Keep each epoch's sample order and random labels in its stats (parity checks).
     pub record_batches: bool,
+    /// Train this many steps instead of `epochs` passes: batches are drawn from the forget set
+    /// reshuffled whenever it runs out, and statistics are taken every [`STEPS_PER_ROUND`] steps.
+    pub iterations: Option<usize>,
+    /// Clip the R gradients' global norm to this before each step.
+    pub clip: Option<f64>,
 }
+
+/// Steps between two measurements when training by iterations.
+pub const STEPS_PER_ROUND: usize = 25;
 
 /// What one epoch did; accuracies are fractions on the true labels.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,6 +109,24 @@ pub fn token_rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ 0x746f_6b65_6e73)
 }
 
+/// Scales the gradients of `params` so that their global norm is at most `max` (PyTorch's
+/// `clip_grad_norm_`).
+fn clip_grad_norm(params: &[Tensor], max: f64) -> Result<()> {
+    let _g = tch::no_grad_guard();
+    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let mut sq = 0.0;
+    for g in &grads {
+        sq += g.f_square()?.f_sum(tch::Kind::Double)?.f_double_value(&[])?;
+    }
+    let scale = max / (sq.sqrt() + 1e-6);
+    if scale < 1.0 {
+        for g in &grads {
+            let _ = g.shallow_clone().f_mul_scalar_(scale)?;
+        }
+    }
+    Ok(())
+}
+
 /// Trains the adapters' R; `obs` sees each batch and each epoch's statistics. Returns all epochs.
 /// With early exit, training stops when the score has not improved by 0.01 for 2 epochs and
 /// the best epoch's R is kept.
@@ -116,6 +143,7 @@ pub fn train(
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
     let mut token_rng = token_rng(s.seed);
     let frozen = HashMap::new();
+    let draw = Draw::Fresh;
     let objective = ForgetLoss {
         objective: s.objective,
         npo_beta: s.npo_beta,
@@ -131,7 +159,9 @@ pub fn train(
     let mut history: Vec<EpochStats> = Vec::new();
     let mut best: Option<(f64, Vec<Tensor>)> = None;
     let mut stale = 0;
-    for epoch in 1..=s.epochs {
+    let epochs = s.iterations.map_or(s.epochs, |n| n.div_ceil(STEPS_PER_ROUND));
+    let mut cycle: Vec<usize> = Vec::new();
+    for epoch in 1..=epochs {
         let t0 = std::time::Instant::now();
         let random: Vec<i64> = if s.objective == Objective::Rl {
             forget_labels.iter().map(|&y| random_other_label(&mut rng, y, classes)).collect()
@@ -140,24 +170,39 @@ pub fn train(
         };
         let mut order: Vec<usize> = (0..forget.len()).collect();
         order.shuffle(&mut rng);
+        if let Some(n) = s.iterations {
+            // This round's steps, from the forget set reshuffled each time it is used up.
+            let steps = STEPS_PER_ROUND.min(n - (epoch - 1) * STEPS_PER_ROUND);
+            order.clear();
+            while order.len() < steps * s.batch_size.max(1) {
+                if cycle.is_empty() {
+                    cycle = (0..forget.len()).collect();
+                    cycle.shuffle(&mut rng);
+                }
+                order.push(cycle.pop().expect("not empty"));
+            }
+        }
         let (mut loss_sum, mut steps) = (0.0, 0);
         let mut at = EpochProgress {
             epoch,
-            epochs: s.epochs,
+            epochs,
             batch: 0,
             batches: order.len().div_ceil(s.batch_size.max(1)),
             loss: 0.0,
             forget_acc: None,
         };
         for idx in batches(&order, s.batch_size) {
-            let fb = forget.records(idx)?;
+            let fb = net.records_with(forget, idx, draw)?;
             let targets = match s.objective {
-                Objective::Rl => Some(random_targets(net, &fb, idx, &random, classes, &mut token_rng)?),
+                Objective::Rl if net.diffusion.is_none() => Some(random_targets(net, &fb, idx, &random, classes, &mut token_rng)?),
                 _ => None,
             };
             let w = overrides(adapters)?;
             let out = net.forward(&fb, &w)?;
-            let mut loss = objective.term(net, &out, &fb, targets.as_ref())?;
+            let mut loss = match &net.diffusion {
+                Some(d) => d.forget_term(net, &out, &fb, if d.teacher == Teacher::Current { &w } else { &frozen })?,
+                None => objective.term(net, &out, &fb, targets.as_ref())?,
+            };
             if let (Some(r), true) = (retain.filter(|_| s.objective.uses_retain()), s.alpha != 0.0) {
                 let mut ridx = Vec::with_capacity(idx.len());
                 while ridx.len() < idx.len().min(r.len()) {
@@ -168,12 +213,15 @@ pub fn train(
                     ridx.push(retain_order[retain_pos]);
                     retain_pos += 1;
                 }
-                let rb = r.records(&ridx)?;
+                let rb = net.records_with(r, &ridx, draw)?;
                 let lr = net.loss(&net.forward(&rb, &w)?, &rb, &Targets::True)?;
                 loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
             }
             loss.f_backward()?;
             let mut rs: Vec<Tensor> = adapters.iter().map(|a| a.r.shallow_clone()).collect();
+            if let Some(c) = s.clip {
+                clip_grad_norm(&rs, c)?;
+            }
             opt.step(&mut rs)?;
             loss_sum += loss.f_double_value(&[])?;
             steps += 1;
@@ -193,7 +241,11 @@ pub fn train(
                 }
                 _ => None,
             },
-            retain_acc: retain.map(|r| net.accuracy(r, eval_batch(s.batch_size), &w)).transpose()?,
+            // A diffusion model's remaining data is large and costs three passes: measured at the end.
+            retain_acc: retain
+                .filter(|_| net.diffusion.is_none())
+                .map(|r| net.accuracy(r, eval_batch(s.batch_size), &w))
+                .transpose()?,
             seconds: t0.elapsed().as_secs_f64(),
             batches: s.record_batches.then(|| (order.clone(), random.clone())),
         };

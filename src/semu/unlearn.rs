@@ -55,6 +55,35 @@ pub struct SemuConfig {
     /// the gradient pass is skipped.
     #[serde(skip)]
     pub gradient: Option<GivenGradient>,
+    /// Train this many steps (batches drawn from the forget set over and over) instead of
+    /// `epochs` passes; the diffusion task's measure.
+    pub iterations: Option<usize>,
+    /// Clip the R gradients' global norm to this before each step.
+    pub clip: Option<f64>,
+    /// γ of the weights whose name contains `attention_pattern` (default: `gamma`).
+    pub gamma_attention: Option<f64>,
+    pub attention_pattern: String,
+    /// Convs: a rank per input channel (`per-channel`, may be 0 under `--parity reference`) or
+    /// one for all channels (`max`).
+    pub conv_rank: ConvRank,
+    /// diffusion: w of the guided gradient loss (authors' convention: the usual scale is 1 + w).
+    pub guidance: f64,
+    /// diffusion: probability of the null class in each branch of the unlearning loss.
+    pub p_uncond: f64,
+    /// diffusion: the class the forgotten class's noise is pointed at.
+    pub target: crate::task::diffusion::TargetClass,
+    /// diffusion: the frozen input model or the model being trained gives the target.
+    pub teacher: crate::task::diffusion::Teacher,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvRank {
+    /// One k for all input channels (the largest), at least 1.
+    #[default]
+    Max,
+    /// k_i per input channel.
+    PerChannel,
 }
 
 impl Default for SemuConfig {
@@ -80,6 +109,15 @@ impl Default for SemuConfig {
             forget_classes: Vec::new(),
             record_batches: false,
             gradient: None,
+            iterations: None,
+            clip: None,
+            gamma_attention: None,
+            attention_pattern: "attn".into(),
+            conv_rank: ConvRank::Max,
+            guidance: 2.0,
+            p_uncond: 0.1,
+            target: Default::default(),
+            teacher: Default::default(),
         }
     }
 }
@@ -112,6 +150,48 @@ impl SemuConfig {
                 gamma: 0.8,
                 ..SemuConfig::default()
             },
+            // SEMU-diffusion.md §5.3 and §6: a frozen teacher, Adam at 3e-4 for 200 steps of
+            // 64, per-channel conv ranks, the R gradients clipped to norm 1; measured on
+            // fixtures/ddpm (README "Diffusion").
+            crate::task::TaskKind::Diffusion => SemuConfig {
+                optimizer: OptimizerKind::Adam,
+                lr: Lr::Fixed(3e-4),
+                weight_decay: 0.0,
+                batch_size: 64,
+                iterations: Some(200),
+                clip: Some(1.0),
+                gamma: 0.95,
+                conv_rank: ConvRank::PerChannel,
+                alpha: if has_retain { 0.01 } else { 1.0 },
+                ..SemuConfig::default()
+            },
+        }
+    }
+
+    /// The authors' DDPM code (`--parity reference` on a diffusion model): the model being
+    /// trained as its own teacher, γ 1.0 for attention weights, ranks that may be 0, each
+    /// gradient batch clipped, Adam at 1e-3 for 1 000 steps.
+    pub fn diffusion_reference(has_retain: bool) -> Self {
+        SemuConfig {
+            parity: Parity::Reference,
+            teacher: crate::task::diffusion::Teacher::Current,
+            gamma_attention: Some(1.0),
+            lr: Lr::Fixed(1e-3),
+            iterations: Some(1000),
+            ..Self::for_task(crate::task::TaskKind::Diffusion, has_retain)
+        }
+    }
+
+    /// The rank rule of weight `name` (γ of attention weights, per-channel conv ranks, the
+    /// floor dropped only by the reference diffusion code).
+    pub fn rank_rule(&self, name: &str, task: crate::task::TaskKind) -> super::adapter::RankRule {
+        let attention = !self.attention_pattern.is_empty()
+            && name.to_lowercase().contains(&self.attention_pattern.to_lowercase());
+        super::adapter::RankRule {
+            gamma: if attention { self.gamma_attention.unwrap_or(self.gamma) } else { self.gamma },
+            parity: self.parity,
+            per_channel: self.conv_rank == ConvRank::PerChannel,
+            floor: !(self.parity == Parity::Reference && task == crate::task::TaskKind::Diffusion),
         }
     }
 
@@ -142,6 +222,21 @@ impl SemuConfig {
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("--momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if let Some(g) = self.gamma_attention.filter(|g| !(*g > 0.0 && *g <= 1.0)) {
+            return bad(format!("--gamma-attention must be in (0, 1], got {g}"));
+        }
+        if self.iterations == Some(0) {
+            return bad("--iterations must be at least 1".into());
+        }
+        if let Some(c) = self.clip.filter(|c| !(*c > 0.0 && c.is_finite())) {
+            return bad(format!("the gradient clip must be a finite number > 0, got {c}"));
+        }
+        if !(0.0..=1.0).contains(&self.p_uncond) {
+            return bad(format!("--p-uncond must be in [0, 1], got {}", self.p_uncond));
+        }
+        if !self.guidance.is_finite() {
+            return bad(format!("--guidance must be a finite number, got {}", self.guidance));
         }
         Ok(())
     }
@@ -286,6 +381,14 @@ pub fn unlearn(
     }
     let names_set = layers.iter().map(|l| l.name.clone()).collect();
     let mut net = Model::new(model, device, names_set, spec)?;
+    if let Some(d) = net.diffusion.as_mut() {
+        d.guidance = cfg.guidance;
+        d.p_uncond = cfg.p_uncond;
+        d.target = cfg.target;
+        d.teacher = cfg.teacher;
+        d.clip_batch = cfg.parity == Parity::Reference;
+        d.seed = cfg.seed;
+    }
     for l in &layers {
         if !all_finite(net.plan.param(&l.name).expect("dynamic"))? {
             return Err(Error::msg(format!(
@@ -343,7 +446,7 @@ pub fn unlearn(
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
         // The fast rank solver for large 2-D gradients; the exact SVD otherwise (`svd::decompose_for`).
         let d = decompose_for(&g, l.kind == super::LayerKind::Conv, cfg.gamma, cfg.parity, &l.name)?;
-        match Adapter::new(l, &w, &d, cfg.gamma, cfg.parity)? {
+        match Adapter::with_rule(l, &w, &d, &cfg.rank_rule(&l.name, net.task))? {
             Some(a) => adapters.push(a),
             None => skipped.push(l.name.clone()),
         }
@@ -362,12 +465,23 @@ pub fn unlearn(
             let kept = retain_all.map(|r| r.labels()).transpose()?.unwrap_or_default();
             crate::eval::forget_classes(None, &forget.labels()?, &kept).unwrap_or_default()
         }
+        // A diffusion model forgets the classes of its forget images.
+        (crate::task::TaskKind::Diffusion, true) => {
+            let mut c = forget.labels()?;
+            c.sort_unstable();
+            c.dedup();
+            c
+        }
         _ => cfg.forget_classes.clone(),
     };
     if forget_classes.len() as i64 >= classes {
         return Err(Error::msg(format!("cannot forget every class (forget classes {forget_classes:?})")));
     }
-    let target = if cfg.stop_at_target || cfg.lr == Lr::Auto {
+    let diffusion = net.task == crate::task::TaskKind::Diffusion;
+    if diffusion && cfg.lr == Lr::Auto {
+        return Err(Error::msg("--lr auto probes forget accuracy against a retrained level: give a rate for a diffusion model"));
+    }
+    let target = if !diffusion && (cfg.stop_at_target || cfg.lr == Lr::Auto) {
         auto::forget_target(&net, &forget_classes, test, eval_batch(cfg.batch_size))?
     } else {
         None
@@ -394,6 +508,8 @@ pub fn unlearn(
         stop_at: target.clone(),
         seed: cfg.seed,
         record_batches: cfg.record_batches,
+        iterations: cfg.iterations,
+        clip: cfg.clip,
     };
     let (epochs, lr_choice) = match (cfg.lr, &target) {
         (Lr::Auto, Some(target)) => {

@@ -6,6 +6,9 @@
 //! - `classify`: any number of inputs of any dtype, one N×C output; targets are class ids.
 //! - `causal-lm`: token ids in, B×T×V next-token logits out; targets are the inputs shifted by
 //!   one, padding masked.
+//! - `diffusion`: a class-conditional noise network ε_θ(x_t, t, y); records are clean images and
+//!   their classes, noised by the task (`diffusion`), the output is the predicted noise.
+pub mod diffusion;
 pub mod lm;
 pub mod model;
 pub mod objective;
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub enum TaskKind {
     Classify,
     CausalLm,
+    Diffusion,
 }
 
 impl TaskKind {
@@ -29,6 +33,7 @@ impl TaskKind {
         match self {
             TaskKind::Classify => "classify",
             TaskKind::CausalLm => "causal-lm",
+            TaskKind::Diffusion => "diffusion",
         }
     }
     /// The rank of the output this task reads.
@@ -36,6 +41,7 @@ impl TaskKind {
         match self {
             TaskKind::Classify => 2,
             TaskKind::CausalLm => 3,
+            TaskKind::Diffusion => 4,
         }
     }
     /// What the per-epoch "forget accuracy" means for this task.
@@ -43,6 +49,7 @@ impl TaskKind {
         match self {
             TaskKind::Classify => "accuracy",
             TaskKind::CausalLm => "next-token accuracy (memorisation)",
+            TaskKind::Diffusion => "own-class noise share",
         }
     }
 }
@@ -85,10 +92,13 @@ pub(crate) fn is_int_type(elem: i32) -> bool {
     matches!(elem, 2..=7 | 12 | 13)
 }
 
-/// The task a graph looks made for, and why: a causal LM takes integer token ids and gives
-/// rank-3 float logits (`output` names the output when the user chose one); anything else is
-/// a classifier.
+/// The task a graph looks made for, and why: a model carrying `semu.diffusion.*` metadata is a
+/// diffusion ε-network; a causal LM takes integer token ids and gives rank-3 float logits
+/// (`output` names the output when the user chose one); anything else is a classifier.
 pub fn infer(model: &OnnxModel, output: Option<&str>) -> (TaskKind, String) {
+    if let Some(p) = model.proto.metadata_props.iter().find(|p| p.key().starts_with("semu.diffusion.")) {
+        return (TaskKind::Diffusion, format!("metadata property '{}' (a diffusion ε-network)", p.key()));
+    }
     let g = model.graph();
     let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
     let int_input =

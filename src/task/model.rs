@@ -1,5 +1,6 @@
 //! A model seen through its task: a batch of records in, the task's output out. Wraps the
 //! engine's plan with the graph inputs the records feed and the output the task reads.
+use super::diffusion::{self, Diffusion, Draw};
 use super::{declared, declared_dims, infer, is_float_type, lm, Targets, TaskKind};
 use crate::data::{batches, Batch, Dataset};
 use crate::engine::convert::kind_of;
@@ -26,6 +27,8 @@ pub struct Spec {
     pub task: Option<TaskKind>,
     pub input: Option<String>,
     pub output: Option<String>,
+    /// diffusion: flags over the model's `semu.diffusion.*` metadata.
+    pub diffusion: crate::diffusion::Overrides,
 }
 
 pub struct Model {
@@ -43,6 +46,8 @@ pub struct Model {
     pub fixed_batch: Option<i64>,
     /// causal-lm: the token ids input.
     pub tokens: Option<String>,
+    /// diffusion: the schedule, the inputs and the losses (`task::diffusion`).
+    pub diffusion: Option<Diffusion>,
     path: String,
 }
 
@@ -88,6 +93,11 @@ impl Model {
             Some(t) => (t, "given with --task".to_string()),
             None => infer(model, output),
         };
+        let diffusion = match task {
+            TaskKind::Diffusion => Some(Diffusion::new(model, &spec.diffusion, &names)?),
+            _ => None,
+        };
+        let main_input = diffusion.as_ref().map(|d| d.settings.input_x.clone()).or(main_input);
         let outs: Vec<String> = plan.output_names().iter().map(|s| s.to_string()).collect();
         let output = match output {
             Some(n) if outs.iter().any(|o| o == n) => n.to_string(),
@@ -124,7 +134,7 @@ impl Model {
         };
         let output_index = outs.iter().position(|o| *o == output).expect("checked");
         let tokens = match task {
-            TaskKind::Classify => None,
+            TaskKind::Classify | TaskKind::Diffusion => None,
             TaskKind::CausalLm => {
                 let ints: Vec<&GraphInput> = inputs.iter().filter(|i| is_int_kind(i.kind)).collect();
                 let chosen = ints.iter().find(|i| i.name == "input_ids").or(match ints.as_slice() {
@@ -148,11 +158,55 @@ impl Model {
             Some(Some(b)) if firsts.iter().all(|d| *d == Some(*b)) => Some(*b),
             _ => None,
         };
-        Ok(Model { plan, task, task_reason, inputs, main_input, output, output_index, fixed_batch, tokens, path })
+        Ok(Model {
+            plan,
+            task,
+            task_reason,
+            inputs,
+            main_input,
+            output,
+            output_index,
+            fixed_batch,
+            tokens,
+            diffusion,
+            path,
+        })
     }
 
     pub fn device(&self) -> Device {
         self.plan.device()
+    }
+
+    /// The records at `idx` of `ds` as the graph is fed them for scoring: as they are, or for a
+    /// diffusion model noised with draws fixed per record (the same every time).
+    pub fn records(&self, ds: &dyn crate::data::Dataset, idx: &[usize]) -> Result<Batch> {
+        self.records_with(ds, idx, Draw::Keyed(diffusion::EVAL))
+    }
+
+    /// [`Self::records`] with the diffusion draws chosen (fresh ones for training).
+    pub fn records_with(&self, ds: &dyn crate::data::Dataset, idx: &[usize], draw: Draw) -> Result<Batch> {
+        let b = ds.records(idx)?;
+        match &self.diffusion {
+            Some(d) => d.noised(b, idx, draw),
+            None => Ok(b),
+        }
+    }
+
+    /// The loss whose forget-set gradient SEMU decomposes, on batch `b` under `weights`: the
+    /// task's loss on the true targets, or a diffusion model's guided noise error.
+    pub fn gradient_loss(&self, b: &Batch, weights: &HashMap<String, Tensor>) -> Result<Tensor> {
+        match &self.diffusion {
+            Some(d) => d.guided_loss(self, b, weights),
+            None => self.loss(&self.forward(b, weights)?, b, &Targets::True),
+        }
+    }
+
+    fn diffusion(&self) -> Result<&Diffusion> {
+        self.diffusion.as_ref().ok_or_else(|| Error::msg("internal: the diffusion task without its settings"))
+    }
+
+    fn not_for_diffusion(&self, what: &str) -> Error {
+        Error::msg(format!("{}: {what} is not defined for the diffusion task", self.path))
     }
 
     /// What the graph is fed for `b`: every graph input, from the record of the same name (an
@@ -226,6 +280,20 @@ impl Model {
             }
             _ => self.run(&feeds, overrides)?,
         };
+        if let Some(d) = &self.diffusion {
+            let x = feeds.get(&d.settings.input_x).map(|t| t.size()).unwrap_or_default();
+            if y.size() != x {
+                return Err(Error::msg(format!(
+                    "{}: output '{}' has shape {:?}, not the shape of '{}' {x:?}: the diffusion task reads \
+                     the predicted noise",
+                    self.path,
+                    self.output,
+                    y.size(),
+                    d.settings.input_x
+                )));
+            }
+            return Ok(y);
+        }
         let rank = self.task.output_rank();
         if y.dim() != rank {
             return Err(Error::msg(format!(
@@ -280,6 +348,7 @@ impl Model {
                 let (ids, mask) = (self.token_ids(b)?, self.mask(b)?);
                 lm::mean_nll(out, targets.or(&ids), &mask)
             }
+            TaskKind::Diffusion => self.diffusion()?.noise_loss(out, b),
         }
     }
 
@@ -307,6 +376,7 @@ impl Model {
                     m.f_reshape([-1])?.f_to_device(out.device())?,
                 ))
             }
+            TaskKind::Diffusion => Err(self.not_for_diffusion("a per-class score")),
         }
     }
     pub fn log_likelihood(&self, out: &Tensor, b: &Batch) -> Result<Tensor> {
@@ -321,6 +391,7 @@ impl Model {
                 let (nll, m) = lm::token_nll(out, &ids, &mask)?;
                 Ok(nll.f_mul(&m)?.f_sum_dim_intlist(1, false, Kind::Float)?.f_neg()?)
             }
+            TaskKind::Diffusion => Err(self.not_for_diffusion("a log-likelihood")),
         }
     }
 
@@ -334,6 +405,8 @@ impl Model {
                 Ok((hits, b.len() as i64))
             }
             TaskKind::CausalLm => lm::greedy_correct(out, &self.token_ids(b)?, &self.mask(b)?),
+            // The own-class noise share (`task::diffusion`).
+            TaskKind::Diffusion => self.diffusion()?.own_class(self, out, b),
         }
     }
 
@@ -355,7 +428,7 @@ impl Model {
         let (mut correct, mut scored, mut done) = (0i64, 0i64, 0);
         progress(0, ds.len());
         for idx in batches(&order, batch) {
-            let b = ds.records(idx)?;
+            let b = self.records(ds, idx)?;
             let (c, n) = self.correct(&self.forward(&b, overrides)?, &b)?;
             (correct, scored) = (correct + c, scored + n);
             done += idx.len();
@@ -371,7 +444,7 @@ impl Model {
         let order: Vec<usize> = (0..ds.len()).collect();
         let mut all = Vec::new();
         for idx in batches(&order, batch) {
-            let b = ds.records(idx)?;
+            let b = self.records(ds, idx)?;
             let (logits, y, w) = self.scored(&self.forward(&b, overrides)?, &b)?;
             let lp = logits.f_log_softmax(-1, Kind::Float)?.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
             let kept = lp.f_masked_select(&w.f_gt(0.0)?)?.f_neg()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
@@ -399,6 +472,9 @@ impl Model {
 
     /// The width of the output's last axis (classes, or vocabulary size), read from one record.
     pub fn width(&self, ds: &dyn Dataset) -> Result<i64> {
+        if let Some(d) = &self.diffusion {
+            return Ok(d.settings.num_classes);
+        }
         let _g = tch::no_grad_guard();
         let b = ds.records(&[0])?;
         Ok(*self.forward(&b, &HashMap::new())?.size().last().unwrap_or(&0))
@@ -407,7 +483,7 @@ impl Model {
     /// Class ids must be valid for the model (classifiers; a language model's targets are its
     /// inputs).
     pub fn check_labels(&self, ds: &dyn Dataset, classes: i64) -> Result<()> {
-        if self.task != TaskKind::Classify {
+        if self.task == TaskKind::CausalLm {
             return Ok(());
         }
         let ys = ds.labels()?;

@@ -201,6 +201,7 @@ pub fn random_targets(
     match model.task {
         TaskKind::Classify => Ok(Tensor::f_from_slice(&idx.iter().map(|&i| labels[i]).collect::<Vec<_>>())?),
         TaskKind::CausalLm => random_tokens(&model.token_ids(b)?, vocab, rng),
+        TaskKind::Diffusion => Err(crate::error::Error::msg("random labels: the diffusion task draws its own targets")),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn probes_with(
             Some(fb) => (0..fb as usize).map(|j| j.min(n - 1)).collect(),
             None => (0..n.min(64)).collect(),
         };
-        let b = ds.records(&idx)?;
+        let b = net.records(*ds, &idx)?;
         let expected = net.forward(&b, overrides)?;
         let same = overrides.is_empty() && std::ptr::eq(net, input_net);
         let input_expected = if same { expected.shallow_clone() } else { input_net.forward(&b, &HashMap::new())? };
