@@ -1,5 +1,5 @@
-//! onnxruntime's com.microsoft contrib ops (what its transformer optimizer emits for BERT, GPT-2
-//! and ViT, plus MatMulNBits/QGemm): every one-node case of `fixtures/contrib`
+//! onnxruntime's com.microsoft contrib ops (what its transformer optimizer emits for BERT, GPT-2,
+//! ViT and a diffusers UNet, plus MatMulNBits/QGemm): every one-node case of `fixtures/contrib`
 //! (tools/make_contrib_cases.py: fixed-seed inputs and onnxruntime's outputs) run on the engine
 //! and compared; finite-difference gradient checks for the differentiable ops; and the text
 //! classifier and a tiny ViT as the optimizer rewrites them (EmbedLayerNormalization, Attention,
@@ -191,6 +191,33 @@ fn gradients_of_the_attentions() {
         let pos = c.g.ints(6, 0, 5);
         let (cos, sin) = (c.g.val(&[5, 2]), c.g.val(&[5, 2]));
         c.input(x).ints_shaped(&[2, 3], &pos).param(cos).param(sin);
+        check(&mut c);
+    }
+}
+
+#[test]
+fn gradients_of_the_unet_fusions() {
+    for seed in 0..3 {
+        let mut c = ms("NhwcConv", seed);
+        let (x, w, b) = (c.g.val(&[2, 4, 3, 2]), c.g.val(&[3, 3, 2, 2]), c.g.val(&[3]));
+        c.input(x).param(w).param(b).ints_attr("pads", &[1, 0, 1, 1]).ints_attr("strides", &[2, 1]);
+        check(&mut c);
+
+        let mut c = ms("SkipGroupNorm", seed);
+        let (x, g, b, skip, bias) =
+            (c.g.val(&[2, 3, 2, 4]), c.g.val(&[4]), c.g.val(&[4]), c.g.val(&[2, 1, 1, 4]), c.g.val(&[4]));
+        c.input(x).param(g).param(b).input(skip).param(bias).i("groups", 2).i("activation", 1).outputs(2);
+        check(&mut c);
+
+        // Packed QKV [B, S, N, 3, H] (self-attention), then a query with packed KV [B, L, N, 2, H].
+        let mut c = ms("MultiHeadAttention", seed);
+        let qkv = c.g.val(&[2, 3, 2, 3, 2]);
+        c.input(qkv).i("num_heads", 2);
+        check(&mut c);
+
+        let mut c = ms("MultiHeadAttention", seed);
+        let (q, kv) = (c.g.val(&[2, 3, 4]), c.g.val(&[2, 2, 2, 2, 2]));
+        c.input(q).input(kv).i("num_heads", 2);
         check(&mut c);
     }
 }

@@ -33,11 +33,12 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def case(name, op, inputs, outputs, domain=MS, numpy_ref=None, **attrs):
+def case(name, op, inputs, outputs, domain=MS, numpy_ref=None, source=None, **attrs):
     """A one-node model: `inputs` is a list of (name, array) with None for a skipped optional
     input; `outputs` names the outputs ("" skips one). Runs onnxruntime and writes both files.
     Ops onnxruntime implements only on CUDA (GroupNorm, BiasAdd, BiasSplitGelu) take their
-    expected outputs from `numpy_ref` (the spec's formula in numpy), recorded as `source`."""
+    expected outputs from `numpy_ref` (the spec's formula in numpy, or onnxruntime on the unfused
+    equivalent), recorded as `source`."""
     import onnxruntime as ort
     names = [n if a is not None else "" for n, a in inputs]
     node = helper.make_node(op, names, outputs, domain=domain, name=name, **attrs)
@@ -59,7 +60,7 @@ def case(name, op, inputs, outputs, domain=MS, numpy_ref=None, **attrs):
         arrays["source"] = utf8("onnxruntime " + ort.__version__)
     else:
         arrays.update({"out." + o: r.astype(np.float32) for o, r in zip(outputs, numpy_ref(*feeds.values()))})
-        arrays["source"] = utf8("numpy formula (onnxruntime has no CPU kernel)")
+        arrays["source"] = utf8(source or "numpy formula (onnxruntime has no CPU kernel)")
     np.savez(os.path.join(OUT, name + ".npz"), **arrays)
 
 
@@ -331,17 +332,82 @@ def gqas(rng):
 VIT_FILES = ["vit_opt.onnx", "vit/train.npz", "vit/forget.npz", "vit/test.npz"]
 
 
+def ort_node(op, inputs, domain="", **attrs):
+    """onnxruntime's CPU outputs of one `op` node on `inputs` [(name, array)] (the reference for a
+    fused op on its unfused equivalent)."""
+    import onnxruntime as ort
+    node = helper.make_node(op, [n for n, _ in inputs], ["y"], domain=domain, **attrs)
+    gin = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype.type], list(a.shape)) for n, a in inputs]
+    graph = helper.make_graph([node], op, gin, [onnx.ValueInfoProto(name="y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)],
+                              ir_version=8)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, dict(inputs))
+
+
+def diffusion_ops(rng):
+    """What the unet fusion adds (tools/make_text_ddpm.py's unet_optimized.onnx), all CUDA-only in
+    onnxruntime: NhwcConv (reference: onnxruntime's Conv on the NCHW transposes), SkipGroupNorm
+    (the numpy formula) and MultiHeadAttention with packed QKV/KV (reference: onnxruntime's CPU
+    MultiHeadAttention on the unpacked Q, K, V). Own seed, so the cases before keep their inputs."""
+    ort_src = "onnxruntime on the unfused equivalent (no CPU kernel for the fused form)"
+    x, w, b = rand(rng, 2, 5, 6, 8), rand(rng, 4, 3, 3, 8, scale=0.3), rand(rng, 4)
+
+    def conv_ref(x, w, b, **attrs):
+        y = ort_node("Conv", [("x", x.transpose(0, 3, 1, 2).copy()), ("w", w.transpose(0, 3, 1, 2).copy()),
+                              ("b", b)], **attrs)[0]
+        return [y.transpose(0, 2, 3, 1)]
+    pads = dict(pads=[1, 0, 2, 1], strides=[2, 1])
+    case("nhwc_conv", "NhwcConv", [("x", x), ("w", w), ("b", b)], ["y"], source=ort_src,
+         numpy_ref=lambda x, w, b: conv_ref(x, w, b, **pads), kernel_shape=[3, 3], **pads)
+    wg = rand(rng, 4, 1, 1, 4, scale=0.3)
+    case("nhwc_conv_group", "NhwcConv", [("x", x), ("w", wg), ("b", b)], ["y"], source=ort_src,
+         numpy_ref=lambda x, w, b: conv_ref(x, w, b, group=2), group=2)
+
+    g, beta, bias = rand(rng, 8), rand(rng, 8), rand(rng, 8)
+
+    def sgn_ref(silu):
+        def ref(x, g, beta, skip, bias=None):
+            s = x.astype(np.float64) + (skip.reshape(len(x), 1, 1, -1) if skip.ndim == 2 else skip)
+            s = s + (0 if bias is None else bias)
+            return [group_norm_ref(s, g, beta, 4, True, silu), s]
+        return ref
+    case("skip_group_norm_bias", "SkipGroupNorm",
+         [("x", x), ("gamma", g), ("beta", beta), ("skip", rand(rng, 2, 5, 6, 8)), ("bias", bias)], ["y", "s"],
+         numpy_ref=sgn_ref(True), groups=4, activation=1, epsilon=1e-5)
+    case("skip_group_norm_broadcast", "SkipGroupNorm",
+         [("x", x), ("gamma", g), ("beta", beta), ("skip", rand(rng, 2, 1, 1, 8))], ["y"],
+         numpy_ref=lambda *a: sgn_ref(True)(*a)[:1], groups=4, activation=1, epsilon=1e-5)
+    case("skip_group_norm_2d", "SkipGroupNorm", [("x", x), ("gamma", g), ("beta", beta), ("skip", rand(rng, 2, 8))],
+         ["y"], numpy_ref=lambda *a: sgn_ref(False)(*a)[:1], groups=4, activation=0)
+
+    B, S, L, N, H = 2, 6, 5, 2, 4
+    qkv = rand(rng, B, S, N, 3, H)
+    unpacked = [(n, qkv[:, :, :, i].reshape(B, S, N * H).copy()) for i, n in enumerate("qkv")]
+    case("mha_packed_qkv", "MultiHeadAttention", [("qkv", qkv)], ["y"], source=ort_src,
+         numpy_ref=lambda _: ort_node("MultiHeadAttention", unpacked, MS, num_heads=N), num_heads=N)
+    q, kv = rand(rng, B, S, N * H), rand(rng, B, L, N, 2, H)
+    split = [("q", q)] + [(n, kv[:, :, :, i].reshape(B, L, N * H).copy()) for i, n in enumerate("kv")]
+    case("mha_packed_kv", "MultiHeadAttention", [("q", q), ("kv", kv)], ["y"], source=ort_src,
+         numpy_ref=lambda *_: ort_node("MultiHeadAttention", split, MS, num_heads=N), num_heads=N)
+
+
 def main():
     vit_done = all(os.path.exists(os.path.join(OUT, f)) for f in VIT_FILES)
     if os.path.exists(DONE) and vit_done and os.environ.get("FORCE") != "1":
         if not os.path.exists(os.path.join(OUT, "gqa_prompt.npz")):  # a folder from before them
             gqas(np.random.default_rng(34))
+        if not os.path.exists(os.path.join(OUT, "mha_packed_kv.npz")):
+            diffusion_ops(np.random.default_rng(56))
         return
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(12)
     for make in (norms, activations, linalg, attentions, rotaries, quantized):
         make(rng)
     gqas(np.random.default_rng(34))
+    diffusion_ops(np.random.default_rng(56))
     optimized()
     vit()
     open(DONE, "w").close()

@@ -161,13 +161,34 @@ fn attention(ctx: &OpCtx) -> Result<BoxOp> {
 }
 
 /// MultiHeadAttention's Q, K, V as [B, N, S|L, H]: separate 3-D inputs (the bias adds to each),
-/// or K and V already [B, N, L, H]. The packed QKV/KV layouts (5-D) are refused, as onnxruntime's
-/// CPU kernel refuses them.
+/// K and V already [B, N, L, H], or the packed layouts onnxruntime's unet fusion writes (its CUDA
+/// kernel runs them, the CPU one refuses them): QKV [B, S, N, 3, H] for self-attention, or a 3-D
+/// query with KV [B, L, N, 2, H] for cross-attention.
 fn mha_qkv(h: &Heads, x: &Inputs) -> Result<(Tensor, Tensor, Tensor)> {
     let (query, bias) = (x.req(0)?, x.get(3));
-    let (key, value) = match (x.get(1), x.get(2)) {
-        (Some(k), Some(v)) if query.dim() == 3 => (k, v),
-        _ => return Err(x.err("needs a 3-D query, key and value (packed QKV/KV layouts are not supported)")),
+    let unpack = |t: &Tensor, parts: i64, what: &str| -> Result<Vec<Tensor>> {
+        let s = t.size();
+        if bias.is_some() || s[2] != h.n || s[3] != parts {
+            return Err(x.err(format!("packed {what} {s:?} must be [B, _, {}, {parts}, H] without a bias input", h.n)));
+        }
+        (0..parts).map(|i| Ok(t.f_select(3, i)?.f_transpose(1, 2)?)).collect()
+    };
+    let (key, value) = match (query.dim(), x.get(1), x.get(2)) {
+        (5, None, None) => {
+            let [q, k, v]: [Tensor; 3] = unpack(query, 3, "QKV")?.try_into().expect("three parts");
+            return Ok((q, k, v));
+        }
+        (3, Some(kv), None) if kv.dim() == 5 => {
+            let [k, v]: [Tensor; 2] = unpack(kv, 2, "KV")?.try_into().expect("two parts");
+            return Ok((h.split(x, query, "query")?, k, v));
+        }
+        (3, Some(k), Some(v)) => (k, v),
+        _ => {
+            return Err(x.err(
+                "needs a 3-D query with key and value, packed QKV [B, S, N, 3, H] alone, or a 3-D query with \
+                 packed KV [B, L, N, 2, H]",
+            ))
+        }
     };
     let with_bias = |t: &Tensor, at: i64| -> Result<Tensor> {
         let Some(b) = bias else { return Ok(t.shallow_clone()) };

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 mod activation;
 mod attention;
+mod diffusion;
 mod gqa;
 mod linalg;
 mod norm;
@@ -23,6 +24,7 @@ pub const MS: &str = "com.microsoft";
 pub fn register(r: &mut Registry) {
     activation::register(r);
     attention::register(r);
+    diffusion::register(r);
     gqa::register(r);
     linalg::register(r);
     norm::register(r);
