@@ -98,7 +98,8 @@ fn unlearning_redirects_the_class_and_the_export_differs_only_in_adapted_weights
     assert!(text(&o).contains("task diffusion"), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["verified"], true, "{}", text(&o));
-    let (before, after) = (r["forget_accuracy"]["before"].as_f64().unwrap(), r["forget_accuracy"]["after"].as_f64().unwrap());
+    let (before, after) =
+        (r["forget_accuracy"]["before"].as_f64().unwrap(), r["forget_accuracy"]["after"].as_f64().unwrap());
     assert_eq!(before, 1.0, "the input model's own-class noise share");
     assert!(after < 0.5, "after 50 steps the forget class still points at itself for {after:.2} of its images");
     // Per-channel ranks: fewer trainable entries than one k for all channels would give.
@@ -127,10 +128,8 @@ fn a_fold_at_r_zero_samples_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
     let model = OnnxModel::load(fx("ddpm/model.onnx")).unwrap();
     let forget = semu::data::open(&fx("digits/forget_class3.npz")).unwrap();
-    let cfg = semu::semu::SemuConfig {
-        iterations: Some(2),
-        ..semu::semu::SemuConfig::for_task(TaskKind::Diffusion, false)
-    };
+    let cfg =
+        semu::semu::SemuConfig { iterations: Some(2), ..semu::semu::SemuConfig::for_task(TaskKind::Diffusion, false) };
     let mut u = semu::semu::unlearn(
         &model,
         forget.as_ref(),
@@ -153,8 +152,21 @@ fn a_fold_at_r_zero_samples_bit_identically() {
     let sample = |m: &Path, out: &str| {
         let out = dir.path().join(out);
         let o = semu(&[
-            "sample", "--model", m.to_str().unwrap(), "--classes", "3,5", "--n", "4", "--steps", "10", "--seed", "4",
-            "--device", "cpu", "--out", out.to_str().unwrap(),
+            "sample",
+            "--model",
+            m.to_str().unwrap(),
+            "--classes",
+            "3,5",
+            "--n",
+            "4",
+            "--steps",
+            "10",
+            "--seed",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", text(&o));
         std::fs::read(out).unwrap()
@@ -180,7 +192,7 @@ fn t_is_fed_as_the_graph_declares_it() {
         let g = m.proto.graph.as_mut().unwrap();
         let t = g.input.iter_mut().find(|i| i.name() == "t").unwrap();
         if let Some(semu::onnx::proto::type_proto::Value::TensorType(tt)) = t.r#type.as_mut().unwrap().value.as_mut() {
-            tt.elem_type = 1; // FLOAT: the graph's own Cast turns it into the sinusoid's float
+            tt.elem_type = Some(1); // FLOAT: the graph's own Cast turns it into the sinusoid's float
         }
     });
     let (o, _, report) = unlearn(&float_t, dir.path(), "2", &[]);
@@ -196,15 +208,35 @@ fn a_model_without_its_diffusion_settings_is_told_what_is_missing() {
     let (o, out, _) = unlearn(&bare, dir.path(), "2", &["--task", "diffusion"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let e = text(&o);
-    for want in ["bare.onnx", "semu.diffusion.schedule (or --schedule", "--beta-start", "--null-class", "--inputs X,T,Y"] {
+    for want in
+        ["bare.onnx", "semu.diffusion.schedule (or --beta-schedule", "--beta-start", "--null-class", "--inputs X,T,Y"]
+    {
         assert!(e.contains(want), "'{want}' not in: {e}");
     }
     assert!(!e.contains("panicked") && !out.exists(), "{e}");
     // The flags alone are enough.
     let flags = [
-        "--task", "diffusion", "--prediction", "eps", "--schedule", "linear", "--beta-start", "1e-4", "--beta-end",
-        "0.02", "--timesteps", "1000", "--null-class", "10", "--num-classes", "10", "--data-range", "-1,1",
-        "--inputs", "x_t,t,y", "--no-verify",
+        "--task",
+        "diffusion",
+        "--prediction",
+        "eps",
+        "--beta-schedule",
+        "linear",
+        "--beta-start",
+        "1e-4",
+        "--beta-end",
+        "0.02",
+        "--timesteps",
+        "1000",
+        "--null-class",
+        "10",
+        "--num-classes",
+        "10",
+        "--data-range",
+        "-1,1",
+        "--inputs",
+        "x_t,t,y",
+        "--no-verify",
     ];
     let (o, out, _) = unlearn(&bare, dir.path(), "2", &flags);
     assert!(o.status.success() && out.exists(), "{}", text(&o));

@@ -119,7 +119,7 @@ fn bad_settings_are_usage_errors_naming_what_is_missing() {
     let flags = [
         "--prediction",
         "eps",
-        "--schedule",
+        "--beta-schedule",
         "linear",
         "--beta-start",
         "1e-4",

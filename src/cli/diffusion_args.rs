@@ -8,9 +8,10 @@ pub struct DiffusionArgs {
     /// Diffusion: eps | sample | v (key semu.diffusion.prediction)
     #[arg(long)]
     pub prediction: Option<String>,
-    /// Diffusion: linear | scaled_linear | cosine (key semu.diffusion.schedule)
+    /// Diffusion: linear | scaled_linear | cosine (key semu.diffusion.schedule; `--schedule` is
+    /// the baselines' learning-rate schedule)
     #[arg(long)]
-    pub schedule: Option<String>,
+    pub beta_schedule: Option<String>,
     /// Diffusion: first β (key semu.diffusion.beta_start)
     #[arg(long)]
     pub beta_start: Option<f64>,
@@ -43,7 +44,7 @@ impl DiffusionArgs {
         };
         Ok(Overrides {
             prediction: self.prediction.clone(),
-            schedule: self.schedule.clone(),
+            schedule: self.beta_schedule.clone(),
             beta_start: self.beta_start,
             beta_end: self.beta_end,
             timesteps: self.timesteps,

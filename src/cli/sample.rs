@@ -207,7 +207,13 @@ pub(super) fn npz_bytes(arrays: &[(&str, Npy)]) -> anyhow::Result<Vec<u8>> {
 
 /// The samples as a grid: a row of up to 16 per class (more wrap), each image scaled up to at
 /// least 32 px, 2 px gaps; the data range maps to black..white, the first 3 channels as RGB.
-pub(super) fn grid_png(xs: &[f32], size: &[i64], classes: usize, n: usize, range: (f64, f64)) -> anyhow::Result<Vec<u8>> {
+pub(super) fn grid_png(
+    xs: &[f32],
+    size: &[i64],
+    classes: usize,
+    n: usize,
+    range: (f64, f64),
+) -> anyhow::Result<Vec<u8>> {
     let (c, h, w) = (size[1] as usize, size[2] as usize, size[3] as usize);
     let cols = n.min(16);
     let rows_per_class = n.div_ceil(cols);

@@ -544,11 +544,9 @@ fn print_summary(r: &UnlearnReport) {
             None => format!("{} epoch(s)", r.epochs.len()),
         };
         let objective = match r.task {
-            "diffusion" => format!(
-                "forget class → {:?} class, teacher {:?}",
-                r.settings.target, r.settings.teacher
-            )
-            .to_lowercase(),
+            "diffusion" => {
+                format!("forget class → {:?} class, teacher {:?}", r.settings.target, r.settings.teacher).to_lowercase()
+            }
             _ => r.settings.objective.name().to_string(),
         };
         println!("training    objective {objective}, lr {lr}, {length}{stopped}");

@@ -111,7 +111,7 @@ impl Settings {
         };
         let schedule = match o.schedule.as_deref().or(meta("schedule")) {
             None => {
-                missing(&mut problems, "schedule", "--schedule linear|scaled_linear|cosine");
+                missing(&mut problems, "schedule", "--beta-schedule linear|scaled_linear|cosine");
                 None
             }
             Some(v) => BetaSchedule::parse(v).or_else(|| {

@@ -94,7 +94,8 @@ pub fn forget_gradient_part(
         let loss = net.gradient_loss(&b, &overrides)?;
         let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
         if clip {
-            let sq: f64 = grads.iter().map(|g| g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])).sum::<Result<f64, _>>()?;
+            let sq: f64 =
+                grads.iter().map(|g| g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])).sum::<Result<f64, _>>()?;
             let scale = 1.0 / (sq.sqrt() + 1e-6);
             if scale < 1.0 {
                 grads = grads.iter().map(|g| g.f_mul_scalar(scale)).collect::<Result<_, _>>()?;

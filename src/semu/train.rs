@@ -7,8 +7,8 @@ use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
 use crate::error::Result;
-use crate::task::objective::{random_targets, ForgetLoss};
 use crate::task::diffusion::{Draw, Teacher};
+use crate::task::objective::{random_targets, ForgetLoss};
 use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -194,7 +194,9 @@ pub fn train(
         for idx in batches(&order, s.batch_size) {
             let fb = net.records_with(forget, idx, draw)?;
             let targets = match s.objective {
-                Objective::Rl if net.diffusion.is_none() => Some(random_targets(net, &fb, idx, &random, classes, &mut token_rng)?),
+                Objective::Rl if net.diffusion.is_none() => {
+                    Some(random_targets(net, &fb, idx, &random, classes, &mut token_rng)?)
+                }
                 _ => None,
             };
             let w = overrides(adapters)?;

@@ -185,8 +185,8 @@ impl SemuConfig {
     /// The rank rule of weight `name` (γ of attention weights, per-channel conv ranks, the
     /// floor dropped only by the reference diffusion code).
     pub fn rank_rule(&self, name: &str, task: crate::task::TaskKind) -> super::adapter::RankRule {
-        let attention = !self.attention_pattern.is_empty()
-            && name.to_lowercase().contains(&self.attention_pattern.to_lowercase());
+        let attention =
+            !self.attention_pattern.is_empty() && name.to_lowercase().contains(&self.attention_pattern.to_lowercase());
         super::adapter::RankRule {
             gamma: if attention { self.gamma_attention.unwrap_or(self.gamma) } else { self.gamma },
             parity: self.parity,
@@ -479,7 +479,9 @@ pub fn unlearn(
     }
     let diffusion = net.task == crate::task::TaskKind::Diffusion;
     if diffusion && cfg.lr == Lr::Auto {
-        return Err(Error::msg("--lr auto probes forget accuracy against a retrained level: give a rate for a diffusion model"));
+        return Err(Error::msg(
+            "--lr auto probes forget accuracy against a retrained level: give a rate for a diffusion model",
+        ));
     }
     let target = if !diffusion && (cfg.stop_at_target || cfg.lr == Lr::Auto) {
         auto::forget_target(&net, &forget_classes, test, eval_batch(cfg.batch_size))?

@@ -169,7 +169,15 @@ impl Diffusion {
 
     /// A noised batch from its parts: x₀ (data range), t, e, the true classes `y`, the classes
     /// fed (`y_in`) and the unlearning targets fed.
-    pub fn batch(&self, x0: &Tensor, t: &Tensor, e: &Tensor, y: Tensor, y_in: &Tensor, target: Tensor) -> Result<Batch> {
+    pub fn batch(
+        &self,
+        x0: &Tensor,
+        t: &Tensor,
+        e: &Tensor,
+        y: Tensor,
+        y_in: &Tensor,
+        target: Tensor,
+    ) -> Result<Batch> {
         let s = &self.settings;
         let x_t = self.q_sample(x0, t, e)?;
         let ab = self.abar_of(t, x0.dim())?;
@@ -203,7 +211,9 @@ impl Diffusion {
                     Draw::Keyed(salt) => idx
                         .iter()
                         .zip(&ys)
-                        .map(|(&i, &y)| (y + keyed_rng(self.seed, salt ^ 0x7467, i as u64).random_range(1..k.max(2))) % k)
+                        .map(|(&i, &y)| {
+                            (y + keyed_rng(self.seed, salt ^ 0x7467, i as u64).random_range(1..k.max(2))) % k
+                        })
                         .collect(),
                 };
                 Ok(Tensor::f_from_slice(&drawn)?)
@@ -300,11 +310,12 @@ impl Diffusion {
         let target = Self::part(b, TARGET)?.shallow_clone();
         let both = model.forward(&cat(&[b, &self.with_y(b, &target)])?, &HashMap::new())?;
         let dist = |r: &Tensor| -> Result<Tensor> {
-            Ok(out.f_to_kind(Kind::Float)?.f_sub(&r.f_to_kind(Kind::Float)?)?.f_square()?.f_reshape([n, -1])?.f_sum_dim_intlist(
-                1,
-                false,
-                Kind::Float,
-            )?)
+            Ok(out
+                .f_to_kind(Kind::Float)?
+                .f_sub(&r.f_to_kind(Kind::Float)?)?
+                .f_square()?
+                .f_reshape([n, -1])?
+                .f_sum_dim_intlist(1, false, Kind::Float)?)
         };
         let (own, other) = (dist(&both.f_narrow(0, 0, n)?)?, dist(&both.f_narrow(0, n, n)?)?);
         Ok((own.f_lt_tensor(&other)?.f_sum(Kind::Int64)?.f_int64_value(&[])?, n))
@@ -325,7 +336,9 @@ fn cat(parts: &[&Batch]) -> Result<Batch> {
 
 /// The generator of record `i`'s draws under `salt`.
 fn keyed_rng(seed: u64, salt: u64, i: u64) -> StdRng {
-    StdRng::seed_from_u64(seed.rotate_left(32) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    StdRng::seed_from_u64(
+        seed.rotate_left(32) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 /// A standard normal draw (Box–Muller).
