@@ -124,7 +124,8 @@ fn load(path: &Path, a: &Args, device: tch::Device, task: TaskKind) -> anyhow::R
     if path == a.model.as_path() {
         a.weights.bind(&mut model, &Default::default())?; // --weights are --model's, not --retrained's
     }
-    let spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone(), ..Default::default() };
+    let spec =
+        Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone(), ..Default::default() };
     Ok(Model::new(&model, device, HashSet::new(), &spec)?)
 }
 

@@ -12,6 +12,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use tch::Tensor;
 
+pub mod diffusion;
+pub mod frechet;
 pub mod lm;
 pub mod metrics;
 pub mod mia;

@@ -1,0 +1,359 @@
+//! `semu eval --task diffusion`: SEMU-diffusion.md §4.4 for --model, --original and --retrained
+//! side by side (forget rate, other-class accuracy, where the class went, FD-other, time).
+//! The schedule and input names come from each model's `semu.diffusion.*` metadata, overridden
+//! for all of them by the shared diffusion flags (--schedule, --timesteps, --inputs …).
+use super::super::sample::{grid_png, npz_bytes, Npy};
+use super::super::unlearn::write_atomic;
+use super::super::{usage, CmdResult, Exit};
+use super::Args;
+use anyhow::{anyhow, Context};
+use semu::diffusion::{self, Network, SampleOptions, Settings};
+use semu::engine::{device_name, Plan, PlanOptions, Registry};
+use semu::eval::diffusion::{evaluate, real_features, ClassEvaluation, Judge, NetworkInputs, Protocol};
+use semu::onnx::OnnxModel;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Tensor;
+
+/// The diffusion evaluation's flags (SEMU-diffusion.md §4.4 defaults).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Diffusion (--task diffusion)")]
+pub(super) struct ProtocolArgs {
+    /// The classifier that labels the samples (ONNX: images in [0, 1] → [batch, K] logits first).
+    #[arg(long, value_name = "J.onnx")]
+    judge: Option<PathBuf>,
+    /// The judge's value read as features for the Fréchet distance [default: its 2nd output,
+    /// else the input of the Gemm/MatMul that makes the logits].
+    #[arg(long, value_name = "NAME")]
+    judge_features: Option<String>,
+    /// The model before unlearning, scored beside --model.
+    #[arg(long, value_name = "O.onnx")]
+    original: Option<PathBuf>,
+    /// Samples per class.
+    #[arg(long, default_value_t = 100)]
+    n: usize,
+    /// DDIM steps S.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// 0 = deterministic DDIM, 1 = DDPM's posterior variance.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Classifier-free guidance w (authors' convention, scale 1 + w).
+    #[arg(long, default_value_t = 2.0)]
+    guidance: f64,
+    /// Write sample grids (PNG, the first 16 of each class per row), the samples (.npz) and
+    /// report.md here.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+}
+
+impl ProtocolArgs {
+    /// Flags that only a diffusion evaluation reads are a usage error elsewhere.
+    pub(super) fn refuse_for(&self, task: &str) -> Result<(), Exit> {
+        let given = [
+            ("--judge", self.judge.is_some()),
+            ("--judge-features", self.judge_features.is_some()),
+            ("--original", self.original.is_some()),
+            ("--report-dir", self.report_dir.is_some()),
+        ];
+        match given.iter().find(|g| g.1) {
+            Some((flag, _)) => Err(usage(anyhow!("{flag} is for --task diffusion; this model's task is {task}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A model to score, ready to sample.
+struct Scored {
+    role: &'static str,
+    path: PathBuf,
+    model: OnnxModel,
+    settings: Settings,
+    inputs: NetworkInputs,
+}
+
+#[derive(Serialize)]
+struct ModelOut<'a> {
+    path: String,
+    #[serde(flatten)]
+    eval: &'a ClassEvaluation,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    semu_version: &'static str,
+    task: &'static str,
+    forget_class: i64,
+    judge: String,
+    judge_features: Option<&'a str>,
+    test: Option<String>,
+    real_images_other: Option<i64>,
+    per_class: usize,
+    steps: usize,
+    steps_taken: usize,
+    eta: f64,
+    guidance: f64,
+    seed: i64,
+    device: String,
+    wall_seconds: f64,
+    model: ModelOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<ModelOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retrained: Option<ModelOut<'a>>,
+}
+
+fn prepare(role: &'static str, path: &Path, model: Option<OnnxModel>, a: &Args) -> Result<Scored, Exit> {
+    let mut model = match model {
+        Some(m) => m,
+        None => OnnxModel::load(path)?,
+    };
+    if role == "model" {
+        a.weights.bind(&mut model, &Default::default())?; // --weights are --model's
+    }
+    let name = path.display().to_string();
+    let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
+    let overrides = a.overrides.overrides().map_err(usage)?;
+    let settings = Settings::resolve(&name, props, &overrides).map_err(usage)?;
+    let inputs = NetworkInputs::of(&model, &settings).map_err(usage)?;
+    Ok(Scored { role, path: path.to_path_buf(), model, settings, inputs })
+}
+
+/// The real images of --test (x in [0, 1], N×C×H×W; y) on the CPU.
+fn real_images(path: &Path, image: &[i64]) -> anyhow::Result<(Tensor, Vec<i64>)> {
+    let ds = semu::data::open(path)?;
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let (x, y) = ds.batch(&all).with_context(|| format!("--test {}", path.display()))?;
+    let x = x.to_kind(tch::Kind::Float);
+    if x.size()[1..] != *image {
+        return Err(anyhow!("--test {}: images of {:?}, the model makes {image:?}", path.display(), &x.size()[1..]));
+    }
+    let (lo, hi) = (x.min().double_value(&[]), x.max().double_value(&[]));
+    if !(lo >= -1e-3 && hi <= 1.0 + 1e-3) {
+        return Err(anyhow!(
+            "--test {}: pixel values span [{lo}, {hi}]; the judge takes images in [0, 1]",
+            path.display()
+        ));
+    }
+    Ok((x, Vec::<i64>::try_from(y.to_kind(tch::Kind::Int64))?))
+}
+
+pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) -> CmdResult {
+    let started = Instant::now();
+    let d = &a.diffusion;
+    let judge_path = d.judge.as_ref().ok_or_else(|| usage(anyhow!("--task diffusion ({why}) needs --judge J.onnx")))?;
+    let c = match a.forget_class[..] {
+        [c] => c,
+        _ => return Err(usage(anyhow!("--task diffusion needs one --forget-class C"))),
+    };
+    for (flag, p) in [("--forget", &a.forget), ("--retain", &a.retain)] {
+        if p.is_some() {
+            return Err(usage(anyhow!("{flag} is not read by --task diffusion (the samples are generated)")));
+        }
+    }
+    if d.n == 0 {
+        return Err(usage(anyhow!("--n 0: sample at least one image per class")));
+    }
+    if !(0.0..=1.0).contains(&d.eta) {
+        return Err(usage(anyhow!("--eta {}: must lie in [0, 1]", d.eta)));
+    }
+    let seed = i64::try_from(a.seed).map_err(|_| usage(anyhow!("--seed {}: at most {}", a.seed, i64::MAX)))?;
+    let mut inputs: Vec<&Path> = vec![&a.model, judge_path];
+    inputs.extend([&d.original, &a.retrained, &a.test].into_iter().flatten().map(PathBuf::as_path));
+    if let Some(j) = &a.json {
+        semu::paths::check_output(j, "--json", &inputs).map_err(usage)?;
+    }
+    if let Some(r) = &d.report_dir {
+        semu::paths::check_output_dir(r, "--report-dir").map_err(usage)?;
+    }
+
+    let mut models = vec![prepare("model", &a.model, Some(model), a)?];
+    for (role, p) in [("original", &d.original), ("retrained", &a.retrained)] {
+        if let Some(p) = p {
+            models.push(prepare(role, p, None, a)?);
+        }
+    }
+    let first = &models[0];
+    let (k, image) = (first.settings.num_classes, first.inputs.image.clone());
+    for m in &models[1..] {
+        if m.settings.num_classes != k || m.inputs.image != image {
+            return Err(usage(anyhow!(
+                "--{} {}: {} classes of {:?} images; --model has {k} of {image:?}",
+                m.role,
+                m.path.display(),
+                m.settings.num_classes,
+                m.inputs.image
+            )));
+        }
+    }
+    if !(0..k).contains(&c) {
+        return Err(usage(anyhow!("--forget-class {c}: {} has classes 0..{}", a.model.display(), k - 1)));
+    }
+    if k < 2 {
+        return Err(usage(anyhow!("{}: one class; nothing to compare the forgotten class with", a.model.display())));
+    }
+    let steps_taken = diffusion::step_sequence(first.settings.timesteps, d.steps).map_err(usage)?.len();
+
+    let judge = Judge::load(judge_path, d.judge_features.as_deref(), device)?;
+    let sampler = SampleOptions { steps: d.steps, eta: d.eta, guidance: d.guidance, batch: a.batch_size };
+    let protocol = Protocol { forget_class: c, per_class: d.n, sampler, seed };
+    // Probe the judge on one blank image before minutes of sampling.
+    judge.judge(&Tensor::zeros([&[1][..], &image].concat(), (tch::Kind::Float, tch::Device::Cpu)), k, 1)?;
+    let real = match &a.test {
+        Some(p) => {
+            let (x, y) = real_images(p, &image)?;
+            Some(real_features(&judge, &x, &y, &protocol, k).with_context(|| format!("--test {}", p.display()))?)
+        }
+        None => None,
+    };
+
+    let mut results = Vec::new();
+    for m in &models {
+        let plan = Plan::new(&m.model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
+        let net =
+            Network { plan: &plan, settings: &m.settings, t_kind: m.inputs.t_kind, y_kind: m.inputs.y_kind, device };
+        let mut meter = super::super::progress::Meter::new(format!("sampling {}", m.role), "steps");
+        let (eval, x) = evaluate(&net, &image, &judge, real.as_ref(), &protocol, &mut |done, total| {
+            meter.set(done as u64, Some(total as u64))
+        })
+        .with_context(|| format!("evaluating {}", m.path.display()))?;
+        meter.finish();
+        if eval.non_finite_samples > 0 {
+            eprintln!("warning: {}: {} samples hold NaN/Inf (no FD)", m.path.display(), eval.non_finite_samples);
+        }
+        results.push((eval, x));
+    }
+
+    let table = table(&models, &results, c, k);
+    let wall_seconds = started.elapsed().as_secs_f64();
+    println!("semu eval: {} (task diffusion: {why})", a.model.display());
+    println!(
+        "protocol    {} samples per class × {k} classes, DDIM {steps_taken} steps, η {}, w {}, seed {seed}; judge {} \
+         (features: {}); real images: {}",
+        d.n,
+        d.eta,
+        d.guidance,
+        judge_path.display(),
+        judge.features.as_deref().unwrap_or("none"),
+        match (&a.test, &real) {
+            (Some(p), Some(r)) => format!("{} ({} of classes other than {c})", p.display(), r.size()[0]),
+            _ => "none (no FD; pass --test)".into(),
+        }
+    );
+    print!("{table}");
+    println!("wall time   {wall_seconds:.1} s on {}", device_name(device));
+
+    let out_of = |i: usize| ModelOut { path: models[i].path.display().to_string(), eval: &results[i].0 };
+    let role = |r: &str| models.iter().position(|m| m.role == r).map(out_of);
+    let out = Output {
+        semu_version: env!("CARGO_PKG_VERSION"),
+        task: "diffusion",
+        forget_class: c,
+        judge: judge_path.display().to_string(),
+        judge_features: judge.features.as_deref(),
+        test: a.test.as_ref().map(|p| p.display().to_string()),
+        real_images_other: real.as_ref().map(|r| r.size()[0]),
+        per_class: d.n,
+        steps: d.steps,
+        steps_taken,
+        eta: d.eta,
+        guidance: d.guidance,
+        seed,
+        device: device_name(device),
+        wall_seconds,
+        model: out_of(0),
+        original: role("original"),
+        retrained: role("retrained"),
+    };
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&out)?;
+        write_atomic(p, json.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+        println!("json        {}", p.display());
+    }
+    if let Some(dir) = &d.report_dir {
+        write_report(dir, &models, &results, &table, &out, k as usize)?;
+        println!("report      {}", dir.join("report.md").display());
+    }
+    Ok(())
+}
+
+/// The side-by-side table, as printed and as report.md shows it.
+fn table(models: &[Scored], results: &[(ClassEvaluation, Tensor)], c: i64, k: i64) -> String {
+    let mut t = format!("  {:<30}", "figure");
+    for m in models {
+        let _ = write!(t, "{:>12}", m.role);
+    }
+    t.push('\n');
+    let mut line = |name: &str, f: &dyn Fn(&ClassEvaluation) -> String| {
+        let _ = write!(t, "  {name:<30}");
+        for (e, _) in results {
+            let _ = write!(t, "{:>12}", f(e));
+        }
+        t.push('\n');
+    };
+    line(&format!("forget rate (class {c} judged {c})"), &|e| format!("{:.3}", e.forget_rate));
+    line("other-class accuracy", &|e| format!("{:.3}", e.other_accuracy));
+    line("FD-other (judge features)", &|e| e.fd_other.map_or("—".into(), |f| format!("{f:.2}")));
+    // Where class C went: the labels some model's class-C samples received.
+    for j in (0..k as usize).filter(|&j| results.iter().any(|(e, _)| e.forget_judged_as[j] > 0)) {
+        line(&format!("class {c} judged {j}"), &|e| e.forget_judged_as[j].to_string());
+    }
+    for j in (0..k).filter(|&j| j != c) {
+        line(&format!("class {j} rate"), &|e| format!("{:.2}", e.class_rates[j as usize]));
+    }
+    line("sampling + judging (s)", &|e| format!("{:.1}", e.sample_seconds + e.judge_seconds));
+    t
+}
+
+/// report.md (the table, the settings, the grids) and per model a PNG grid and the samples.
+fn write_report(
+    dir: &Path,
+    models: &[Scored],
+    results: &[(ClassEvaluation, Tensor)],
+    table: &str,
+    out: &Output,
+    k: usize,
+) -> anyhow::Result<()> {
+    let n = out.per_class;
+    let shown = n.min(16); // one row per class
+    let mut md = format!(
+        "# semu eval: diffusion, forget class {}\n\n{} samples per class, DDIM {} steps, η {}, w {}, seed {}; \
+         judge `{}`; real images: {}.\n\n```\n{table}```\n",
+        out.forget_class,
+        n,
+        out.steps_taken,
+        out.eta,
+        out.guidance,
+        out.seed,
+        out.judge,
+        out.test.as_deref().unwrap_or("none")
+    );
+    for (m, (_, x)) in models.iter().zip(results) {
+        let size = x.size();
+        let xs: Vec<f32> = Vec::try_from(x.flatten(0, -1)).context("reading the samples")?;
+        let per = xs.len() / size[0] as usize;
+        let firsts: Vec<f32> = (0..k).flat_map(|c| xs[c * n * per..(c * n + shown) * per].iter().copied()).collect();
+        let png = grid_png(&firsts, &size, k, shown, m.settings.data_range)?;
+        let grid = dir.join(format!("samples_{}.png", m.role));
+        write_atomic(&grid, &png).with_context(|| format!("writing {}", grid.display()))?;
+        let y = semu::eval::diffusion::labels(k as i64, n);
+        let npz = npz_bytes(&[("x", Npy::F32(&xs, size)), ("y", Npy::I64(&y, vec![y.len() as i64]))])?;
+        let file = dir.join(format!("samples_{}.npz", m.role));
+        write_atomic(&file, &npz).with_context(|| format!("writing {}", file.display()))?;
+        let _ = write!(
+            md,
+            "\n## {} — `{}`\n\nClasses 0–{} top to bottom, the first {shown} samples of each \
+             (all {n} in `samples_{}.npz`).\n\n![{}](samples_{}.png)\n",
+            m.role,
+            m.path.display(),
+            k - 1,
+            m.role,
+            m.role,
+            m.role
+        );
+    }
+    let path = dir.join("report.md");
+    write_atomic(&path, md.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
