@@ -2,6 +2,7 @@
 //! 10 DDIM steps): the original model makes 3s and the twin retrained without class 3 does not,
 //! models in one run share their starting noise, a seed fixes the numbers, a judge that is no
 //! classifier is refused by name.
+use semu::onnx::{build, DType};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -101,6 +102,18 @@ fn bad_judges_and_flags_are_refused_by_name() {
     let msg = text(&o);
     assert!(matches!(o.status.code(), Some(1 | 2)), "{msg}");
     assert!(msg.contains(&bad) && msg.contains("judge") && !msg.contains("panicked"), "{msg}");
+    // A graph of one image input whose first output is [batch, 64], not [batch, 10] logits.
+    let (_dir, flat) = build::write(
+        vec![build::node("Flatten", &["input"], &["flat"])],
+        vec![],
+        vec![build::value("input", DType::F32, &[-1, 1, 8, 8])],
+        vec![build::value("flat", DType::F32, &[-1, 64])],
+        17,
+    );
+    let flat = flat.to_str().unwrap();
+    let o = eval(&["--judge", flat]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(flat) && text(&o).contains("[batch, 10] class logits"), "{}", text(&o));
     let o = eval(&["--judge", &judge, "--judge-features", "logits"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("logits output"), "{}", text(&o));

@@ -2,20 +2,21 @@
 //! side by side (forget rate, other-class accuracy, where the class went, FD-other, time).
 //! The schedule and input names come from each model's `semu.diffusion.*` metadata, overridden
 //! for all of them by the shared diffusion flags (--schedule, --timesteps, --inputs …).
-use super::super::sample::{grid_png, npz_bytes, Npy};
 use super::super::unlearn::write_atomic;
 use super::super::{usage, CmdResult, Exit};
 use super::Args;
 use anyhow::{anyhow, Context};
+use report::{table, write_report};
 use semu::diffusion::{self, Network, SampleOptions, Settings};
 use semu::engine::{device_name, Plan, PlanOptions, Registry};
 use semu::eval::diffusion::{evaluate, real_features, ClassEvaluation, Judge, NetworkInputs, Protocol};
 use semu::onnx::OnnxModel;
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Tensor;
+
+mod report;
 
 /// The diffusion evaluation's flags (SEMU-diffusion.md §4.4 defaults).
 #[derive(clap::Args)]
@@ -213,7 +214,7 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
     for m in &models {
         let plan = Plan::new(&m.model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
         let net =
-            Network { plan: &plan, settings: &m.settings, t_kind: m.inputs.t_kind, y_kind: m.inputs.y_kind, device };
+            Network { plan: &plan, settings: &m.settings, t_kind: m.inputs.t_kind, y_kind: m.inputs.y_kind, device, context: None };
         let mut meter = super::super::progress::Meter::new(format!("sampling {}", m.role), "steps");
         let (eval, x) = evaluate(&net, &image, &judge, real.as_ref(), &protocol, &mut |done, total| {
             meter.set(done as u64, Some(total as u64))
@@ -277,83 +278,4 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
         println!("report      {}", dir.join("report.md").display());
     }
     Ok(())
-}
-
-/// The side-by-side table, as printed and as report.md shows it.
-fn table(models: &[Scored], results: &[(ClassEvaluation, Tensor)], c: i64, k: i64) -> String {
-    let mut t = format!("  {:<30}", "figure");
-    for m in models {
-        let _ = write!(t, "{:>12}", m.role);
-    }
-    t.push('\n');
-    let mut line = |name: &str, f: &dyn Fn(&ClassEvaluation) -> String| {
-        let _ = write!(t, "  {name:<30}");
-        for (e, _) in results {
-            let _ = write!(t, "{:>12}", f(e));
-        }
-        t.push('\n');
-    };
-    line(&format!("forget rate (class {c} judged {c})"), &|e| format!("{:.3}", e.forget_rate));
-    line("other-class accuracy", &|e| format!("{:.3}", e.other_accuracy));
-    line("FD-other (judge features)", &|e| e.fd_other.map_or("—".into(), |f| format!("{f:.2}")));
-    // Where class C went: the labels some model's class-C samples received.
-    for j in (0..k as usize).filter(|&j| results.iter().any(|(e, _)| e.forget_judged_as[j] > 0)) {
-        line(&format!("class {c} judged {j}"), &|e| e.forget_judged_as[j].to_string());
-    }
-    for j in (0..k).filter(|&j| j != c) {
-        line(&format!("class {j} rate"), &|e| format!("{:.2}", e.class_rates[j as usize]));
-    }
-    line("sampling + judging (s)", &|e| format!("{:.1}", e.sample_seconds + e.judge_seconds));
-    t
-}
-
-/// report.md (the table, the settings, the grids) and per model a PNG grid and the samples.
-fn write_report(
-    dir: &Path,
-    models: &[Scored],
-    results: &[(ClassEvaluation, Tensor)],
-    table: &str,
-    out: &Output,
-    k: usize,
-) -> anyhow::Result<()> {
-    let n = out.per_class;
-    let shown = n.min(16); // one row per class
-    let mut md = format!(
-        "# semu eval: diffusion, forget class {}\n\n{} samples per class, DDIM {} steps, η {}, w {}, seed {}; \
-         judge `{}`; real images: {}.\n\n```\n{table}```\n",
-        out.forget_class,
-        n,
-        out.steps_taken,
-        out.eta,
-        out.guidance,
-        out.seed,
-        out.judge,
-        out.test.as_deref().unwrap_or("none")
-    );
-    for (m, (_, x)) in models.iter().zip(results) {
-        let size = x.size();
-        let xs: Vec<f32> = Vec::try_from(x.flatten(0, -1)).context("reading the samples")?;
-        let per = xs.len() / size[0] as usize;
-        let firsts: Vec<f32> = (0..k).flat_map(|c| xs[c * n * per..(c * n + shown) * per].iter().copied()).collect();
-        let png = grid_png(&firsts, &size, k, shown, m.settings.data_range)?;
-        let grid = dir.join(format!("samples_{}.png", m.role));
-        write_atomic(&grid, &png).with_context(|| format!("writing {}", grid.display()))?;
-        let y = semu::eval::diffusion::labels(k as i64, n);
-        let npz = npz_bytes(&[("x", Npy::F32(&xs, size)), ("y", Npy::I64(&y, vec![y.len() as i64]))])?;
-        let file = dir.join(format!("samples_{}.npz", m.role));
-        write_atomic(&file, &npz).with_context(|| format!("writing {}", file.display()))?;
-        let _ = write!(
-            md,
-            "\n## {} — `{}`\n\nClasses 0–{} top to bottom, the first {shown} samples of each \
-             (all {n} in `samples_{}.npz`).\n\n![{}](samples_{}.png)\n",
-            m.role,
-            m.path.display(),
-            k - 1,
-            m.role,
-            m.role,
-            m.role
-        );
-    }
-    let path = dir.join("report.md");
-    write_atomic(&path, md.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
