@@ -34,6 +34,14 @@ pub struct DiffusionArgs {
     /// Diffusion: the graph inputs of x_t, t and y (keys semu.diffusion.input.{x,t,y}).
     #[arg(long, value_name = "X,T,Y")]
     pub inputs: Option<String>,
+    /// Diffusion, text-conditioned: the graph input of the text states (key
+    /// semu.diffusion.input.context); its tokenizer.json is --tokenizer where the command has it.
+    #[arg(long)]
+    pub context_input: Option<String>,
+    /// Diffusion, text-conditioned: the text encoder ONNX (key semu.diffusion.text_encoder,
+    /// relative to the model's folder).
+    #[arg(long, value_name = "ONNX")]
+    pub text_encoder: Option<std::path::PathBuf>,
 }
 
 impl DiffusionArgs {
@@ -52,6 +60,9 @@ impl DiffusionArgs {
             num_classes: self.num_classes,
             data_range: self.data_range.clone(),
             inputs,
+            context: self.context_input.clone(),
+            text_encoder: self.text_encoder.clone(),
+            tokenizer: None,
         })
     }
 }

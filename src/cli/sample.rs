@@ -26,8 +26,14 @@ pub struct Args {
     #[arg(long)]
     model: PathBuf,
     /// One class to sample.
-    #[arg(long, conflicts_with = "classes", required_unless_present = "classes")]
+    #[arg(long, conflicts_with_all = ["classes", "prompt"], required_unless_present_any = ["classes", "prompt"])]
     class: Option<i64>,
+    /// A text-conditioned model: a prompt to sample (repeat for several; each is one row).
+    #[arg(long, conflicts_with = "classes")]
+    prompt: Vec<String>,
+    /// A text-conditioned model: its tokenizer.json (default: the metadata's, beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Several classes, comma-separated.
     #[arg(long, value_delimiter = ',')]
     classes: Vec<i64>,
@@ -74,15 +80,30 @@ pub fn run(mut a: Args) -> CmdResult {
     let mut model = OnnxModel::load(&a.model)?;
     a.weights.bind(&mut model, &a.remote)?;
     let name = a.model.display().to_string();
-    let o = a.diffusion.overrides().map_err(usage)?;
+    let mut o = a.diffusion.overrides().map_err(usage)?;
+    o.tokenizer = a.tokenizer.clone();
     let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
     let s = Settings::resolve(&name, props, &o).map_err(usage)?;
 
-    let classes: Vec<i64> = a.class.map(|c| vec![c]).unwrap_or_else(|| a.classes.clone());
+    // A text model samples its prompts: row i of the states (the null prompt last) is "class" i.
+    let context = match (&s.text, a.prompt.is_empty()) {
+        (Some(text), false) => {
+            let mut rows: Vec<&str> = a.prompt.iter().map(String::as_str).collect();
+            rows.push(&text.null_prompt);
+            Some(semu::diffusion::prompts::encode(text, &rows, device)?)
+        }
+        (Some(_), true) => return Err(usage(anyhow!("{name} is conditioned on text: give --prompt \"…\""))),
+        (None, false) => return Err(usage(anyhow!("--prompt: {name} is conditioned on classes: give --class"))),
+        (None, true) => None,
+    };
+    let classes: Vec<i64> = match &context {
+        Some(_) => (0..a.prompt.len() as i64).collect(),
+        None => a.class.map(|c| vec![c]).unwrap_or_else(|| a.classes.clone()),
+    };
     if classes.is_empty() || a.n == 0 {
         return Err(usage(anyhow!("nothing to sample: give --class C or --classes A,B,… and --n ≥ 1")));
     }
-    if let Some(c) = classes.iter().find(|&&c| c < 0 || c >= s.num_classes) {
+    if let Some(c) = classes.iter().find(|&&c| context.is_none() && (c < 0 || c >= s.num_classes)) {
         return Err(usage(anyhow!("class {c} is out of range: {name} has classes 0..{}", s.num_classes - 1)));
     }
     if !(0.0..=1.0).contains(&a.eta) {
@@ -144,7 +165,7 @@ pub fn run(mut a: Args) -> CmdResult {
     };
 
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
-    let net = Network { plan: &plan, settings: &s, t_kind: kinds[1], y_kind: kinds[2], device };
+    let net = Network { plan: &plan, settings: &s, t_kind: kinds[1], y_kind: kinds[2], device, context: context.as_ref() };
     let opts = SampleOptions { steps: a.steps, eta: a.eta, guidance: a.guidance, batch: a.batch };
     let started = Instant::now();
     let mut meter = super::progress::Meter::new("sampling", "steps");

@@ -97,10 +97,28 @@ pub struct Args {
     no_verify: bool,
     #[command(flatten)]
     diffusion: super::diffusion_args::DiffusionArgs,
+    /// Diffusion, text-conditioned: the concept to forget, as a prompt (the forget images are
+    /// its images).
+    #[arg(long, value_name = "TEXT")]
+    forget_prompt: Option<String>,
+    /// Diffusion, text-conditioned: the prompt the concept's noise is pointed at [default: the
+    /// null prompt, with --target-class null].
+    #[arg(long, value_name = "TEXT")]
+    target_prompt: Option<String>,
+    /// Diffusion: which weights train: all adaptable ones, or only the cross-attention
+    /// projections (`attn2` in the consuming node's name: the authors' `xattn`).
+    #[arg(long, value_enum, default_value_t = TrainLayers::All)]
+    train_layers: TrainLayers,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
     #[command(flatten)]
     weights: super::weights::WeightsArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TrainLayers {
+    All,
+    CrossAttention,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -158,12 +176,29 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         None => semu::task::infer(&model, a.output_name.as_deref()),
     };
     tracing::info!("task: {} ({why})", task.name());
-    let diffusion_flags = a.diffusion.overrides().map_err(super::usage)?;
+    let mut diffusion_flags = a.diffusion.overrides().map_err(super::usage)?;
+    diffusion_flags.tokenizer = a.data.decode.tokenizer.clone();
     if task == TaskKind::Diffusion {
         // Missing schedule settings are a usage error, found before any data is read.
         let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
-        semu::diffusion::Settings::resolve(&a.model.display().to_string(), props, &diffusion_flags)
+        let s = semu::diffusion::Settings::resolve(&a.model.display().to_string(), props, &diffusion_flags)
             .map_err(super::usage)?;
+        if s.text.is_some() && a.forget_prompt.is_none() {
+            return Err(super::usage(anyhow!(
+                "{} is conditioned on text: give the concept to forget with --forget-prompt \"…\" (and its \
+                 images as the forget data) and where to send it with --target-prompt \"…\"",
+                a.model.display()
+            )));
+        }
+        if s.text.is_some() && a.data.has_retain(a.retain.as_deref()) {
+            return Err(super::usage(anyhow!(
+                "remaining data for a text-conditioned model needs a prompt per image, which semu does not read \
+                 yet: leave out --retain / --use-retain"
+            )));
+        }
+    }
+    if a.train_layers == TrainLayers::CrossAttention {
+        a.hp.layers.push("*attn2*".into());
     }
     // The task's defaults for every setting not given (the file or flags still override).
     let (mut cfg, _) =
@@ -222,6 +257,10 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         input: a.input_name.clone(),
         output: a.output_name.clone(),
         diffusion: diffusion_flags,
+        prompts: a
+            .forget_prompt
+            .clone()
+            .map(|forget| semu::task::diffusion::Prompts { forget, target: a.target_prompt.clone() }),
     };
     let mut u = baselines::run(
         work,

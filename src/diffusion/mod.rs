@@ -1,8 +1,9 @@
 //! Class-conditional diffusion models whose ONNX graph holds only the noise network ε_θ(x_t, t, y):
 //! the noise schedule and the settings read from the model's `semu.diffusion.*` metadata
 //! ([`schedule`]), and DDIM/DDPM sampling with classifier-free guidance ([`sampler`]).
+pub mod prompts;
 pub mod sampler;
 pub mod schedule;
 
 pub use sampler::{sample, step_sequence, Network, SampleOptions};
-pub use schedule::{BetaSchedule, Overrides, Prediction, Settings};
+pub use schedule::{BetaSchedule, Overrides, Prediction, Settings, TextSettings};

@@ -26,6 +26,9 @@ pub struct Network<'a> {
     pub t_kind: Kind,
     pub y_kind: Kind,
     pub device: Device,
+    /// A prompt-conditioned network: the prompts' text states (P×L×D, the null prompt last);
+    /// the `y` given to [`sample`] then index them.
+    pub context: Option<&'a Tensor>,
 }
 
 /// The timesteps visited, ascending: `0, T/S, 2·T/S, …` below T.
@@ -41,10 +44,14 @@ impl Network<'_> {
         let s = self.settings;
         let n = x.size()[0];
         let t = Tensor::full([n], t, (self.t_kind, self.device));
+        let y = match self.context {
+            Some(states) => states.index_select(0, &y.to_kind(Kind::Int64).to_device(states.device())).to_device(self.device),
+            None => y.shallow_clone(),
+        };
         let feeds: HashMap<String, Value> = [
             (s.input_x.clone(), Value::Tensor(x.shallow_clone())),
             (s.input_t.clone(), Value::Tensor(t)),
-            (s.input_y.clone(), Value::Tensor(y.shallow_clone())),
+            (s.input_y.clone(), Value::Tensor(y)),
         ]
         .into();
         let out =
@@ -86,10 +93,12 @@ pub fn sample(
         let n = ys.len() as i64;
         let mut x = x_t.narrow(0, (c * batch) as i64, n).to_kind(Kind::Float).to_device(net.device);
         let mut labels = ys.to_vec();
+        let null = net.context.map_or(s.null_label, |c| c.size()[0] - 1);
         if guided {
-            labels.extend(std::iter::repeat_n(s.null_label, ys.len()));
+            labels.extend(std::iter::repeat_n(null, ys.len()));
         }
-        let labels = Tensor::from_slice(&labels).to_kind(net.y_kind).to_device(net.device);
+        let kind = if net.context.is_some() { Kind::Int64 } else { net.y_kind };
+        let labels = Tensor::from_slice(&labels).to_kind(kind).to_device(net.device);
         for (i, &tc) in seq.iter().rev().enumerate() {
             let a = abar[tc as usize];
             let ap = if i + 1 < seq.len() { abar[seq[seq.len() - 2 - i] as usize] } else { 1.0 };

@@ -58,6 +58,26 @@ pub struct Overrides {
     pub data_range: Option<String>,
     /// The graph's inputs for x_t, t and y.
     pub inputs: Option<[String; 3]>,
+    /// A prompt-conditioned model: the graph input of the text encoder's states.
+    pub context: Option<String>,
+    /// Its text encoder ONNX and tokenizer.json (default: the metadata's, beside the model).
+    pub text_encoder: Option<std::path::PathBuf>,
+    pub tokenizer: Option<std::path::PathBuf>,
+}
+
+/// How a prompt-conditioned network gets its conditioning: prompts → tokenizer → text encoder →
+/// the states fed to `Settings::input_y` (the context input).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextSettings {
+    /// The text encoder ONNX and the tokenizer.json (resolved against the model's folder).
+    pub encoder: std::path::PathBuf,
+    pub tokenizer: std::path::PathBuf,
+    pub encoder_input: String,
+    pub encoder_output: String,
+    /// Token ids per prompt (padded or cut to it).
+    pub context_length: usize,
+    /// The unconditional pass's prompt.
+    pub null_prompt: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,10 +93,13 @@ pub struct Settings {
     pub num_classes: i64,
     /// The model's image space (x₀ lies in it; samples are clamped to it).
     pub data_range: (f64, f64),
-    /// Graph input names of x_t, t and y.
+    /// Graph input names of x_t, t and y (y: the class, or the text states of a prompt model).
     pub input_x: String,
     pub input_t: String,
     pub input_y: String,
+    /// A prompt-conditioned model (`semu.diffusion.input.context`): no classes, `num_classes`
+    /// and `null_label` unused (0).
+    pub text: Option<TextSettings>,
 }
 
 const PREFIX: &str = "semu.diffusion.";
@@ -119,6 +142,7 @@ impl Settings {
                 None
             }),
         };
+        let context = o.context.as_deref().or(meta("input.context")).map(str::to_string);
         let num = |problems: &mut Vec<String>, key: &str, flag: &str, given: Option<f64>| -> Option<f64> {
             if given.is_some() {
                 return given;
@@ -143,8 +167,14 @@ impl Settings {
             )
         };
         let timesteps = num(&mut problems, "timesteps", "--timesteps", o.timesteps.map(|t| t as f64));
-        let null_label = num(&mut problems, "null_label", "--null-class", o.null_label.map(|t| t as f64));
-        let num_classes = num(&mut problems, "num_classes", "--num-classes", o.num_classes.map(|t| t as f64));
+        let (null_label, num_classes) = if context.is_some() {
+            (Some(0.0), Some(1.0))
+        } else {
+            (
+                num(&mut problems, "null_label", "--null-class", o.null_label.map(|t| t as f64)),
+                num(&mut problems, "num_classes", "--num-classes", o.num_classes.map(|t| t as f64)),
+            )
+        };
         let data_range = match o.data_range.as_deref().or(meta("data_range")) {
             None => {
                 missing(&mut problems, "data_range", "--data-range LO,HI");
@@ -157,11 +187,38 @@ impl Settings {
         };
         let mut names = Vec::new();
         for (i, key) in ["input.x", "input.t", "input.y"].into_iter().enumerate() {
-            match o.inputs.as_ref().map(|n| n[i].as_str()).or(meta(key)) {
-                Some(v) => names.push(v.to_string()),
-                None => missing(&mut problems, key, "--inputs X,T,Y"),
+            let given = o.inputs.as_ref().map(|n| n[i].as_str()).or(meta(key));
+            match (given, &context) {
+                (_, Some(c)) if i == 2 => names.push(c.clone()),
+                (Some(v), _) => names.push(v.to_string()),
+                (None, _) => missing(&mut problems, key, "--inputs X,T,Y"),
             }
         }
+        let dir = std::path::Path::new(model).parent().unwrap_or(std::path::Path::new("."));
+        let text = match &context {
+            None => None,
+            Some(_) => {
+                let mut file = |key: &str, flag: &str, given: &Option<std::path::PathBuf>| match (given, meta(key)) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(v)) => Some(dir.join(v)),
+                    (None, None) => {
+                        missing(&mut problems, key, flag);
+                        None
+                    }
+                };
+                let encoder = file("text_encoder", "--text-encoder", &o.text_encoder);
+                let tokenizer = file("tokenizer", "--tokenizer", &o.tokenizer);
+                let length = num(&mut problems, "context_length", "--context-length", None);
+                Some(TextSettings {
+                    encoder: encoder.unwrap_or_default(),
+                    tokenizer: tokenizer.unwrap_or_default(),
+                    encoder_input: meta("text_encoder.input").unwrap_or("input_ids").to_string(),
+                    encoder_output: meta("text_encoder.output").unwrap_or("last_hidden_state").to_string(),
+                    context_length: length.unwrap_or(0.0).max(1.0) as usize,
+                    null_prompt: meta("null_prompt").unwrap_or("").to_string(),
+                })
+            }
+        };
         for (name, v) in [("timesteps", timesteps), ("null_label", null_label), ("num_classes", num_classes)] {
             if v.is_some_and(|v| v.fract() != 0.0 || v < 0.0 || (name != "null_label" && v < 1.0)) {
                 problems.push(format!("{PREFIX}{name} = {} is not a positive whole number", v.unwrap()));
@@ -192,6 +249,7 @@ impl Settings {
             input_x,
             input_t,
             input_y,
+            text,
         })
     }
 

@@ -182,11 +182,12 @@ impl SemuConfig {
         }
     }
 
-    /// The rank rule of weight `name` (γ of attention weights, per-channel conv ranks, the
+    /// The rank rule of `layer` (γ of attention weights, by weight or node name; per-channel conv ranks, the
     /// floor dropped only by the reference diffusion code).
-    pub fn rank_rule(&self, name: &str, task: crate::task::TaskKind) -> super::adapter::RankRule {
-        let attention =
-            !self.attention_pattern.is_empty() && name.to_lowercase().contains(&self.attention_pattern.to_lowercase());
+    pub fn rank_rule(&self, layer: &Layer, task: crate::task::TaskKind) -> super::adapter::RankRule {
+        let pat = self.attention_pattern.to_lowercase();
+        let attention = !pat.is_empty()
+            && std::iter::once(&layer.name).chain(&layer.nodes).any(|n| n.to_lowercase().contains(&pat));
         super::adapter::RankRule {
             gamma: if attention { self.gamma_attention.unwrap_or(self.gamma) } else { self.gamma },
             parity: self.parity,
@@ -242,7 +243,7 @@ impl SemuConfig {
     }
 }
 
-/// Keeps the layers matching any pattern (by weight name glob, or by op kind).
+/// Keeps the layers matching any pattern (by weight or consuming node name glob, or by op kind).
 pub fn select_layers(all: Vec<Layer>, patterns: &[String]) -> Result<Vec<Layer>> {
     if patterns.is_empty() {
         return Ok(all);
@@ -255,7 +256,11 @@ pub fn select_layers(all: Vec<Layer>, patterns: &[String]) -> Result<Vec<Layer>>
         .into_iter()
         .filter(|l| {
             let kind = format!("{:?}", l.kind).to_lowercase();
-            pats.iter().zip(patterns).any(|(p, raw)| p.matches(&l.name) || raw.to_lowercase() == kind)
+            // A weight's own name, a node that uses it (exporters name weights `onnx::MatMul_12`
+            // but keep module paths in node names), or its op kind.
+            pats.iter().zip(patterns).any(|(p, raw)| {
+                p.matches(&l.name) || l.nodes.iter().any(|n| p.matches(n)) || raw.to_lowercase() == kind
+            })
         })
         .collect();
     if kept.is_empty() {
@@ -446,7 +451,7 @@ pub fn unlearn(
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
         // The fast rank solver for large 2-D gradients; the exact SVD otherwise (`svd::decompose_for`).
         let d = decompose_for(&g, l.kind == super::LayerKind::Conv, cfg.gamma, cfg.parity, &l.name)?;
-        match Adapter::with_rule(l, &w, &d, &cfg.rank_rule(&l.name, net.task))? {
+        match Adapter::with_rule(l, &w, &d, &cfg.rank_rule(l, net.task))? {
             Some(a) => adapters.push(a),
             None => skipped.push(l.name.clone()),
         }
@@ -466,6 +471,9 @@ pub fn unlearn(
             crate::eval::forget_classes(None, &forget.labels()?, &kept).unwrap_or_default()
         }
         // A diffusion model forgets the classes of its forget images.
+        (crate::task::TaskKind::Diffusion, _) if net.diffusion.as_ref().is_some_and(|d| d.settings.text.is_some()) => {
+            Vec::new()
+        }
         (crate::task::TaskKind::Diffusion, true) => {
             let mut c = forget.labels()?;
             c.sort_unstable();

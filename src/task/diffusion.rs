@@ -77,12 +77,28 @@ pub struct Diffusion {
     /// Clip each batch's whole gradient to norm 1 before summing (the authors' code).
     pub clip_batch: bool,
     pub seed: u64,
+    /// A prompt-conditioned model: the text states of the forget, target and null prompts
+    /// (3×L×D); conditions are then indices into it (0, 1, 2) instead of classes.
+    prompts: Option<Tensor>,
+}
+
+/// The forget and target prompts of a prompt-conditioned model (the target None: the null prompt).
+#[derive(Debug, Clone, Default)]
+pub struct Prompts {
+    pub forget: String,
+    pub target: Option<String>,
 }
 
 impl Diffusion {
     /// The task for `model` (named in errors), from its metadata and `o`; `inputs` are the
     /// graph's input names, which must hold x, t and y.
-    pub fn new(model: &crate::onnx::OnnxModel, o: &Overrides, inputs: &[&str]) -> Result<Self> {
+    pub fn new(
+        model: &crate::onnx::OnnxModel,
+        o: &Overrides,
+        inputs: &[&str],
+        prompts: Option<&Prompts>,
+        device: Device,
+    ) -> Result<Self> {
         let path = model.path.display().to_string();
         let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
         let settings = Settings::resolve(&path, props, o)?;
@@ -95,6 +111,20 @@ impl Diffusion {
             }
         }
         let abar = settings.alphas_cumprod();
+        let prompts = match (&settings.text, prompts) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::msg(format!(
+                    "{path} is conditioned on text (semu.diffusion.input.context): give the concept to forget \
+                     with --forget-prompt \"…\" and where to send it with --target-prompt \"…\""
+                )))
+            }
+            (Some(text), Some(p)) => {
+                let null = text.null_prompt.as_str();
+                let target = p.target.as_deref().unwrap_or(null);
+                Some(crate::diffusion::prompts::encode(text, &[&p.forget, target, null], device)?)
+            }
+        };
         Ok(Diffusion {
             settings,
             abar,
@@ -104,7 +134,26 @@ impl Diffusion {
             teacher: Teacher::Original,
             clip_batch: false,
             seed: 0,
+            prompts,
         })
+    }
+
+    /// The condition that means "none": the null class, or the null prompt's index.
+    pub fn null_index(&self) -> i64 {
+        if self.prompts.is_some() {
+            2
+        } else {
+            self.settings.null_label
+        }
+    }
+
+    /// What the graph's condition input is fed for conditions `idx`: the classes themselves, or
+    /// the prompts' text states.
+    fn cond(&self, idx: &Tensor) -> Result<Tensor> {
+        match &self.prompts {
+            None => Ok(idx.shallow_clone()),
+            Some(states) => Ok(states.f_index_select(0, &idx.f_to_device(states.device())?)?),
+        }
     }
 
     /// Records (x₀ in [0, 1], y) noised into the graph's x_t, t, y, with the noise, ᾱ_t and the
@@ -138,6 +187,8 @@ impl Diffusion {
             }
         };
         let y = b.y.f_to_kind(Kind::Int64)?.f_to_device(Device::Cpu)?;
+        // A prompt model: every image is the forget prompt's (condition 0).
+        let y = if self.prompts.is_some() { y.f_zeros_like()? } else { y };
         let target = self.targets(&y, idx, draw)?;
         let (y_in, target_in) = match draw {
             Draw::Fresh if self.p_uncond > 0.0 => (self.dropped(&y)?, self.dropped(&target)?),
@@ -185,7 +236,7 @@ impl Diffusion {
             inputs: vec![
                 (s.input_x.clone(), x_t),
                 (s.input_t.clone(), t.shallow_clone()),
-                (s.input_y.clone(), y_in.shallow_clone()),
+                (s.input_y.clone(), self.cond(y_in)?),
                 (NOISE.into(), e.shallow_clone()),
                 (TARGET.into(), target),
                 (ABAR.into(), ab),
@@ -197,9 +248,13 @@ impl Diffusion {
     /// c′ for each record of class `y`.
     fn targets(&self, y: &Tensor, idx: &[usize], draw: Draw) -> Result<Tensor> {
         let k = self.settings.num_classes;
+        if self.prompts.is_some() {
+            // The target prompt (1), or the null prompt (2).
+            return Ok(y.f_full_like(if self.target == TargetClass::Null { 2 } else { 1 })?);
+        }
         match self.target {
             TargetClass::Next => Ok(y.f_add_scalar(1)?.f_remainder(k)?),
-            TargetClass::Null => Ok(y.f_full_like(self.settings.null_label)?),
+            TargetClass::Null => Ok(y.f_full_like(self.null_index())?),
             TargetClass::Random => {
                 let ys = Vec::<i64>::try_from(y)?;
                 let drawn: Vec<i64> = match draw {
@@ -224,17 +279,18 @@ impl Diffusion {
     /// `y` with each entry replaced by the null class with probability p_uncond.
     fn dropped(&self, y: &Tensor) -> Result<Tensor> {
         let mask = Tensor::f_rand([y.size()[0]], (Kind::Float, Device::Cpu))?.f_lt(self.p_uncond)?;
-        Ok(y.f_masked_fill(&mask, self.settings.null_label)?)
+        Ok(y.f_masked_fill(&mask, self.null_index())?)
     }
 
-    /// `b` with its y input replaced by `y`.
-    fn with_y(&self, b: &Batch, y: &Tensor) -> Batch {
+    /// `b` conditioned on `y` instead (classes, or prompt indices).
+    fn with_y(&self, b: &Batch, y: &Tensor) -> Result<Batch> {
+        let fed = self.cond(y)?;
         let inputs = b
             .inputs
             .iter()
-            .map(|(n, t)| (n.clone(), if *n == self.settings.input_y { y.shallow_clone() } else { t.shallow_clone() }))
+            .map(|(n, t)| (n.clone(), if *n == self.settings.input_y { fed.shallow_clone() } else { t.shallow_clone() }))
             .collect();
-        Batch { inputs, y: b.y.shallow_clone() }
+        Ok(Batch { inputs, y: b.y.shallow_clone() })
     }
 
     fn part<'a>(b: &'a Batch, name: &str) -> Result<&'a Tensor> {
@@ -275,8 +331,8 @@ impl Diffusion {
             return self.noise_loss(&model.forward(b, weights)?, b);
         }
         let n = b.len() as i64;
-        let null = b.y.f_full_like(self.settings.null_label)?;
-        let both = model.forward(&cat(&[b, &self.with_y(b, &null)])?, weights)?;
+        let null = b.y.f_full_like(self.null_index())?;
+        let both = model.forward(&cat(&[b, &self.with_y(b, &null)?])?, weights)?;
         let (c, u) = (both.f_narrow(0, 0, n)?, both.f_narrow(0, n, n)?);
         let (c, u) = (self.eps_of(&c, b)?, self.eps_of(&u, b)?);
         let guided = c.f_mul_scalar(1.0 + self.guidance)?.f_sub(&u.f_mul_scalar(self.guidance)?)?;
@@ -296,7 +352,7 @@ impl Diffusion {
         let pseudo = {
             let _g = tch::no_grad_guard();
             let target = Self::part(b, TARGET)?.shallow_clone();
-            model.forward(&self.with_y(b, &target), teacher)?.f_detach()?
+            model.forward(&self.with_y(b, &target)?, teacher)?.f_detach()?
         };
         let (o, p) = (self.eps_of(out, b)?, self.eps_of(&pseudo, b)?);
         Ok(o.f_sub(&p)?.f_square()?.f_mean(Kind::Float)?)
@@ -308,7 +364,7 @@ impl Diffusion {
         let _g = tch::no_grad_guard();
         let n = b.len() as i64;
         let target = Self::part(b, TARGET)?.shallow_clone();
-        let both = model.forward(&cat(&[b, &self.with_y(b, &target)])?, &HashMap::new())?;
+        let both = model.forward(&cat(&[b, &self.with_y(b, &target)?])?, &HashMap::new())?;
         let dist = |r: &Tensor| -> Result<Tensor> {
             Ok(out
                 .f_to_kind(Kind::Float)?

@@ -29,6 +29,8 @@ pub struct Spec {
     pub output: Option<String>,
     /// diffusion: flags over the model's `semu.diffusion.*` metadata.
     pub diffusion: crate::diffusion::Overrides,
+    /// diffusion, a prompt-conditioned model: the concept to forget and its target.
+    pub prompts: Option<diffusion::Prompts>,
 }
 
 pub struct Model {
@@ -94,7 +96,7 @@ impl Model {
             None => infer(model, output),
         };
         let diffusion = match task {
-            TaskKind::Diffusion => Some(Diffusion::new(model, &spec.diffusion, &names)?),
+            TaskKind::Diffusion => Some(Diffusion::new(model, &spec.diffusion, &names, spec.prompts.as_ref(), device)?),
             _ => None,
         };
         let main_input = diffusion.as_ref().map(|d| d.settings.input_x.clone()).or(main_input);
@@ -483,7 +485,8 @@ impl Model {
     /// Class ids must be valid for the model (classifiers; a language model's targets are its
     /// inputs).
     pub fn check_labels(&self, ds: &dyn Dataset, classes: i64) -> Result<()> {
-        if self.task == TaskKind::CausalLm {
+        // A language model's targets are its inputs; a prompt-conditioned model has no classes.
+        if self.task == TaskKind::CausalLm || self.diffusion.as_ref().is_some_and(|d| d.settings.text.is_some()) {
             return Ok(());
         }
         let ys = ds.labels()?;
