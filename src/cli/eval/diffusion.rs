@@ -118,6 +118,11 @@ fn prepare(role: &'static str, path: &Path, model: Option<OnnxModel>, a: &Args) 
     let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
     let overrides = a.overrides.overrides().map_err(usage)?;
     let settings = Settings::resolve(&name, props, &overrides).map_err(usage)?;
+    if settings.text.is_some() {
+        return Err(usage(anyhow!(
+            "{name}: a prompt-conditioned ε-network; `semu eval --task diffusion` scores class-conditional ones"
+        )));
+    }
     let inputs = NetworkInputs::of(&model, &settings).map_err(usage)?;
     Ok(Scored { role, path: path.to_path_buf(), model, settings, inputs })
 }
@@ -213,8 +218,14 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
     let mut results = Vec::new();
     for m in &models {
         let plan = Plan::new(&m.model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
-        let net =
-            Network { plan: &plan, settings: &m.settings, t_kind: m.inputs.t_kind, y_kind: m.inputs.y_kind, device, context: None };
+        let net = Network {
+            plan: &plan,
+            settings: &m.settings,
+            t_kind: m.inputs.t_kind,
+            y_kind: m.inputs.y_kind,
+            device,
+            context: None,
+        };
         let mut meter = super::super::progress::Meter::new(format!("sampling {}", m.role), "steps");
         let (eval, x) = evaluate(&net, &image, &judge, real.as_ref(), &protocol, &mut |done, total| {
             meter.set(done as u64, Some(total as u64))
