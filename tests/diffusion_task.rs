@@ -242,3 +242,60 @@ fn a_model_without_its_diffusion_settings_is_told_what_is_missing() {
     assert!(o.status.success() && out.exists(), "{}", text(&o));
     let _ = Kind::Float;
 }
+
+#[test]
+fn a_text_conditioned_model_forgets_a_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let unet = fx("text_ddpm/unet.onnx");
+    // Without the concept it is a usage error that says what to give.
+    let (o, out, _) = unlearn(&unet, dir.path(), "2", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--forget-prompt") && !out.exists(), "{}", text(&o));
+
+    let prompts = ["--forget-prompt", "a handwritten three", "--target-prompt", "a handwritten four"];
+    let (o, _, report) = unlearn(&unet, dir.path(), "25", &prompts);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verified"], true, "{}", text(&o));
+    assert_eq!(r["forget_accuracy"]["before"].as_f64(), Some(1.0));
+    let after = r["forget_accuracy"]["after"].as_f64().unwrap();
+    assert!(after < 0.5, "the prompt's noise still points at itself for {after:.2} of its images");
+
+    // Only the cross-attention projections, found by their nodes' names (the weights are `onnx::…`).
+    let (o, _, report) =
+        unlearn(&unet, dir.path(), "2", &[&prompts[..], &["--train-layers", "cross-attention"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    let all = OnnxModel::load(&unet).map(|m| semu::semu::find_layers(&m).len()).unwrap();
+    assert!(!layers.is_empty() && layers.len() < all / 3, "{} of {all} layers trained", layers.len());
+
+    // Sampling the prompts: the judge reads what was asked for.
+    let s = dir.path().join("s.npz");
+    let o = semu(&[
+        "sample",
+        "--model",
+        unet.to_str().unwrap(),
+        "--prompt",
+        "a handwritten three",
+        "--prompt",
+        "a handwritten seven",
+        "--n",
+        "6",
+        "--steps",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        s.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let arrays: HashMap<String, Tensor> = read_npz(&s).unwrap().into_iter().collect();
+    let judge = OnnxModel::load(fx("ddpm/judge.onnx")).unwrap();
+    let plan = semu::engine::Plan::new(&judge, &semu::engine::Registry::standard(), &Default::default()).unwrap();
+    let feeds = HashMap::from([("input".to_string(), semu::engine::Value::Tensor((&arrays["x"] + 1.0) / 2.0))]);
+    let pred = plan.run_values(&feeds).unwrap()[0].as_tensor().unwrap().argmax(1, false);
+    let want = Tensor::from_slice(&[3i64, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7, 7]);
+    let agree = pred.eq_tensor(&want).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!(agree >= 0.8, "the judge agrees with the prompts on {agree:.2} of the samples");
+}
