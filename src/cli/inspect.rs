@@ -75,9 +75,10 @@ pub fn run(mut a: Args) -> CmdResult {
     )?;
     for l in &layers {
         let dims: Vec<String> = l.dims.iter().map(|d| d.to_string()).collect();
+        let layout = if l.layout.is_native() { "" } else { " (O×k×I: input channels last)" };
         writeln!(
             out,
-            "    {:<40} {:?} {} [{}] used by {}",
+            "    {:<40} {:?} {} [{}]{layout} used by {}",
             l.name,
             l.kind,
             l.dtype,

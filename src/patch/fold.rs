@@ -13,7 +13,8 @@ use tch::{Kind, Tensor};
 fn delta(l: &PatchLayer) -> Result<Tensor> {
     if l.info.conv {
         let d = l.u.f_matmul(&l.r)?.f_matmul(&l.v.f_transpose(1, 2)?)?; // I×O×K
-        Ok(d.f_permute([1, 0, 2])?.f_reshape(&l.info.shape)?)
+        let view = d.f_permute([1, 0, 2])?.f_reshape(l.info.layout.view_dims(&l.info.shape))?;
+        l.info.layout.stored(&view)
     } else {
         Ok(l.u.f_matmul(&l.r)?.f_matmul(&l.v.f_tr()?)?)
     }

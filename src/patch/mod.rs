@@ -10,7 +10,7 @@ pub use fold::{apply, max_error, revert, Applied, LayerError, LayerOutcome, Reve
 use crate::engine::convert::kind_of;
 use crate::error::{Error, Result};
 use crate::onnx::{DType, OnnxModel, TensorData};
-use crate::semu::Adapter;
+use crate::semu::{Adapter, WeightLayout};
 use crate::weights::write::{OutTensor, Source};
 use crate::weights::{write_safetensors, Checkpoint};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,9 @@ pub struct LayerInfo {
     pub dtype: String,
     pub k: usize,
     pub conv: bool,
+    /// How the stored weight's axes map onto the O×I×k… view of U R Vᵀ (absent: native).
+    #[serde(default, skip_serializing_if = "WeightLayout::is_native")]
+    pub layout: WeightLayout,
     /// SHA-256 of the weight's bytes before and after the fold (in its own dtype).
     pub weight_sha256: String,
     pub folded_sha256: String,
@@ -96,6 +99,7 @@ impl Patch {
                     dtype: w.dtype.to_string(),
                     k: a.k,
                     conv: a.conv,
+                    layout: a.layout,
                     weight_sha256: sha256_hex(&w.bytes),
                     folded_sha256: sha256_hex(&after.bytes),
                 },
@@ -167,9 +171,10 @@ fn parse_dtype(s: &str) -> Option<DType> {
     [DType::F32, DType::F16, DType::BF16, DType::F64].into_iter().find(|d| d.to_string() == s)
 }
 
-/// U R Vᵀ must have the weight's shape: 2-D O×I, or a conv's O×I×kh×kw as I batches of O×K.
+/// U R Vᵀ must have the weight's shape: 2-D O×I, or a conv's O×I×kh×kw (its view, for a
+/// channels-last weight) as I batches of O×K.
 fn check_shapes(info: &LayerInfo, u: &Tensor, r: &Tensor, v: &Tensor) -> std::result::Result<(), String> {
-    let (s, k) = (&info.shape, info.k as i64);
+    let (s, k) = (&info.layout.view_dims(&info.shape), info.k as i64);
     let want: [Vec<i64>; 3] = if info.conv {
         if s.len() < 3 {
             return Err(format!("a conv weight needs ≥ 3 dims, got {s:?}"));

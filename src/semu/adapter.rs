@@ -1,6 +1,6 @@
 //! Step 5 and 7 of SEMU.md: the adapter `W' = W + U_k R V_kᵀ` with R = 0 at the start, and the
 //! fold that writes `W'` back as a plain weight.
-use super::layers::Layer;
+use super::layers::{Layer, WeightLayout};
 use super::svd::{explained_total, rank_unfloored, spectra, Decomposition, Parity};
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
@@ -26,7 +26,10 @@ impl RankRule {
 
 pub struct Adapter {
     pub name: String,
+    /// The weight's stored shape: `delta`, `weight` and `folded` have it.
     pub dims: Vec<i64>,
+    /// How the stored axes map onto the O×I×k… view that U, R and V act in.
+    pub layout: WeightLayout,
     pub conv: bool,
     pub k: usize,
     /// Mean (over input channels for a conv) share of Σs² explained at k.
@@ -54,7 +57,10 @@ impl Adapter {
     }
 
     /// [`Self::new`] under `rule`; None also when every channel's rank is 0.
+    /// `w` is the weight as stored; `d` decomposes its gradient in the O×I×k… view
+    /// (`svd::decompose_layer`).
     pub fn with_rule(layer: &Layer, w: &Tensor, d: &Decomposition, rule: &RankRule) -> Result<Option<Self>> {
+        check_fits(layer, w, d)?;
         let sp = spectra(d)?;
         let totals: Vec<f64> = match &d.energy {
             Some(e) => e.clone(),
@@ -79,7 +85,7 @@ impl Adapter {
         let k64 = k as i64;
         let (u, v) = (d.u.f_narrow(-1, 0, k64)?.f_contiguous()?, d.v.f_narrow(-1, 0, k64)?.f_contiguous()?);
         let dev = w.device();
-        let r_dims: Vec<i64> = if d.conv { vec![layer.dims[1], k64, k64] } else { vec![k64, k64] };
+        let r_dims: Vec<i64> = if d.conv { vec![layer.view_dims()[1], k64, k64] } else { vec![k64, k64] };
         let r = Tensor::f_zeros(&r_dims, (Kind::Float, dev))?.f_set_requires_grad(true)?;
         let mask = if per_channel {
             let mut m = vec![0f32; channel_ranks.len() * k * k];
@@ -97,6 +103,7 @@ impl Adapter {
         Ok(Some(Adapter {
             name: layer.name.clone(),
             dims: layer.dims.clone(),
+            layout: layer.layout,
             conv: d.conv,
             k,
             explained: ex,
@@ -127,12 +134,13 @@ impl Adapter {
         }
     }
 
-    /// `U R Vᵀ` in the weight's layout, f32.
+    /// `U R Vᵀ` in the weight's stored layout, f32.
     pub fn delta(&self) -> Result<Tensor> {
         let r = self.r_effective()?;
         if self.conv {
             let d = self.u.f_matmul(&r)?.f_matmul(&self.v.f_transpose(1, 2)?)?; // I×O×K
-            Ok(d.f_permute([1, 0, 2])?.f_reshape(&self.dims)?)
+            let view = d.f_permute([1, 0, 2])?.f_reshape(self.layout.view_dims(&self.dims))?;
+            self.layout.stored(&view)
         } else {
             Ok(self.u.f_matmul(&r)?.f_matmul(&self.v.f_tr()?)?)
         }
@@ -161,6 +169,38 @@ impl Adapter {
     }
 }
 
+/// The weight has the layer's stored shape and the decomposition its O×I×k… view (I matrices
+/// O×K for a conv, one m×n matrix otherwise).
+fn check_fits(layer: &Layer, w: &Tensor, d: &Decomposition) -> Result<()> {
+    let bad = |why: String| Err(crate::error::Error::Tensor { tensor: layer.name.clone(), reason: why });
+    if w.size() != layer.dims {
+        return bad(format!("the weight is {:?}, the layer {:?}", w.size(), layer.dims));
+    }
+    if d.layout != layer.layout {
+        return bad(format!(
+            "its gradient was decomposed as {:?}, the weight is stored {:?}: decompose it with svd::decompose_layer",
+            d.layout, layer.layout
+        ));
+    }
+    let view = layer.view_dims();
+    let want = if d.conv { vec![view[1], view[0], view[2..].iter().product()] } else { view.clone() };
+    let (u, v) = (d.u.size(), d.v.size());
+    let got = if d.conv && u.len() == 3 && v.len() == 3 {
+        vec![u[0], u[1], v[1]]
+    } else if !d.conv && u.len() == 2 && v.len() == 2 {
+        vec![u[0], v[0]]
+    } else {
+        return bad(format!("U {u:?} and V {v:?} do not decompose a {} gradient", if d.conv { "conv" } else { "2-D" }));
+    };
+    if got != want {
+        return bad(format!(
+            "the decomposition is of a {got:?} gradient, the weight's O×I×k… view {view:?} needs {want:?} \
+             (decompose the gradient with svd::decompose_layer)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +208,14 @@ mod tests {
     use crate::semu::svd::decompose;
 
     fn layer(dims: &[i64], kind: LayerKind) -> Layer {
-        Layer { name: "w".into(), kind, dims: dims.to_vec(), dtype: crate::onnx::DType::F32, nodes: vec![] }
+        Layer {
+            name: "w".into(),
+            kind,
+            dims: dims.to_vec(),
+            dtype: crate::onnx::DType::F32,
+            nodes: vec![],
+            layout: WeightLayout::Native,
+        }
     }
 
     #[test]
@@ -193,6 +240,45 @@ mod tests {
                 assert!(f64::try_from((proj - &delta).abs().max()).unwrap() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn a_channels_last_weight_adapts_in_its_oihw_view_and_folds_back_in_its_own_layout() {
+        use crate::semu::svd::decompose_layer;
+        tch::manual_seed(5);
+        // NhwcConv's [M, kH, kW, C]; its view is [M, C, kH, kW].
+        let stored = [6i64, 3, 2, 4];
+        let nhwc = Layer { layout: WeightLayout::ChannelsLast, ..layer(&stored, LayerKind::Conv) };
+        assert_eq!(nhwc.view_dims(), vec![6, 4, 3, 2]);
+        let w = Tensor::randn(stored, (Kind::Float, Device::Cpu));
+        let g = Tensor::randn(stored, (Kind::Float, Device::Cpu));
+        let d = decompose_layer(&g, &nhwc, 0.5, Parity::Paper).unwrap();
+        let a = Adapter::new(&nhwc, &w, &d, 0.5, Parity::Paper).unwrap().unwrap();
+        assert_eq!((a.r.size()[0], a.folded().unwrap().size()), (4, stored.to_vec()));
+        assert!(a.folded().unwrap().equal(&w), "R = 0 folds to the weight itself");
+        // The same adapter on the OIHW copy of the weight, permuted back, is the reference.
+        let view_w = w.movedim(-1, 1).contiguous();
+        let oihw = layer(&[6, 4, 3, 2], LayerKind::Conv);
+        let reference = Adapter::new(
+            &oihw,
+            &view_w,
+            &decompose_layer(&g.movedim(-1, 1), &oihw, 0.5, Parity::Paper).unwrap(),
+            0.5,
+            Parity::Paper,
+        )
+        .unwrap()
+        .unwrap();
+        let _g = tch::no_grad_guard();
+        let r = Tensor::randn(a.r.size(), (Kind::Float, Device::Cpu));
+        a.r.shallow_clone().copy_(&r);
+        reference.r.shallow_clone().copy_(&r);
+        let want = reference.folded().unwrap().movedim(1, -1);
+        assert!(f64::try_from((a.folded().unwrap() - &w).abs().max()).unwrap() > 0.0);
+        assert!(a.folded().unwrap().equal(&want), "fold = the OIHW fold permuted back");
+        // A gradient decomposed as if stored OIHW is refused, not misread.
+        let wrong = crate::semu::svd::decompose(&g, true).unwrap();
+        let e = Adapter::new(&nhwc, &w, &wrong, 0.5, Parity::Paper).err().unwrap().to_string();
+        assert!(e.contains("decompose_layer"), "{e}");
     }
 
     #[test]

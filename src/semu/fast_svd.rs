@@ -138,7 +138,14 @@ pub fn head_for(g: &Tensor, gamma: f64, parity: Parity, opts: Options) -> Result
                     tracing::debug!("fast SVD: k {k} from a block of {l} after {} iteration(s)", it + 1);
                     let u = q.f_mm(&z.f_to_kind(Kind::Float)?)?;
                     let s = Tensor::f_from_slice(&s)?.f_to_kind(Kind::Float)?.f_to_device(g.device())?;
-                    return Ok(Fast::Head(Decomposition { u, s, v: w, conv: false, energy: Some(vec![total]) }));
+                    return Ok(Fast::Head(Decomposition {
+                        u,
+                        s,
+                        v: w,
+                        conv: false,
+                        energy: Some(vec![total]),
+                        layout: Default::default(),
+                    }));
                 }
             }
             prev = Some(s);
@@ -247,8 +254,14 @@ mod tests {
         assert!(d.energy.is_some(), "the head, not the exact SVD");
         let k = rank_for(&sigma, 0.9, Parity::Paper).unwrap();
         let dims = vec![MIN_DIM, MIN_DIM + 76];
-        let layer =
-            Layer { name: "w".into(), kind: LayerKind::MatMul, dims: dims.clone(), dtype: DType::F32, nodes: vec![] };
+        let layer = Layer {
+            name: "w".into(),
+            kind: LayerKind::MatMul,
+            dims: dims.clone(),
+            dtype: DType::F32,
+            nodes: vec![],
+            layout: Default::default(),
+        };
         let w = Tensor::zeros(&dims, (Kind::Float, Device::Cpu));
         let a = Adapter::new(&layer, &w, &d, 0.9, Parity::Paper).unwrap().unwrap();
         assert_eq!(a.k, k);

@@ -13,6 +13,6 @@ pub mod unlearn;
 
 pub use adapter::Adapter;
 pub use auto::Lr;
-pub use layers::{find_layers, Layer, LayerKind};
+pub use layers::{find_layers, Layer, LayerKind, WeightLayout};
 pub use svd::Parity;
 pub use unlearn::{unlearn, Observer, SemuConfig, Unlearned};

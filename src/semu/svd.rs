@@ -1,6 +1,7 @@
 //! Steps 3–4 of SEMU.md: projection of the gradient, SVD (batched per input channel for convs),
 //! and the rank chosen from the explained-variance threshold γ.
 use super::fast_svd;
+use super::layers::{Layer, LayerKind, WeightLayout};
 use crate::error::Result;
 use tch::{Kind, Tensor};
 
@@ -39,6 +40,9 @@ pub struct Decomposition {
     pub conv: bool,
     /// Per row (input channel), Σσ² of the whole spectrum when `s` holds only its head.
     pub energy: Option<Vec<f64>>,
+    /// The stored layout the gradient was viewed from ([`decompose_layer`]); an adapter checks
+    /// it against its layer's, since a shape alone cannot tell a 3×3×3 view from its permutation.
+    pub layout: WeightLayout,
 }
 
 /// Decomposes a gradient of shape `dims` (2-D, or O×I×k… for a conv).
@@ -52,7 +56,7 @@ pub fn decompose(g: &Tensor, conv: bool) -> Result<Decomposition> {
         g
     };
     let (u, s, v) = m.f_svd(true, true)?;
-    Ok(Decomposition { u, s, v, conv, energy: None })
+    Ok(Decomposition { u, s, v, conv, energy: None, layout: WeightLayout::Native })
 }
 
 /// [`decompose`], or for a 2-D gradient of min(m, n) ≥ `fast_svd::MIN_DIM` the head of its
@@ -69,6 +73,14 @@ pub fn decompose_for(g: &Tensor, conv: bool, gamma: f64, parity: Parity, name: &
             decompose(g, conv)
         }
     }
+}
+
+/// [`decompose_for`] of the gradient `g` of `layer` (stored shape): a conv is decomposed in its
+/// O×I×k… view whatever its stored layout (NhwcConv keeps input channels last).
+pub fn decompose_layer(g: &Tensor, layer: &Layer, gamma: f64, parity: Parity) -> Result<Decomposition> {
+    let mut d = decompose_for(&layer.view(g)?, layer.kind == LayerKind::Conv, gamma, parity, &layer.name)?;
+    d.layout = layer.layout;
+    Ok(d)
 }
 
 /// Smallest k with Σ_{j≤k} s_j² / Σ s_j² ≥ γ (Paper), or the reference's searchsorted rule;
