@@ -14,6 +14,13 @@ pub enum Error {
     Node { node: String, op: String, reason: String },
     #[error("node '{node}' ({op}), attribute '{attr}': {reason}")]
     Attr { node: String, op: String, attr: String, reason: String },
+    /// A valid model that a runtime cannot run for lack of a kernel for one of its ops on the
+    /// provider used (onnxruntime's CUDA-only contrib ops on its CPU provider).
+    #[error(
+        "{path}: {runtime} has no kernel for {op} on its {provider} (node '{node}'): the model is valid, \
+         but {runtime} cannot run it there"
+    )]
+    NoKernel { path: PathBuf, runtime: String, provider: String, op: String, node: String },
     #[error("the model uses ops the engine does not support:\n{0}")]
     Unsupported(String),
     /// Shown as [`torch_summary`]: never libtorch's C++ stack frames.

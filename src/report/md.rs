@@ -49,6 +49,7 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
     let verdict = match &r.verification {
         None => "not verified (--no-verify)",
         Some(v) if v.passed => "verified by ONNX Runtime",
+        Some(v) if v.unverified.is_some() => "not verified: ONNX Runtime cannot run it (nothing written)",
         Some(_) => "FAILED verification (nothing written)",
     };
     let _ = writeln!(
@@ -199,8 +200,11 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
             let _ = writeln!(o, "Skipped (--no-verify): the output was not checked.\n");
         }
         Some(v) => {
-            let verdict = if v.passed { "passed" } else { "FAILED" };
-            let _ = writeln!(o, "Tolerance `{}`. Result: **{verdict}**.\n", v.tolerance);
+            let (verdict, why) = match &v.unverified {
+                Some(why) => ("NOT VERIFIED", format!(" ({})", cell(why))),
+                None => (if v.passed { "passed" } else { "FAILED" }, String::new()),
+            };
+            let _ = writeln!(o, "Tolerance `{}`. Result: **{verdict}**{why}.\n", v.tolerance);
             if v.rows.iter().any(|g| g.allowance > 0.0) {
                 let _ = writeln!(
                     o,

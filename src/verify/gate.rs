@@ -3,6 +3,10 @@
 //! the engine computes from the folded file itself. Given the input model, each runtime's rows
 //! follow the differential rule ([`super::differential`]): judged against the runtime's own
 //! difference from the engine on the input model, measured on the same probes.
+//!
+//! onnxruntime is the gate: an export it cannot load for lack of a kernel (the CUDA-only
+//! contrib ops of its unet optimizer, on its CPU provider) is reported, its engine rows still
+//! checked, but it does not pass: nothing independent of the engine computed it.
 use super::differential::{InputDeviation, ALLOWANCE_FACTOR};
 use super::{compare_tensor, count_non_finite, non_finite_summary, OrtSession, Tolerance, TractSession};
 use crate::data::Dataset;
@@ -90,12 +94,17 @@ pub struct GateReport {
     pub input_deviation: Vec<InputDeviation>,
     /// The differential rule's factor (`allowance = factor × input max abs`, when beyond the tolerance).
     pub allowance_factor: f64,
+    /// Why onnxruntime did not run the export (a missing kernel), when it did not: then nothing
+    /// but the engine computed it and `passed` is false whatever the rows say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 impl GateReport {
-    /// The first failing row, described for an error message.
+    /// The first failing row, described for an error message; else why onnxruntime did not
+    /// verify the export.
     pub fn failure(&self) -> Option<String> {
-        self.rows.iter().find(|r| !r.passed).map(|r| {
+        let row = self.rows.iter().find(|r| !r.passed).map(|r| {
             if r.non_finite > 0 {
                 return format!(
                     "{} output on the {} probe, or {} it is compared with, holds {} NaN/Inf values: \
@@ -114,6 +123,13 @@ the model computes nothing usable (a diverged training? try a lower --lr)",
                 "{} output on the {} probe differs from {}: max abs {:.3e}, max rel {:.3e} (tolerance {}{allowed})",
                 r.runtime, r.probe, r.reference, r.max_abs, r.max_rel, self.tolerance
             )
+        });
+        row.or_else(|| {
+            self.unverified.as_ref().map(|why| {
+                format!(
+                    "not verified: {why}; only the engine's own rows were checked (--no-verify writes it unverified)"
+                )
+            })
         })
     }
 }
@@ -172,11 +188,26 @@ pub fn check_with(
         .iter()
         .position(|o| *o == output)
         .ok_or_else(|| Error::msg(format!("{}: no output '{output}'", model_path.display())))?;
-    let ort = OrtSession::load(model_path, 0)?;
+    let (ort, unverified) = match OrtSession::load(model_path, 0) {
+        Ok(s) => (Some(s), None),
+        Err(Error::NoKernel { path, runtime, provider, op, node }) => {
+            // onnxruntime names the op without its domain: the graph has it.
+            let domain = model.graph().node.iter().find(|n| n.name() == node).map(|n| n.domain());
+            let op = match domain {
+                Some(d) if !d.is_empty() && d != "ai.onnx" => format!("{d}::{op}"),
+                _ => op,
+            };
+            let e = Error::NoKernel { path, runtime, provider, op, node };
+            warnings.push(format!("{e} (so onnxruntime did not verify the export)"));
+            (None, Some(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
     let tract = match TractSession::load(model_path) {
         Ok(t) => Some(t),
         Err(e) if e.is_load_failure() => {
-            warnings.push(format!("tract could not load the export ({e}); only onnxruntime verified it"));
+            let only = if ort.is_some() { "; only onnxruntime verified it" } else { "" };
+            warnings.push(format!("tract could not load the export ({e}){only}"));
             None
         }
         Err(e) => return Err(e.into()),
@@ -210,9 +241,11 @@ pub fn check_with(
             });
         };
         row("engine (folded file)", &folded, "engine (adapters)", &expected);
-        let ort_out = pick(ort.run(&feeds)?, output, model_path)?;
-        row("onnxruntime", &ort_out, "engine (adapters)", &expected);
-        row("onnxruntime", &ort_out, "engine (folded file)", &folded);
+        if let Some(ort) = &ort {
+            let ort_out = pick(ort.run(&feeds)?, output, model_path)?;
+            row("onnxruntime", &ort_out, "engine (adapters)", &expected);
+            row("onnxruntime", &ort_out, "engine (folded file)", &folded);
+        }
         if let Some(t) = &tract {
             match t.run(&feeds) {
                 Ok(outs) => row("tract", &pick(outs, output, model_path)?, "engine (adapters)", &expected),
@@ -221,7 +254,7 @@ pub fn check_with(
         }
         progress(3 + i, steps);
     }
-    let passed = rows.iter().all(|r| r.passed);
+    let passed = rows.iter().all(|r| r.passed) && unverified.is_none();
     Ok(GateReport {
         tolerance: tol,
         rows,
@@ -229,6 +262,7 @@ pub fn check_with(
         passed,
         input_deviation: deviations,
         allowance_factor: ALLOWANCE_FACTOR,
+        unverified,
     })
 }
 
@@ -254,6 +288,8 @@ fn input_deviations(
     });
     match ort {
         Ok(diffs) => out.push(InputDeviation::new("onnxruntime", output, &diffs)),
+        // The export has the same ops: its refusal is reported once, by the gate.
+        Err(Error::NoKernel { .. }) => {}
         Err(e) => warnings.push(format!("onnxruntime could not run the input model ({e}): no differential allowance")),
     }
     // tract: a model it cannot load or run has no tract rows to judge either.

@@ -59,7 +59,19 @@ impl OrtSession {
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(|e| model_err(e.to_string()))?;
         }
-        let session = builder.commit_from_file(path).map_err(|e| model_err(e.to_string()))?;
+        let session = builder.commit_from_file(path).map_err(|e| {
+            let text = e.to_string();
+            match missing_kernel(&text) {
+                Some((op, node)) => Error::NoKernel {
+                    path: path.to_path_buf(),
+                    runtime: "onnxruntime".into(),
+                    provider: "CPU execution provider".into(),
+                    op,
+                    node,
+                },
+                None => model_err(text),
+            }
+        })?;
         let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
         Ok(OrtSession { path: path.to_path_buf(), session: Mutex::new(session), inputs, outputs })
@@ -94,6 +106,16 @@ impl OrtSession {
         }
         Ok(result)
     }
+}
+
+/// The op and node of onnxruntime's "Could not find an implementation for OP(VERSION) node with
+/// name 'NODE'": the session has no kernel for that op on its providers.
+fn missing_kernel(text: &str) -> Option<(String, String)> {
+    const SAYS: &str = "Could not find an implementation for ";
+    let rest = &text[text.find(SAYS)? + SAYS.len()..];
+    let op = rest.split(['(', ' ']).next().filter(|o| !o.is_empty())?;
+    let node = rest.split_once("node with name '").and_then(|(_, n)| n.split('\'').next()).unwrap_or_default();
+    Some((op.to_string(), node.to_string()))
 }
 
 fn element_type(d: DType) -> Result<TensorElementType> {
@@ -202,6 +224,14 @@ mod tests {
         for (i, (name, t)) in out.iter().enumerate() {
             assert_eq!((name.as_str(), t), (format!("out{i}").as_str(), &feeds[i].1));
         }
+    }
+
+    #[test]
+    fn a_missing_kernel_names_the_op_and_node() {
+        let text = "Failed to commit: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation \
+                    for NhwcConv(1) node with name 'NhwcConv_0-/unet/conv_in/Conv'";
+        assert_eq!(missing_kernel(text), Some(("NhwcConv".into(), "NhwcConv_0-/unet/conv_in/Conv".into())));
+        assert_eq!(missing_kernel("Load model from m.onnx failed: Protobuf parsing failed"), None);
     }
 
     #[test]
