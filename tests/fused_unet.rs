@@ -13,7 +13,7 @@ use semu::semu::svd::decompose_layer;
 use semu::semu::{find_layers, Adapter, Layer, LayerKind, Parity, WeightLayout};
 use semu::verify::gate::{self, Probe};
 use semu::verify::OrtSession;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -74,6 +74,50 @@ fn every_nhwcconv_weight_is_an_adaptable_conv_with_the_unfused_convs_shapes() {
     assert_eq!(views, convs);
     let params = |ls: &[Layer]| ls.iter().map(Layer::numel).sum::<i64>();
     assert_eq!(params(&find_layers(&m)), params(&unfused));
+}
+
+/// The reference inputs (sorted by name) of `ref/`.
+fn ref_feeds() -> Vec<(String, Tensor)> {
+    let mut feeds: Vec<(String, Tensor)> = ["sample", "timestep", "encoder_hidden_states"]
+        .iter()
+        .map(|n| (n.to_string(), read_npy(&fx(&format!("ref/{n}.npy"))).unwrap()))
+        .collect();
+    feeds.sort_by(|a, b| a.0.cmp(&b.0));
+    feeds
+}
+
+/// ∇ of Σ(output · probe) with respect to initializer `name` of `m`, in its stored layout.
+fn gradient(m: &OnnxModel, name: &str, probe: &Tensor) -> Tensor {
+    let opts = PlanOptions { dynamic: HashSet::from([name.to_string()]), ..Default::default() };
+    let plan = Plan::new(m, &Registry::standard(), &opts).unwrap();
+    let leaf = plan.param(name).unwrap().detach().set_requires_grad(true);
+    let feeds: HashMap<String, Tensor> = ref_feeds().into_iter().collect();
+    let out = plan.run_with(&feeds, &HashMap::from([(name.to_string(), leaf.shallow_clone())])).unwrap().remove(0);
+    Tensor::run_backward(&[(out * probe).sum(Kind::Float)], &[&leaf], false, false).remove(0)
+}
+
+#[test]
+fn in_its_view_an_nhwcconv_weights_gradient_is_the_unfused_convs() {
+    // So the per-input-channel SVD of the viewed gradient is the one SEMU takes on unet.onnx.
+    let (m, unfused) = (fused(), OnnxModel::load(fx("unet.onnx")).unwrap());
+    let convs: Vec<Layer> = find_layers(&unfused).into_iter().filter(|l| l.kind == LayerKind::Conv).collect();
+    tch::manual_seed(11);
+    let probe = Tensor::randn([8, 1, 8, 8], (Kind::Float, Device::Cpu));
+    // conv_in (C = 1) and the first 3×3 conv with several input channels.
+    let layers = nhwc_layers(&m);
+    for l in [&layers[0], layers.iter().find(|l| l.dims[1] == 3 && l.dims[3] > 1).unwrap()] {
+        let view = weight(&m, &l.name).movedim(-1, 1);
+        let twin = convs
+            .iter()
+            .find(|c| c.dims == view.size() && weight(&unfused, &c.name).equal(&view))
+            .unwrap_or_else(|| panic!("{}: no Conv of unet.onnx holds its values", l.name));
+        let (got, want) = (gradient(&m, &l.name, &probe), gradient(&unfused, &twin.name, &probe));
+        assert_eq!(got.size(), l.dims);
+        let err = (l.view(&got).unwrap() - &want).abs().max().double_value(&[]);
+        let scale = want.abs().max().double_value(&[]);
+        println!("{} vs {}: gradient max abs {err:.2e}, scale {scale:.2e}", l.name, twin.name);
+        assert!(scale > 0.0 && err <= 1e-5 * scale, "{} vs {}: max abs {err}, scale {scale}", l.name, twin.name);
+    }
 }
 
 #[test]
@@ -137,11 +181,7 @@ fn the_gate_names_the_op_onnxruntime_cannot_run_and_does_not_claim_it_verified()
 
     let plan = Plan::new(&m, &Registry::standard(), &PlanOptions::default()).unwrap();
     let output = plan.output_names()[0].to_string();
-    let mut feeds: Vec<(String, Tensor)> = ["sample", "timestep", "encoder_hidden_states"]
-        .iter()
-        .map(|n| (n.to_string(), read_npy(&fx(&format!("ref/{n}.npy"))).unwrap()))
-        .collect();
-    feeds.sort_by(|a, b| a.0.cmp(&b.0));
+    let feeds = ref_feeds();
     let feed_map: HashMap<String, Tensor> = feeds.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     let input_out = plan.run(&feed_map).unwrap().swap_remove(0);
     let adapted = OnnxModel::load(&export).unwrap();
