@@ -324,9 +324,11 @@ mod differential {
             // The engine's own row never gets an allowance.
             assert!(diff.rows.iter().filter(|r| r.runtime.starts_with("engine")).all(|r| r.allowance == 0.0));
             if ort.within_tolerance {
-                // int8 × int8 kernels without saturation (e.g. VNNI) can match the spec exactly.
-                assert!(name == "digits_dyn", "{name}: onnxruntime's fused QDQ kernels round differently");
-                assert!(fixed.passed);
+                // Kernels without saturating int16 sums (VNNI CPUs: seen for every model here on
+                // one machine, for digits_dyn only on another) match the definition: nothing to allow.
+                assert!(fixed.passed, "{name}: {:?}", fixed.failure());
+                assert_eq!(ort.allowance, 0.0, "{name}: {ort:?}");
+                assert!(diff.rows.iter().all(|r| r.allowance == 0.0), "{name}");
                 continue;
             }
             // The fixed tolerance alone refuses the correct model, on onnxruntime's rows.
@@ -354,9 +356,15 @@ mod differential {
             let flipped = tampered(&input, &w, dir.path(), |v| v.saturating_neg());
             let (_, diff) = gates(&input, &flipped);
             assert!(!diff.passed, "{name}: sign-flipped {w}");
+            // An allowance where this CPU's onnxruntime deviates on the input, and a failure anyway.
+            let deviates = diff.input_deviation.iter().any(|d| d.runtime == "onnxruntime" && !d.within_tolerance);
             let ort_adapters =
                 diff.rows.iter().filter(|r| r.runtime == "onnxruntime" && r.reference == "engine (adapters)");
-            assert!(ort_adapters.clone().all(|r| !r.passed && r.allowance > 0.0), "{:?}", rows(&diff, "onnxruntime"));
+            assert!(
+                ort_adapters.clone().all(|r| !r.passed && (r.allowance > 0.0) == deviates),
+                "{:?}",
+                rows(&diff, "onnxruntime")
+            );
             // One integer of the weight one step off: within onnxruntime's own deviation, but the
             // engine reading the file against the adapters keeps the fixed tolerance.
             let nudged = tampered(&input, &w, dir.path(), |v| v.saturating_add(1));
@@ -433,7 +441,10 @@ fn verify_judges_b_against_onnxruntimes_deviation_on_a() {
     let model = fx("deployed/digits_qdq.onnx");
     let o = semu_env(&["verify", &model, &model, "--data", &data, "--limit", "64", "--device", "cpu"], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("deviates 'logits'") && text(&o).contains("differential rule"), "{}", text(&o));
+    // Where this CPU's onnxruntime matches the definition on A (VNNI kernels) there is nothing
+    // to judge against; where it deviates, the rule is named.
+    let deviates = text(&o).contains("deviates 'logits'");
+    assert_eq!(deviates, text(&o).contains("differential rule"), "{}", text(&o));
     let plain = fx("digits/model.onnx");
     let o = semu_env(&["verify", &plain, &plain, "--data", &data, "--limit", "64", "--device", "cpu"], &[]);
     assert!(o.status.success() && !text(&o).contains("differential rule"), "{}", text(&o));

@@ -6,7 +6,7 @@ use super::gradient::forget_gradient;
 use super::gradient_file::GivenGradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
-use super::svd::{decompose_for, project, Parity};
+use super::svd::{project, Parity};
 use super::train::{eval_batch, overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -449,8 +449,9 @@ pub fn unlearn(
             )));
         }
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
-        // The fast rank solver for large 2-D gradients; the exact SVD otherwise (`svd::decompose_for`).
-        let d = decompose_for(&g, l.kind == super::LayerKind::Conv, cfg.gamma, cfg.parity, &l.name)?;
+        // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
+        // a channels-last weight (`svd::decompose_layer`).
+        let d = super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?;
         match Adapter::with_rule(l, &w, &d, &cfg.rank_rule(l, net.task))? {
             Some(a) => adapters.push(a),
             None => skipped.push(l.name.clone()),
