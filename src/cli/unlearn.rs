@@ -654,11 +654,14 @@ fn print_summary(r: &UnlearnReport) {
                     if row.passed { "ok" } else { "FAIL" }
                 );
             }
-            println!(
-                "verified    {}",
-                if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()
-                    + if v.rows.iter().any(|r| r.runtime == "tract") { " + tract)" } else { ")" }
-            );
+            match &v.unverified {
+                Some(why) => println!("verified    NO: {why}"),
+                None => println!(
+                    "verified    {}",
+                    if v.passed { "passed (onnxruntime" } else { "FAILED (onnxruntime" }.to_string()
+                        + if v.rows.iter().any(|r| r.runtime == "tract") { " + tract)" } else { ")" }
+                ),
+            }
         }
     }
     if let Some(o) = &r.output {
