@@ -253,7 +253,8 @@ fn a_text_conditioned_model_forgets_a_prompt() {
     assert!(text(&o).contains("--forget-prompt") && !out.exists(), "{}", text(&o));
 
     let prompts = ["--forget-prompt", "a handwritten three", "--target-prompt", "a handwritten four"];
-    let (o, _, report) = unlearn(&unet, dir.path(), "25", &prompts);
+    let keep = ["--keep-prompt", "a handwritten five", "--keep-prompt", "a handwritten eight"];
+    let (o, _, report) = unlearn(&unet, dir.path(), "25", &[&prompts[..], &keep].concat());
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["verified"], true, "{}", text(&o));

@@ -105,6 +105,10 @@ pub struct Args {
     /// null prompt, with --target-class null].
     #[arg(long, value_name = "TEXT")]
     target_prompt: Option<String>,
+    /// Diffusion, text-conditioned: a prompt whose images must not change (repeatable): each
+    /// step also holds the model's prediction under one of them to the input model's.
+    #[arg(long, value_name = "TEXT")]
+    keep_prompt: Vec<String>,
     /// Diffusion: which weights train: all adaptable ones, or only the cross-attention
     /// projections (`attn2` in the consuming node's name: the authors' `xattn`).
     #[arg(long, value_enum, default_value_t = TrainLayers::All)]
@@ -260,7 +264,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         prompts: a
             .forget_prompt
             .clone()
-            .map(|forget| semu::task::diffusion::Prompts { forget, target: a.target_prompt.clone() }),
+            .map(|forget| semu::task::diffusion::Prompts {
+                forget,
+                target: a.target_prompt.clone(),
+                keep: a.keep_prompt.clone(),
+            }),
     };
     let mut u = baselines::run(
         work,

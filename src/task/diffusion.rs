@@ -87,6 +87,9 @@ pub struct Diffusion {
 pub struct Prompts {
     pub forget: String,
     pub target: Option<String>,
+    /// Prompts to keep: each step also holds the model's prediction under one of them (drawn
+    /// per image, on the same noised forget images) to the input model's.
+    pub keep: Vec<String>,
 }
 
 impl Diffusion {
@@ -122,7 +125,9 @@ impl Diffusion {
             (Some(text), Some(p)) => {
                 let null = text.null_prompt.as_str();
                 let target = p.target.as_deref().unwrap_or(null);
-                Some(crate::diffusion::prompts::encode(text, &[&p.forget, target, null], device)?)
+                let mut rows = vec![p.forget.as_str(), target, null];
+                rows.extend(p.keep.iter().map(String::as_str));
+                Some(crate::diffusion::prompts::encode(text, &rows, device)?)
             }
         };
         Ok(Diffusion {
@@ -342,12 +347,15 @@ impl Diffusion {
     /// The unlearning term for `out` = ε(x_t, t, ỹ_f) under the weights being trained: its mean
     /// squared error to the teacher's ε(x_t, t, ỹ′) (`teacher`: the input model's weights, or
     /// the current ones).
+    /// With prompts to keep, plus the same error between the current and the input model's
+    /// predictions under a kept prompt drawn per image (`current`: the weights being trained).
     pub fn forget_term(
         &self,
         model: &Model,
         out: &Tensor,
         b: &Batch,
         teacher: &HashMap<String, Tensor>,
+        current: &HashMap<String, Tensor>,
     ) -> Result<Tensor> {
         let pseudo = {
             let _g = tch::no_grad_guard();
@@ -355,7 +363,19 @@ impl Diffusion {
             model.forward(&self.with_y(b, &target)?, teacher)?.f_detach()?
         };
         let (o, p) = (self.eps_of(out, b)?, self.eps_of(&pseudo, b)?);
-        Ok(o.f_sub(&p)?.f_square()?.f_mean(Kind::Float)?)
+        let forget = o.f_sub(&p)?.f_square()?.f_mean(Kind::Float)?;
+        let kept = self.prompts.as_ref().map_or(0, |t| t.size()[0] - 3);
+        if kept <= 0 {
+            return Ok(forget);
+        }
+        let keep = Tensor::f_randint(kept, [b.len() as i64], (Kind::Int64, Device::Cpu))?.f_add_scalar(3)?;
+        let kb = self.with_y(b, &keep)?;
+        let frozen = {
+            let _g = tch::no_grad_guard();
+            model.forward(&kb, &HashMap::new())?.f_detach()?
+        };
+        let held = model.forward(&kb, current)?.f_sub(&frozen)?.f_square()?.f_mean(Kind::Float)?;
+        Ok(forget.f_add(&held)?)
     }
 
     /// Records whose prediction under their own class lies nearer the input model's ε(own class)
