@@ -198,7 +198,8 @@ impl Inputs {
 pub fn run_sweep(spec: &SweepSpec, progress: &mut dyn FnMut(Progress)) -> Result<SweepResult> {
     let runs = spec.runs()?;
     let inputs = Inputs::open(spec)?;
-    let names = Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone(), ..Default::default() };
+    let names =
+        Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone(), ..Default::default() };
     let total = runs.len();
     let reference = match &spec.retrained {
         Some(p) => {
@@ -258,7 +259,8 @@ fn run_cached(spec: &SweepSpec, inputs: &Inputs, run: &RunConfig) -> Result<(Run
 fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: &Path) -> Result<RunResult> {
     tch::manual_seed(rc.semu.seed as i64);
     let retain = rc.remaining.then_some(inputs.retain.as_ref());
-    let names = Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone(), ..Default::default() };
+    let names =
+        Spec { task: None, input: spec.input_name.clone(), output: spec.output_name.clone(), ..Default::default() };
     let o = run(
         inputs.lifted.as_ref().map_or(&inputs.model, |l| &l.model),
         inputs.forget.as_ref(),

@@ -168,7 +168,8 @@ fn gradient(mut a: Args, quiet: bool) -> CmdResult {
     if forget.is_empty() {
         return Err(anyhow!("{}: the forget set is empty", forget.source()).into());
     }
-    let task_spec = Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone(), ..Default::default() };
+    let task_spec =
+        Spec { task: Some(task), input: a.input_name.clone(), output: a.output_name.clone(), ..Default::default() };
     let mut net = Model::new(work, device, layers.iter().map(|l| l.name.clone()).collect(), &task_spec)?;
     let classes = net.width(forget)?;
     net.check_labels(forget, classes)?;

@@ -165,7 +165,8 @@ pub fn run(mut a: Args) -> CmdResult {
     };
 
     let plan = Plan::new(&model, &Registry::standard(), &PlanOptions { device, ..Default::default() })?;
-    let net = Network { plan: &plan, settings: &s, t_kind: kinds[1], y_kind: kinds[2], device, context: context.as_ref() };
+    let net =
+        Network { plan: &plan, settings: &s, t_kind: kinds[1], y_kind: kinds[2], device, context: context.as_ref() };
     let opts = SampleOptions { steps: a.steps, eta: a.eta, guidance: a.guidance, batch: a.batch };
     let started = Instant::now();
     let mut meter = super::progress::Meter::new("sampling", "steps");

@@ -261,14 +261,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         input: a.input_name.clone(),
         output: a.output_name.clone(),
         diffusion: diffusion_flags,
-        prompts: a
-            .forget_prompt
-            .clone()
-            .map(|forget| semu::task::diffusion::Prompts {
-                forget,
-                target: a.target_prompt.clone(),
-                keep: a.keep_prompt.clone(),
-            }),
+        prompts: a.forget_prompt.clone().map(|forget| semu::task::diffusion::Prompts {
+            forget,
+            target: a.target_prompt.clone(),
+            keep: a.keep_prompt.clone(),
+        }),
     };
     let mut u = baselines::run(
         work,

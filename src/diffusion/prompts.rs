@@ -17,7 +17,8 @@ pub fn token_ids(text: &TextSettings, prompts: &[&str]) -> Result<Tensor> {
     let len = text.context_length;
     let mut ids = Vec::with_capacity(prompts.len() * len);
     for p in prompts {
-        let enc = tok.encode(*p, true).map_err(|e| Error::msg(format!("{}: tokenizing \"{p}\": {e}", path.display())))?;
+        let enc =
+            tok.encode(*p, true).map_err(|e| Error::msg(format!("{}: tokenizing \"{p}\": {e}", path.display())))?;
         let mut row: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
         row.resize(len, pad as i64);
         ids.extend(row);
@@ -43,6 +44,7 @@ pub fn encode(text: &TextSettings, prompts: &[&str], device: Device) -> Result<T
     })?;
     let _g = tch::no_grad_guard();
     let out = plan.run_values(&feeds)?.swap_remove(at);
-    let t = out.as_tensor().ok_or_else(|| Error::msg(format!("{}: '{}' is not a tensor", path.display(), names[at])))?;
+    let t =
+        out.as_tensor().ok_or_else(|| Error::msg(format!("{}: '{}' is not a tensor", path.display(), names[at])))?;
     Ok(t.f_to_kind(Kind::Float)?.f_detach()?)
 }

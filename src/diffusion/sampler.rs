@@ -45,7 +45,9 @@ impl Network<'_> {
         let n = x.size()[0];
         let t = Tensor::full([n], t, (self.t_kind, self.device));
         let y = match self.context {
-            Some(states) => states.index_select(0, &y.to_kind(Kind::Int64).to_device(states.device())).to_device(self.device),
+            Some(states) => {
+                states.index_select(0, &y.to_kind(Kind::Int64).to_device(states.device())).to_device(self.device)
+            }
             None => y.shallow_clone(),
         };
         let feeds: HashMap<String, Value> = [

@@ -202,7 +202,9 @@ pub fn train(
             let w = overrides(adapters)?;
             let out = net.forward(&fb, &w)?;
             let mut loss = match &net.diffusion {
-                Some(d) => d.forget_term(net, &out, &fb, if d.teacher == Teacher::Current { &w } else { &frozen }, &w)?,
+                Some(d) => {
+                    d.forget_term(net, &out, &fb, if d.teacher == Teacher::Current { &w } else { &frozen }, &w)?
+                }
                 None => objective.term(net, &out, &fb, targets.as_ref())?,
             };
             if let (Some(r), true) = (retain.filter(|_| s.objective.uses_retain()), s.alpha != 0.0) {

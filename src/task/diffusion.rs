@@ -293,7 +293,9 @@ impl Diffusion {
         let inputs = b
             .inputs
             .iter()
-            .map(|(n, t)| (n.clone(), if *n == self.settings.input_y { fed.shallow_clone() } else { t.shallow_clone() }))
+            .map(|(n, t)| {
+                (n.clone(), if *n == self.settings.input_y { fed.shallow_clone() } else { t.shallow_clone() })
+            })
             .collect();
         Ok(Batch { inputs, y: b.y.shallow_clone() })
     }
