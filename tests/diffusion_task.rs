@@ -300,3 +300,65 @@ fn a_text_conditioned_model_forgets_a_prompt() {
     let agree = pred.eq_tensor(&want).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!(agree >= 0.8, "the judge agrees with the prompts on {agree:.2} of the samples");
 }
+
+/// The UNet as onnxruntime's optimizer leaves it (NhwcConv, packed attention, fused norms)
+/// unlearns; onnxruntime's CPU provider has no kernels for those ops, so the gate says it could
+/// not verify and writes nothing unless told to.
+#[test]
+fn the_optimized_unet_unlearns_and_the_gate_says_it_cannot_verify_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let unet = fx("text_ddpm/unet_optimized.onnx");
+    let prompts = ["--forget-prompt", "a handwritten three", "--target-prompt", "a handwritten four"];
+    let (o, out, _) = unlearn(&unet, dir.path(), "3", &prompts);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("verified    NO") && text(&o).contains("no kernel for com.microsoft::NhwcConv"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "an unverified export was written");
+    let (o, out, report) = unlearn(&unet, dir.path(), "3", &[&prompts[..], &["--no-verify"]].concat());
+    assert!(o.status.success() && out.exists(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let kinds: Vec<&str> = r["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert!(kinds.iter().any(|n| n.contains("NhwcConv")), "no channels-last conv weight trained: {kinds:?}");
+}
+
+/// No forget images: the model samples them from the prompt itself.
+#[test]
+fn a_prompt_is_forgotten_from_images_the_model_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("g.onnx"), dir.path().join("g.json"));
+    let unet = fx("text_ddpm/unet.onnx");
+    let args = [
+        "unlearn",
+        "--model",
+        unet.to_str().unwrap(),
+        "--generate-forget",
+        "16",
+        "--forget-prompt",
+        "a handwritten three",
+        "--target-prompt",
+        "a handwritten four",
+        "--iterations",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let o = semu(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verified"], true, "{}", text(&o));
+    assert!(text(&o).contains("generating the forget images"), "{}", text(&o));
+    // On a class-conditioned model it is a usage error.
+    let ddpm = fx("ddpm/model.onnx");
+    let mut bad = args.to_vec();
+    bad[2] = ddpm.to_str().unwrap();
+    let o = semu(&bad);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--generate-forget"), "{}", text(&o));
+}

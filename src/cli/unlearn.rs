@@ -105,6 +105,10 @@ pub struct Args {
     /// null prompt, with --target-class null].
     #[arg(long, value_name = "TEXT")]
     target_prompt: Option<String>,
+    /// Diffusion, text-conditioned, without forget images: sample this many from --forget-prompt
+    /// with the input model itself (DDIM 25 steps, w 2, --seed) and forget those.
+    #[arg(long, value_name = "N", conflicts_with_all = ["forget", "train", "test"])]
+    generate_forget: Option<usize>,
     /// Diffusion, text-conditioned: a prompt whose images must not change (repeatable): each
     /// step also holds the model's prediction under one of them to the input model's.
     #[arg(long, value_name = "TEXT")]
@@ -137,7 +141,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     cfg.validate().map_err(super::usage)?;
     let extra = BaselineSettings { mask_ratio: a.mask_ratio, l1: a.l1, schedule: a.schedule };
     extra.validate().map_err(super::usage)?;
-    a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(super::usage)?;
+    if a.generate_forget.is_none() {
+        a.data.check_usage(a.forget.as_deref(), a.retain.as_deref()).map_err(super::usage)?;
+    }
     let device = super::device(&device)?;
     check_outputs(&a).map_err(super::usage)?;
     tch::manual_seed(cfg.seed as i64);
@@ -194,6 +200,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
                 a.model.display()
             )));
         }
+        if a.generate_forget.is_some() && (s.text.is_none() || a.forget_prompt.is_none()) {
+            return Err(super::usage(anyhow!(
+                "--generate-forget samples the images of --forget-prompt: it needs a text-conditioned model"
+            )));
+        }
         if s.text.is_some() && a.data.has_retain(a.retain.as_deref()) {
             return Err(super::usage(anyhow!(
                 "remaining data for a text-conditioned model needs a prompt per image, which semu does not read \
@@ -216,7 +227,12 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
     spec.text.labels_required = task == TaskKind::Classify;
-    let loaded = a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?;
+    let loaded = match (a.generate_forget, a.forget_prompt.as_deref()) {
+        (Some(n), Some(prompt)) => {
+            generated_forget(work, &a.model, &diffusion_flags, prompt, n, cfg.seed, device, &mut progress)?
+        }
+        _ => a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?,
+    };
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
     if a.method != Method::Semu && a.out_patch.is_some() {
         return Err(Exit { code: 2, err: anyhow!("--out-patch holds SEMU's U, R, V: it needs --method semu") });
@@ -493,6 +509,75 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         });
     }
     Ok(())
+}
+
+/// The forget images of a text-conditioned model drawn from the model itself: `n` DDIM samples
+/// of `prompt` (25 steps, w 2, seeded), mapped from its data range to [0, 1] as data files hold
+/// them. Their digest is that of the prompt, the count and the seed.
+#[allow(clippy::too_many_arguments)]
+fn generated_forget(
+    model: &OnnxModel,
+    path: &std::path::Path,
+    flags: &semu::diffusion::Overrides,
+    prompt: &str,
+    n: usize,
+    seed: u64,
+    device: tch::Device,
+    progress: &mut super::progress::Progress,
+) -> anyhow::Result<super::data_args::Loaded> {
+    use semu::diffusion::{self, Network, SampleOptions, Settings};
+    if n == 0 {
+        return Err(super::usage(anyhow!("--generate-forget 0: nothing to forget")).err);
+    }
+    let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
+    let s = Settings::resolve(&path.display().to_string(), props, flags)?;
+    let text = s.text.as_ref().ok_or_else(|| anyhow!("{}: not text-conditioned", path.display()))?;
+    let g = model.graph();
+    let declared = |name: &str| g.input.iter().find(|v| v.name() == name);
+    let x = declared(&s.input_x).ok_or_else(|| anyhow!("{}: no input '{}'", path.display(), s.input_x))?;
+    let shape = semu::onnx::summary::value_summary(x).shape;
+    let chw: Vec<i64> = shape.iter().skip(1).map(|d| d.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| {
+        anyhow!("{}: input '{}' is {shape:?}: --generate-forget needs fixed C, H, W", path.display(), s.input_x)
+    })?;
+    // t in the dtype the graph declares (diffusers exports a float timestep).
+    let t_kind = match declared(&s.input_t).and_then(|v| v.r#type.as_ref()).and_then(|t| t.value.as_ref()) {
+        Some(semu::onnx::proto::type_proto::Value::TensorType(t)) => {
+            semu::onnx::DType::from_onnx(t.elem_type()).and_then(semu::engine::convert::kind_of)?
+        }
+        _ => tch::Kind::Int64,
+    };
+    let states = diffusion::prompts::encode(text, &[prompt, &text.null_prompt], device)?;
+    let plan = semu::engine::Plan::new(
+        model,
+        &semu::engine::Registry::standard(),
+        &semu::engine::PlanOptions { device, ..Default::default() },
+    )?;
+    let net = Network { plan: &plan, settings: &s, t_kind, y_kind: tch::Kind::Float, device, context: Some(&states) };
+    tch::manual_seed(seed as i64);
+    let x_t = tch::Tensor::randn([&[n as i64][..], &chw].concat(), (tch::Kind::Float, tch::Device::Cpu));
+    let opts = SampleOptions { steps: 25, eta: 0.0, guidance: 2.0, batch: 256 };
+    progress.phase("generating the forget images");
+    let x = diffusion::sample(&net, &vec![0; n], &x_t, &opts, &mut |d, t| {
+        progress.step("generating the forget images", d, t)
+    })?;
+    let (lo, hi) = s.data_range;
+    let x = (x - lo) / (hi - lo);
+    let source = format!("{n} images sampled from \"{prompt}\" by {}", path.display());
+    let ds = semu::data::NpzDataset::from_tensors(source, x, tch::Tensor::zeros([n as i64], (tch::Kind::Int64, tch::Device::Cpu)))?;
+    let digest: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        format!("generated:{prompt}:{n}:{seed}"),
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    Ok(super::data_args::Loaded {
+        forget: std::rc::Rc::new(ds),
+        retain: None,
+        test: None,
+        forget_sha256: digest,
+        selection: None,
+    })
 }
 
 /// Fault injection for tests of the gate (`SEMU_FAULT_TAMPER_EXPORT=1` or `=zero`): changes one
