@@ -102,11 +102,14 @@ fn image_runs() -> Vec<(&'static str, Vec<String>)> {
 
 #[test]
 fn image_classifiers_give_the_same_bytes_as_before_the_task_layer() {
-    let want: HashMap<String, String> = std::fs::read_to_string(root().join("tests/tasks_data/pre_task_layer.sha256"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once("  ").map(|(h, n)| (n.to_string(), h.to_string())))
-        .collect();
+    // The pre-task-layer code's bytes, one line per CPU it was run on (libtorch's float kernels
+    // differ between CPUs; each set was made by that code on its machine).
+    let mut want: HashMap<String, Vec<String>> = HashMap::new();
+    for l in std::fs::read_to_string(root().join("tests/tasks_data/pre_task_layer.sha256")).unwrap().lines() {
+        if let Some((h, n)) = l.split_once("  ") {
+            want.entry(n.to_string()).or_default().push(h.to_string());
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     for (name, args) in image_runs() {
         let out = dir.path().join(format!("{name}.onnx"));
@@ -120,7 +123,9 @@ fn image_classifiers_give_the_same_bytes_as_before_the_task_layer() {
         all.extend(args);
         let o = semu(&all.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{name}: {}", text(&o));
-        assert_eq!(sha256(&out), want[&format!("{name}.onnx")], "{name}: the export's bytes changed");
+        let got = sha256(&out);
+        let known = &want[&format!("{name}.onnx")];
+        assert!(known.contains(&got), "{name}: the export's bytes changed: {got} is none of {known:?}");
     }
 }
 
