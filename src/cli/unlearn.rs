@@ -563,7 +563,11 @@ fn generated_forget(
     let (lo, hi) = s.data_range;
     let x = (x - lo) / (hi - lo);
     let source = format!("{n} images sampled from \"{prompt}\" by {}", path.display());
-    let ds = semu::data::NpzDataset::from_tensors(source, x, tch::Tensor::zeros([n as i64], (tch::Kind::Int64, tch::Device::Cpu)))?;
+    let ds = semu::data::NpzDataset::from_tensors(
+        source,
+        x,
+        tch::Tensor::zeros([n as i64], (tch::Kind::Int64, tch::Device::Cpu)),
+    )?;
     let digest: String = sha2::Digest::finalize(sha2::Digest::chain_update(
         <sha2::Sha256 as sha2::Digest>::new(),
         format!("generated:{prompt}:{n}:{seed}"),
