@@ -4,10 +4,9 @@
 //! GroupNorm). onnxruntime runs both only on CUDA; its kernels define the semantics used here.
 use super::{add, attr_f, flag, positive};
 use crate::engine::ops::conv::{torch_pads, Window};
-use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
+use crate::engine::{op, BoxOp, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
-use tch::Tensor;
 
 /// Conv on X [N, D…, C] with W [M, k…, C/group] (the weight's channels last too); Y [N, D'…, M].
 fn nhwc_conv(ctx: &OpCtx) -> Result<BoxOp> {
@@ -77,31 +76,9 @@ fn skip_group_norm(ctx: &OpCtx) -> Result<BoxOp> {
             }
             sum = sum.f_add(b)?;
         }
-        let y = group_norm_nhwc(x, &sum, groups, eps, silu)?;
+        let y = super::norm::group_norm_of(x, &sum, groups, eps, silu, true)?;
         Ok(vec![y, sum])
     })
-}
-
-/// GroupNorm of an NHWC tensor with gamma (input 1) and beta (input 2), SiLU after if asked.
-fn group_norm_nhwc(x: &Inputs, t: &Tensor, groups: i64, eps: f64, silu: bool) -> Result<Tensor> {
-    let c = t.size()[t.dim() - 1];
-    if c % groups != 0 {
-        return Err(x.err(format!("{groups} groups do not divide {c} channels")));
-    }
-    let (gamma, beta) = (x.req(1)?, x.req(2)?);
-    if gamma.size() != [c] || beta.size() != [c] {
-        return Err(x.err(format!("gamma and beta must be [{c}], got {:?} and {:?}", gamma.size(), beta.size())));
-    }
-    let kind = t.kind();
-    let y = t.f_movedim(-1, 1)?.f_group_norm(
-        groups,
-        Some(&gamma.f_to_kind(kind)?),
-        Some(&beta.f_to_kind(kind)?),
-        eps,
-        false,
-    )?;
-    let y = if silu { y.f_silu()? } else { y };
-    Ok(y.f_movedim(1, -1)?)
 }
 
 pub fn register(r: &mut Registry) {

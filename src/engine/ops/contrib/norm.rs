@@ -160,22 +160,28 @@ fn group_norm(ctx: &OpCtx) -> Result<BoxOp> {
         if t.dim() < 3 {
             return Err(x.err(format!("X {:?} must have a batch, channel and spatial dims", t.size())));
         }
-        let nchw = if last { t.f_movedim(-1, 1)? } else { t.shallow_clone() };
-        let c = nchw.size()[1];
-        if c % groups != 0 {
-            return Err(x.err(format!("{groups} groups do not divide {c} channels")));
-        }
-        let (gamma, beta) = (x.req(1)?, x.req(2)?);
-        if gamma.size() != [c] || beta.size() != [c] {
-            return Err(x.err(format!("gamma and beta must be [{c}], got {:?} and {:?}", gamma.size(), beta.size())));
-        }
-        let kind = t.kind();
-        let mut y = nchw.f_group_norm(groups, Some(&to_kind(gamma, kind)?), Some(&to_kind(beta, kind)?), eps, false)?;
-        if silu {
-            y = y.f_silu()?;
-        }
-        Ok(vec![if last { y.f_movedim(1, -1)? } else { y }])
+        Ok(vec![group_norm_of(x, t, groups, eps, silu, last)?])
     })
+}
+
+/// GroupNorm of `t` (channels last, or at axis 1) with gamma (input 1) and beta (input 2), SiLU
+/// after if asked; also SkipGroupNorm's, on its sum.
+pub(super) fn group_norm_of(x: &Inputs, t: &Tensor, groups: i64, eps: f64, silu: bool, last: bool) -> Result<Tensor> {
+    let nchw = if last { t.f_movedim(-1, 1)? } else { t.shallow_clone() };
+    let c = nchw.size()[1];
+    if c % groups != 0 {
+        return Err(x.err(format!("{groups} groups do not divide {c} channels")));
+    }
+    let (gamma, beta) = (x.req(1)?, x.req(2)?);
+    if gamma.size() != [c] || beta.size() != [c] {
+        return Err(x.err(format!("gamma and beta must be [{c}], got {:?} and {:?}", gamma.size(), beta.size())));
+    }
+    let kind = t.kind();
+    let mut y = nchw.f_group_norm(groups, Some(&to_kind(gamma, kind)?), Some(&to_kind(beta, kind)?), eps, false)?;
+    if silu {
+        y = y.f_silu()?;
+    }
+    Ok(if last { y.f_movedim(1, -1)? } else { y })
 }
 
 pub fn register(r: &mut Registry) {
