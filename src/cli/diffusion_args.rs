@@ -42,6 +42,18 @@ pub struct DiffusionArgs {
     /// relative to the model's folder).
     #[arg(long, value_name = "ONNX")]
     pub text_encoder: Option<std::path::PathBuf>,
+    /// Diffusion, latent model: the VAE encoder ONNX, images → latents (key
+    /// semu.diffusion.vae_encoder, relative to the model's folder).
+    #[arg(long, value_name = "ONNX")]
+    pub vae_encoder: Option<std::path::PathBuf>,
+    /// Diffusion, latent model: the VAE decoder ONNX, latents → images (key
+    /// semu.diffusion.vae_decoder, relative to the model's folder).
+    #[arg(long, value_name = "ONNX")]
+    pub vae_decoder: Option<std::path::PathBuf>,
+    /// Diffusion, latent model: the ε-network's latents = the VAE's × this (SD 1.x: 0.18215; key
+    /// semu.diffusion.latent_scale).
+    #[arg(long)]
+    pub latent_scale: Option<f64>,
 }
 
 impl DiffusionArgs {
@@ -63,6 +75,9 @@ impl DiffusionArgs {
             context: self.context_input.clone(),
             text_encoder: self.text_encoder.clone(),
             tokenizer: None,
+            vae_encoder: self.vae_encoder.clone(),
+            vae_decoder: self.vae_decoder.clone(),
+            latent_scale: self.latent_scale,
         })
     }
 }

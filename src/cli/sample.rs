@@ -20,7 +20,9 @@ semu sample --model fixtures/ddpm/model.onnx --classes 0,3,7 --n 16 --steps 25 -
 The schedule, the null class, the data range and the input names come from the model's\n\
 `semu.diffusion.*` metadata properties; each flag below overrides its key. Guidance w follows the\n\
 authors' convention ε̂ = (1+w)·ε(x,t,y) − w·ε(x,t,null), i.e. the usual scale s = 1 + w.\n\
-The output x (N×C×H×W f32, in the data range) and y (int64) are in sample order: --n per class.")]
+The output x (N×C×H×W f32, in the data range) and y (int64) are in sample order: --n per class.
+A latent model (semu.diffusion.latent_scale) needs its VAE decoder (semu.diffusion.vae_decoder or
+--vae-decoder): x holds the decoded images in [0, 1], `latents` the sampled latents.")]
 pub struct Args {
     /// The ONNX ε-network.
     #[arg(long)]
@@ -84,6 +86,21 @@ pub fn run(mut a: Args) -> CmdResult {
     o.tokenizer = a.tokenizer.clone();
     let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
     let s = Settings::resolve(&name, props, &o).map_err(usage)?;
+    // A latent model's samples are latents: written as images through its decoder, or refused
+    // (latents alone are no images to look at or judge).
+    let vae = match &s.latent {
+        None => None,
+        Some(l) if l.decoder.is_none() => {
+            return Err(usage(anyhow!(
+                "{name} is a latent model (semu.diffusion.latent_scale): its samples are latents; give its VAE \
+                 decoder with --vae-decoder FILE (or the metadata semu.diffusion.vae_decoder) to write images"
+            )))
+        }
+        Some(l) => {
+            let decoder_only = semu::diffusion::LatentSettings { encoder: None, ..l.clone() };
+            Some(semu::diffusion::Vae::load(&decoder_only, None, device).map_err(usage)?)
+        }
+    };
 
     // A text model samples its prompts: row i of the states (the null prompt last) is "class" i.
     let context = match (&s.text, a.prompt.is_empty()) {
@@ -174,11 +191,20 @@ pub fn run(mut a: Args) -> CmdResult {
     meter.finish();
     let secs = started.elapsed().as_secs_f64();
 
-    let xs: Vec<f32> = Vec::<f32>::try_from(x.flatten(0, -1)).context("reading the samples")?;
-    let npz = npz_bytes(&[("x", Npy::F32(&xs, x.size())), ("y", Npy::I64(&y, vec![y.len() as i64]))])?;
+    let flat = |t: &tch::Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).context("reading the samples");
+    let (images, range, latents) = match &vae {
+        Some(v) => (v.decode(&x)?, (0.0, 1.0), Some((flat(&x)?, x.size()))),
+        None => (x, s.data_range, None),
+    };
+    let xs = flat(&images)?;
+    let mut arrays = vec![("x", Npy::F32(&xs, images.size())), ("y", Npy::I64(&y, vec![y.len() as i64]))];
+    if let Some((z, size)) = &latents {
+        arrays.push(("latents", Npy::F32(z, size.clone())));
+    }
+    let npz = npz_bytes(&arrays)?;
     write_atomic(&a.out, &npz).with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(g) = &a.grid {
-        let png = grid_png(&xs, &x.size(), classes.len(), a.n, s.data_range)?;
+        let png = grid_png(&xs, &images.size(), classes.len(), a.n, range)?;
         write_atomic(g, &png).with_context(|| format!("writing {}", g.display()))?;
     }
     let taken = diffusion::step_sequence(s.timesteps, a.steps)?.len();

@@ -63,6 +63,10 @@ pub struct Overrides {
     /// Its text encoder ONNX and tokenizer.json (default: the metadata's, beside the model).
     pub text_encoder: Option<std::path::PathBuf>,
     pub tokenizer: Option<std::path::PathBuf>,
+    /// A latent model's VAE encoder and decoder ONNX and its latent scale.
+    pub vae_encoder: Option<std::path::PathBuf>,
+    pub vae_decoder: Option<std::path::PathBuf>,
+    pub latent_scale: Option<f64>,
 }
 
 /// How a prompt-conditioned network gets its conditioning: prompts → tokenizer → text encoder →
@@ -78,6 +82,18 @@ pub struct TextSettings {
     pub context_length: usize,
     /// The unconditional pass's prompt.
     pub null_prompt: String,
+}
+
+/// A latent model (Stable Diffusion's layout): the ε-network's x is the VAE's latents × `scale`;
+/// images reach it through the encoder and leave through the decoder ([`super::vae`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentSettings {
+    /// The VAE encoder and decoder ONNX (resolved against the model's folder); either may be
+    /// absent where the command does not need it.
+    pub encoder: Option<std::path::PathBuf>,
+    pub decoder: Option<std::path::PathBuf>,
+    /// Latents fed to the ε-network = the VAE's latents × scale (SD 1.x: 0.18215).
+    pub scale: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +116,9 @@ pub struct Settings {
     /// A prompt-conditioned model (`semu.diffusion.input.context`): no classes, `num_classes`
     /// and `null_label` unused (0).
     pub text: Option<TextSettings>,
+    /// A latent model (`semu.diffusion.vae_encoder`, `vae_decoder` or `latent_scale` set): x and
+    /// `data_range` are the latents'.
+    pub latent: Option<LatentSettings>,
 }
 
 const PREFIX: &str = "semu.diffusion.";
@@ -219,6 +238,26 @@ impl Settings {
                 })
             }
         };
+        let latent = match (&o.vae_encoder, &o.vae_decoder, o.latent_scale) {
+            (None, None, None) if ["vae_encoder", "vae_decoder", "latent_scale"].iter().all(|k| meta(k).is_none()) => {
+                None
+            }
+            _ => {
+                let file = |key: &str, given: &Option<std::path::PathBuf>| match (given, meta(key)) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, v) => v.filter(|v| !v.is_empty()).map(|v| dir.join(v)),
+                };
+                let scale = num(&mut problems, "latent_scale", "--latent-scale", o.latent_scale);
+                if scale.is_some_and(|s| s <= 0.0) {
+                    problems.push(format!("{PREFIX}latent_scale = {} is not positive", scale.unwrap()));
+                }
+                Some(LatentSettings {
+                    encoder: file("vae_encoder", &o.vae_encoder),
+                    decoder: file("vae_decoder", &o.vae_decoder),
+                    scale: scale.unwrap_or(1.0),
+                })
+            }
+        };
         for (name, v) in [("timesteps", timesteps), ("null_label", null_label), ("num_classes", num_classes)] {
             if v.is_some_and(|v| v.fract() != 0.0 || v < 0.0 || (name != "null_label" && v < 1.0)) {
                 problems.push(format!("{PREFIX}{name} = {} is not a positive whole number", v.unwrap()));
@@ -250,6 +289,7 @@ impl Settings {
             input_t,
             input_y,
             text,
+            latent,
         })
     }
 
@@ -330,6 +370,22 @@ mod tests {
         assert_eq!((s.schedule, s.timesteps), (BetaSchedule::Cosine, 50));
         let a = s.alphas_cumprod();
         assert!(a.windows(2).all(|w| w[1] < w[0]) && a[0] < 1.0 && a[49] > 0.0);
+    }
+
+    #[test]
+    fn a_latent_model_resolves_its_vae_beside_it_and_needs_its_scale() {
+        let mut props = fixture_props();
+        props.push(("semu.diffusion.vae_decoder", "vae_decoder.onnx"));
+        let e = Settings::resolve("dir/unet.onnx", props.clone(), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("latent_scale (or --latent-scale)"), "{e}");
+        props.push(("semu.diffusion.latent_scale", "0.18215"));
+        let s = Settings::resolve("dir/unet.onnx", props.clone(), &Overrides::default()).unwrap();
+        let l = s.latent.unwrap();
+        assert_eq!((l.encoder, l.decoder, l.scale), (None, Some("dir/vae_decoder.onnx".into()), 0.18215));
+        let o = Overrides { vae_encoder: Some("e.onnx".into()), latent_scale: Some(0.5), ..Default::default() };
+        let l = Settings::resolve("dir/unet.onnx", props, &o).unwrap().latent.unwrap();
+        assert_eq!((l.encoder, l.scale), (Some("e.onnx".into()), 0.5));
+        assert!(Settings::resolve("m", fixture_props(), &Overrides::default()).unwrap().latent.is_none());
     }
 
     #[test]
