@@ -15,12 +15,16 @@ pub struct RankRule {
     pub per_channel: bool,
     /// At least rank 1 wherever the gradient is not zero.
     pub floor: bool,
+    /// The authors' DDPM adapter: U, V and R full (r×r, r = min of the matrix's dims), the rank
+    /// a mask on R's gradient applied after the global-norm clip ([`Adapter::mask_grad`]), and
+    /// an adapter even where every rank is 0 (its R's gradient counts in that clip).
+    pub full: bool,
 }
 
 impl RankRule {
     /// The classification rule: one k for all channels, at least 1.
     pub fn layer(gamma: f64, parity: Parity) -> Self {
-        RankRule { gamma, parity, per_channel: false, floor: true }
+        RankRule { gamma, parity, per_channel: false, floor: true, full: false }
     }
 }
 
@@ -43,8 +47,11 @@ pub struct Adapter {
     v: Tensor,
     /// k×k (2-D) or I×k×k (conv); the only trainable tensor.
     pub r: Tensor,
-    /// Per input channel, the top-left k_i×k_i block of R that trains (per-channel ranks).
+    /// Per input channel, the top-left k_i×k_i block of R that trains (per-channel ranks, or
+    /// a full R).
     mask: Option<Tensor>,
+    /// U and V of every component, with R r×r (`RankRule::full`); `u`, `v` are their first k.
+    full: Option<(Tensor, Tensor)>,
     /// The rank of each input channel (per-channel ranks), else empty.
     pub channel_ranks: Vec<usize>,
 }
@@ -73,10 +80,13 @@ impl Adapter {
                 rank_unfloored(s, t, rule.gamma, rule.parity).map(|k| if rule.floor { k.clamp(1, s.len()) } else { k })
             })
             .collect();
-        let Some(k) = ks.iter().flatten().copied().max().filter(|&k| k > 0) else { return Ok(None) };
+        let Some(k) = ks.iter().flatten().copied().max().filter(|&k| k > 0 || rule.full) else { return Ok(None) };
         let per_channel = rule.per_channel && d.conv;
-        let channel_ranks: Vec<usize> =
-            if per_channel { ks.iter().map(|k| k.unwrap_or(0)).collect() } else { Vec::new() };
+        let channel_ranks: Vec<usize> = match (per_channel, rule.full) {
+            (true, _) => ks.iter().map(|k| k.unwrap_or(0)).collect(),
+            (false, true) => vec![k; sp.len()],
+            (false, false) => Vec::new(),
+        };
         let ex = if per_channel {
             sp.iter().zip(&totals).zip(&channel_ranks).map(|((s, &t), &k)| explained_total(s, k, t)).sum::<f64>()
         } else {
@@ -85,20 +95,26 @@ impl Adapter {
         let k64 = k as i64;
         let (u, v) = (d.u.f_narrow(-1, 0, k64)?.f_contiguous()?, d.v.f_narrow(-1, 0, k64)?.f_contiguous()?);
         let dev = w.device();
-        let r_dims: Vec<i64> = if d.conv { vec![layer.view_dims()[1], k64, k64] } else { vec![k64, k64] };
+        // R's side: k, or every component for a full R.
+        let n = if rule.full { d.s.size().last().copied().unwrap_or(0) as usize } else { k };
+        let r_dims: Vec<i64> = if d.conv { vec![layer.view_dims()[1], n as i64, n as i64] } else { vec![n as i64; 2] };
         let r = Tensor::f_zeros(&r_dims, (Kind::Float, dev))?.f_set_requires_grad(true)?;
-        let mask = if per_channel {
-            let mut m = vec![0f32; channel_ranks.len() * k * k];
+        let mask = if per_channel || rule.full {
+            let mut m = vec![0f32; channel_ranks.len() * n * n];
             for (i, &ki) in channel_ranks.iter().enumerate() {
                 for a in 0..ki {
                     for b in 0..ki {
-                        m[(i * k + a) * k + b] = 1.0;
+                        m[(i * n + a) * n + b] = 1.0;
                     }
                 }
             }
             Some(Tensor::f_from_slice(&m)?.f_reshape(&r_dims)?.f_to_device(dev)?)
         } else {
             None
+        };
+        let full = match rule.full {
+            true => Some((d.u.f_to_device(dev)?, d.v.f_to_device(dev)?)),
+            false => None,
         };
         Ok(Some(Adapter {
             name: layer.name.clone(),
@@ -114,6 +130,7 @@ impl Adapter {
             v: v.f_to_device(dev)?,
             r,
             mask,
+            full,
             channel_ranks,
         }))
     }
@@ -126,23 +143,45 @@ impl Adapter {
         }
     }
 
-    /// R as it acts: its untrained entries (outside each channel's k_i×k_i block) zero.
+    /// R on the bases [`Self::bases`] (k×k, I×k×k for a conv): its untrained entries (outside
+    /// each channel's k_i×k_i block) zero.
     pub fn r_effective(&self) -> Result<Tensor> {
-        match &self.mask {
-            Some(m) => Ok(self.r.f_mul(m)?),
-            None => Ok(self.r.shallow_clone()),
+        let r = match &self.mask {
+            Some(m) => self.r.f_mul(m)?,
+            None => self.r.shallow_clone(),
+        };
+        match self.full {
+            Some(_) => Ok(r.f_narrow(-1, 0, self.k as i64)?.f_narrow(-2, 0, self.k as i64)?),
+            None => Ok(r),
         }
     }
 
-    /// `U R Vᵀ` in the weight's stored layout, f32.
+    /// A full R (`RankRule::full`): zeroes the gradient outside each trained block, as the
+    /// authors' code does after the clip and before the optimizer step (untrained entries then
+    /// stay exactly 0 under SGD or Adam without weight decay).
+    pub fn mask_grad(&self) -> Result<()> {
+        if let (Some(_), Some(m)) = (&self.full, &self.mask) {
+            let mut g = self.r.grad();
+            if g.defined() {
+                let _ = g.f_mul_(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `U R Vᵀ` in the weight's stored layout, f32. A full R acts unmasked, as the authors' layer
+    /// does: its gradient reaches every entry and [`Self::mask_grad`] drops the untrained ones.
     pub fn delta(&self) -> Result<Tensor> {
-        let r = self.r_effective()?;
+        let (u, r, v) = match &self.full {
+            Some((u, v)) => (u, self.r.shallow_clone(), v),
+            None => (&self.u, self.r_effective()?, &self.v),
+        };
         if self.conv {
-            let d = self.u.f_matmul(&r)?.f_matmul(&self.v.f_transpose(1, 2)?)?; // I×O×K
+            let d = u.f_matmul(&r)?.f_matmul(&v.f_transpose(1, 2)?)?; // I×O×K
             let view = d.f_permute([1, 0, 2])?.f_reshape(self.layout.view_dims(&self.dims))?;
             self.layout.stored(&view)
         } else {
-            Ok(self.u.f_matmul(&r)?.f_matmul(&self.v.f_tr()?)?)
+            Ok(u.f_matmul(&r)?.f_matmul(&v.f_tr()?)?)
         }
     }
 

@@ -8,7 +8,7 @@
 //! and `semu gradient reduce` adds (`semu::gradient_file`).
 use crate::data::{batches, Dataset};
 use crate::error::{Error, Result};
-use crate::task::diffusion::{self, Draw};
+use crate::task::diffusion::{self, Draw, Phase};
 use crate::task::Model;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -89,8 +89,15 @@ pub fn forget_gradient_part(
     let mut done = 0;
     // The authors' diffusion code clips each batch's whole gradient to norm 1 before summing.
     let clip = net.diffusion.as_ref().is_some_and(|d| d.clip_batch);
-    for idx in batches(&order, batch_size) {
-        let b = net.records_with(forget, idx, Draw::Keyed(diffusion::GRADIENT))?;
+    // Replayed draws (parity checks) bring their own batches.
+    let plan: Vec<(&[usize], Draw)> = match net.diffusion.as_ref().and_then(|d| d.replay.as_ref()) {
+        Some(r) => {
+            r.gradient.iter().enumerate().map(|(i, b)| (b.as_slice(), Draw::Replay(Phase::Gradient, i))).collect()
+        }
+        None => batches(&order, batch_size).map(|b| (b, Draw::Keyed(diffusion::GRADIENT))).collect(),
+    };
+    for (idx, draw) in plan {
+        let b = net.records_with(forget, idx, draw)?;
         let loss = net.gradient_loss(&b, &overrides)?;
         let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
         if clip {

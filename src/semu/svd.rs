@@ -83,6 +83,13 @@ pub fn decompose_layer(g: &Tensor, layer: &Layer, gamma: f64, parity: Parity) ->
     Ok(d)
 }
 
+/// The exact SVD of the gradient `g` of `layer`, in its O×I×k… view (every component).
+pub fn decompose_layer_exact(g: &Tensor, layer: &Layer) -> Result<Decomposition> {
+    let mut d = decompose(&layer.view(g)?, layer.kind == LayerKind::Conv)?;
+    d.layout = layer.layout;
+    Ok(d)
+}
+
 /// Smallest k with Σ_{j≤k} s_j² / Σ s_j² ≥ γ (Paper), or the reference's searchsorted rule;
 /// at least 1. None for an all-zero spectrum.
 pub fn rank_for(s: &[f64], gamma: f64, parity: Parity) -> Option<usize> {

@@ -7,7 +7,7 @@ use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
 use crate::error::Result;
-use crate::task::diffusion::{Draw, Teacher};
+use crate::task::diffusion::{Draw, Phase, Teacher};
 use crate::task::objective::{random_targets, ForgetLoss};
 use crate::task::{Model, Objective, Targets, TaskKind};
 use rand::rngs::StdRng;
@@ -143,7 +143,9 @@ pub fn train(
     let mut opt = Optimizer::new(s.optimizer, s.lr, s.momentum, s.weight_decay, adapters.len());
     let mut token_rng = token_rng(s.seed);
     let frozen = HashMap::new();
-    let draw = Draw::Fresh;
+    // Replayed draws (parity checks) bring their own batches; `step` counts them.
+    let replay = net.diffusion.as_ref().and_then(|d| d.replay.as_ref());
+    let mut step = 0;
     let objective = ForgetLoss {
         objective: s.objective,
         npo_beta: s.npo_beta,
@@ -174,6 +176,9 @@ pub fn train(
             // This round's steps, from the forget set reshuffled each time it is used up.
             let steps = STEPS_PER_ROUND.min(n - (epoch - 1) * STEPS_PER_ROUND);
             order.clear();
+            if let Some(r) = replay {
+                order.extend(r.train[step..step + steps].iter().flatten());
+            }
             while order.len() < steps * s.batch_size.max(1) {
                 if cycle.is_empty() {
                     cycle = (0..forget.len()).collect();
@@ -192,6 +197,8 @@ pub fn train(
             forget_acc: None,
         };
         for idx in batches(&order, s.batch_size) {
+            let draw = if replay.is_some() { Draw::Replay(Phase::Train, step) } else { Draw::Fresh };
+            step += 1;
             let fb = net.records_with(forget, idx, draw)?;
             let targets = match s.objective {
                 Objective::Rl if net.diffusion.is_none() => {
@@ -217,7 +224,7 @@ pub fn train(
                     ridx.push(retain_order[retain_pos]);
                     retain_pos += 1;
                 }
-                let rb = net.records_with(r, &ridx, draw)?;
+                let rb = net.records_with(r, &ridx, Draw::Fresh)?;
                 let lr = net.loss(&net.forward(&rb, &w)?, &rb, &Targets::True)?;
                 loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
             }
@@ -225,6 +232,9 @@ pub fn train(
             let mut rs: Vec<Tensor> = adapters.iter().map(|a| a.r.shallow_clone()).collect();
             if let Some(c) = s.clip {
                 clip_grad_norm(&rs, c)?;
+            }
+            for a in adapters.iter() {
+                a.mask_grad()?;
             }
             opt.step(&mut rs)?;
             loss_sum += loss.f_double_value(&[])?;

@@ -74,6 +74,15 @@ pub struct SemuConfig {
     pub target: crate::task::diffusion::TargetClass,
     /// diffusion: the frozen input model or the model being trained gives the target.
     pub teacher: crate::task::diffusion::Teacher,
+    /// diffusion: batches, t, e and null masks from the `.npy` files in this folder
+    /// (`task::diffusion::Replay`) instead of drawn; for parity checks.
+    #[serde(skip)]
+    pub replay_draws: Option<std::path::PathBuf>,
+    /// Write `semu.npz` here: per weight the projected gradient `g/…`, the ranks `k/…` (per
+    /// input channel for a conv), and per adapter R after training `r/…` (on the bases U_k `u/…`)
+    /// and U R Vᵀ `d/…`; for parity checks.
+    #[serde(skip)]
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -118,6 +127,8 @@ impl Default for SemuConfig {
             p_uncond: 0.1,
             target: Default::default(),
             teacher: Default::default(),
+            replay_draws: None,
+            dump_dir: None,
         }
     }
 }
@@ -184,7 +195,9 @@ impl SemuConfig {
 
     /// The rank rule of `layer` (γ of attention weights, by weight or node name; per-channel conv ranks, the
     /// floor dropped only by the reference diffusion code).
+    /// The reference diffusion code also keeps R full r×r in every layer, masked after the clip.
     pub fn rank_rule(&self, layer: &Layer, task: crate::task::TaskKind) -> super::adapter::RankRule {
+        let reference_diffusion = self.parity == Parity::Reference && task == crate::task::TaskKind::Diffusion;
         let pat = self.attention_pattern.to_lowercase();
         let attention = !pat.is_empty()
             && std::iter::once(&layer.name).chain(&layer.nodes).any(|n| n.to_lowercase().contains(&pat));
@@ -192,7 +205,8 @@ impl SemuConfig {
             gamma: if attention { self.gamma_attention.unwrap_or(self.gamma) } else { self.gamma },
             parity: self.parity,
             per_channel: self.conv_rank == ConvRank::PerChannel,
-            floor: !(self.parity == Parity::Reference && task == crate::task::TaskKind::Diffusion),
+            floor: !reference_diffusion,
+            full: reference_diffusion,
         }
     }
 
@@ -394,6 +408,31 @@ pub fn unlearn(
         d.clip_batch = cfg.parity == Parity::Reference;
         d.seed = cfg.seed;
     }
+    if let Some(dir) = &cfg.replay_draws {
+        let retain = retain.filter(|_| cfg.objective.uses_retain() && cfg.alpha != 0.0);
+        let why = match (&net.diffusion, cfg.iterations) {
+            (None, _) => Some("is for the diffusion task"),
+            (Some(_), None) => Some("needs --iterations"),
+            _ if retain.is_some() => Some("replays the forget term only: drop the remaining data"),
+            _ if cfg.target == crate::task::diffusion::TargetClass::Random => {
+                Some("replays no target draws: use --target-class next or null")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(Error::msg(format!("--replay-draws {} {why}", dir.display())));
+        }
+        let r = crate::task::diffusion::Replay::load(dir, forget.len(), cfg.batch_size)?;
+        let steps = cfg.iterations.unwrap_or(0);
+        if r.train.len() < steps {
+            return Err(Error::msg(format!(
+                "{}: {} training steps replayed, --iterations is {steps}",
+                dir.join("train_idx.npy").display(),
+                r.train.len()
+            )));
+        }
+        net.diffusion.as_mut().expect("checked").replay = Some(r);
+    }
     for l in &layers {
         if !all_finite(net.plan.param(&l.name).expect("dynamic"))? {
             return Err(Error::msg(format!(
@@ -435,6 +474,7 @@ pub fn unlearn(
     let t = Instant::now();
     let mut adapters = Vec::new();
     let mut skipped = Vec::new();
+    let mut dump: Vec<(String, Tensor)> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
         let g = &grads[&l.name];
@@ -451,8 +491,25 @@ pub fn unlearn(
         let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
         // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
         // a channels-last weight (`svd::decompose_layer`).
-        let d = super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?;
-        match Adapter::with_rule(l, &w, &d, &cfg.rank_rule(l, net.task))? {
+        let rule = cfg.rank_rule(l, net.task);
+        let d = if rule.full {
+            // Every component: the full R's gradient norm needs them all.
+            super::svd::decompose_layer_exact(&g, l)?
+        } else {
+            super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
+        };
+        let a = Adapter::with_rule(l, &w, &d, &rule)?;
+        if cfg.dump_dir.is_some() {
+            let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
+            let ks: Vec<i64> = match &a {
+                Some(a) if !a.channel_ranks.is_empty() => a.channel_ranks.iter().map(|&k| k as i64).collect(),
+                Some(a) => vec![a.k as i64; rows],
+                None => vec![0; rows],
+            };
+            dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
+            dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
+        }
+        match a {
             Some(a) => adapters.push(a),
             None => skipped.push(l.name.clone()),
         }
@@ -460,7 +517,7 @@ pub fn unlearn(
     }
     drop(grads);
     timings.svd = t.elapsed().as_secs_f64();
-    if adapters.is_empty() {
+    if adapters.iter().all(|a| a.trainable() == 0) {
         return Err(Error::msg("the forget-set gradient is zero for every layer: nothing to unlearn"));
     }
 
@@ -553,6 +610,20 @@ pub fn unlearn(
         tracing::info!("lr auto chose {:e}: {}", c.lr, c.reason);
     }
     timings.training = t.elapsed().as_secs_f64();
+    if let Some(dir) = &cfg.dump_dir {
+        for a in &adapters {
+            let cpu = |t: Tensor| t.f_detach()?.f_to_device(Device::Cpu);
+            dump.push((format!("r/{}", a.name), cpu(a.r_effective()?)?));
+            dump.push((format!("u/{}", a.name), cpu(a.bases().0.shallow_clone())?));
+            dump.push((format!("d/{}", a.name), cpu(a.delta()?)?));
+        }
+        write_dump(dir, &dump)?;
+    }
+    // Full adapters of rank 0 only took part in the clip: they change nothing.
+    let (kept, frozen): (Vec<Adapter>, Vec<Adapter>) = adapters.into_iter().partition(|a| a.trainable() > 0);
+    let adapters = kept;
+    skipped.extend(frozen.into_iter().map(|a| a.name));
+    skipped.sort_by_key(|n| layers.iter().position(|l| &l.name == n));
 
     let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
     let trainable: i64 = adapters.iter().map(|a| a.trainable()).sum();
@@ -587,6 +658,15 @@ pub fn unlearn(
         lr_choice,
         target,
     })
+}
+
+/// `dir/semu.npz` (written atomically): what a parity check compares (`SemuConfig::dump_dir`).
+fn write_dump(dir: &std::path::Path, arrays: &[(String, Tensor)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (path, tmp) = (dir.join("semu.npz"), dir.join(".semu.npz.tmp"));
+    let named: Vec<(&str, &Tensor)> = arrays.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_npz(&named, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 impl Unlearned {

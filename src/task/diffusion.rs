@@ -63,6 +63,124 @@ pub enum Draw {
     Keyed(u64),
     /// Fresh from libtorch's generator, antithetic t and classifier-free null dropping (training).
     Fresh,
+    /// Batch `.1` of a phase's draws read from files ([`Replay`]).
+    Replay(Phase, usize),
+}
+
+/// The two passes whose draws a [`Replay`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Gradient,
+    Train,
+}
+
+/// Draws read from `.npy` files (`semu unlearn --replay-draws DIR`): a reference implementation
+/// that drew them itself writes them, and semu takes the same batches, t, e and null masks (no
+/// random stream can be shared between PyTorch and Rust). Files, B the batch size:
+/// `gradient_idx` i64\[G, B\] (forget-record indices), `gradient_t` i64\[G, B\], `gradient_e`
+/// f32\[G, B, …image\], and `train_idx`, `train_t`, `train_e` likewise for S training steps plus
+/// `train_null_forget` and `train_null_target` (u8 or bool \[S, B\], 1 = the class replaced by
+/// ∅ in that branch).
+pub struct Replay {
+    pub dir: std::path::PathBuf,
+    pub gradient: Vec<Vec<usize>>,
+    pub train: Vec<Vec<usize>>,
+    grad_t: Tensor,
+    grad_e: Tensor,
+    train_t: Tensor,
+    train_e: Tensor,
+    null_forget: Tensor,
+    null_target: Tensor,
+}
+
+impl Replay {
+    /// The draws in `dir` for a forget set of `records` images in batches of `batch`; an error
+    /// names the file and the shape it must have.
+    pub fn load(dir: &std::path::Path, records: usize, batch: usize) -> Result<Self> {
+        let read = |name: &str, kinds: &[Kind], what: &str, steps: Option<i64>| -> Result<Tensor> {
+            let path = dir.join(format!("{name}.npy"));
+            let mut want = vec![steps.map_or("N".to_string(), |s| s.to_string()), batch.to_string()];
+            if name.ends_with("_e") {
+                want.push("…image".into());
+            }
+            let bad = |got: String| {
+                Error::msg(format!(
+                    "{}: --replay-draws needs {what}, {:?} [{}]; got {got}",
+                    path.display(),
+                    kinds[0],
+                    want.join(", ")
+                ))
+            };
+            if !path.is_file() {
+                return Err(bad("no such file".into()));
+            }
+            let t = crate::data::npy::read_npy(&path)?;
+            let size = t.size();
+            let fits = kinds.contains(&t.kind())
+                && size.len() >= 2
+                && (size.len() > 2) == name.ends_with("_e")
+                && size[1] == batch as i64
+                && steps.is_none_or(|s| size[0] == s);
+            if !fits {
+                return Err(bad(format!("{:?} {size:?}", t.kind())));
+            }
+            Ok(t)
+        };
+        let indices = |name: &str| -> Result<(Vec<Vec<usize>>, Tensor)> {
+            let t = read(name, &[Kind::Int64], "the forget-record index of each batch entry", None)?;
+            let rows = Vec::<Vec<i64>>::try_from(&t)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                if let Some(i) = row.iter().find(|&&i| i < 0 || i as usize >= records) {
+                    return Err(Error::msg(format!(
+                        "{}: index {i} is outside the forget set's {records} records",
+                        dir.join(format!("{name}.npy")).display()
+                    )));
+                }
+                out.push(row.into_iter().map(|i| i as usize).collect());
+            }
+            Ok((out, t))
+        };
+        let (gradient, g) = indices("gradient_idx")?;
+        let (train, s) = indices("train_idx")?;
+        let (g, s) = (Some(g.size()[0]), Some(s.size()[0]));
+        let mask = [Kind::Uint8, Kind::Bool];
+        Ok(Replay {
+            dir: dir.to_path_buf(),
+            gradient,
+            train,
+            grad_t: read("gradient_t", &[Kind::Int64], "the timestep of each batch entry", g)?,
+            grad_e: read("gradient_e", &[Kind::Float], "the noise of each batch entry", g)?,
+            train_t: read("train_t", &[Kind::Int64], "the timestep of each batch entry", s)?,
+            train_e: read("train_e", &[Kind::Float], "the noise of each batch entry", s)?,
+            null_forget: read("train_null_forget", &mask, "the forget branch's null mask", s)?.f_to_kind(Kind::Bool)?,
+            null_target: read("train_null_target", &mask, "the target branch's null mask", s)?.f_to_kind(Kind::Bool)?,
+        })
+    }
+
+    /// t and e of `phase`'s batch `step`, which must be the batch `idx` of the files, for images
+    /// of shape `x` (N×…).
+    fn draws(&self, phase: Phase, step: usize, idx: &[usize], x: &[i64]) -> Result<(Tensor, Tensor)> {
+        let (batches, t, e, file) = match phase {
+            Phase::Gradient => (&self.gradient, &self.grad_t, &self.grad_e, "gradient_idx"),
+            Phase::Train => (&self.train, &self.train_t, &self.train_e, "train_idx"),
+        };
+        if batches.get(step).map(Vec::as_slice) != Some(idx) {
+            return Err(Error::msg(format!(
+                "internal: batch {step} is not row {step} of {}",
+                self.dir.join(format!("{file}.npy")).display()
+            )));
+        }
+        let e = e.f_get(step as i64)?;
+        if e.size() != x {
+            return Err(Error::msg(format!(
+                "{}: --replay-draws noise of shape {:?} per batch, the forget images are {x:?}",
+                self.dir.join(format!("{}_e.npy", &file[..file.len() - 4])).display(),
+                e.size()
+            )));
+        }
+        Ok((t.f_get(step as i64)?, e))
+    }
 }
 
 pub struct Diffusion {
@@ -72,6 +190,8 @@ pub struct Diffusion {
     pub guidance: f64,
     /// Probability of the null class in each branch of the training losses.
     pub p_uncond: f64,
+    /// Batches, t, e and null masks from files instead of drawn (parity checks).
+    pub replay: Option<Replay>,
     pub target: TargetClass,
     pub teacher: Teacher,
     /// Clip each batch's whole gradient to norm 1 before summing (the authors' code).
@@ -135,6 +255,7 @@ impl Diffusion {
             abar,
             guidance: 2.0,
             p_uncond: 0.1,
+            replay: None,
             target: TargetClass::Next,
             teacher: Teacher::Original,
             clip_batch: false,
@@ -190,6 +311,7 @@ impl Diffusion {
                 let t = Tensor::f_cat(&[&half, &half.f_neg()?.f_add_scalar(big_t - 1)?], 0)?.f_narrow(0, 0, n)?;
                 (t, Tensor::f_randn(x0.size(), (Kind::Float, Device::Cpu))?)
             }
+            Draw::Replay(phase, step) => self.replayed()?.draws(phase, step, idx, &x0.size())?,
         };
         let y = b.y.f_to_kind(Kind::Int64)?.f_to_device(Device::Cpu)?;
         // A prompt model: every image is the forget prompt's (condition 0).
@@ -197,9 +319,22 @@ impl Diffusion {
         let target = self.targets(&y, idx, draw)?;
         let (y_in, target_in) = match draw {
             Draw::Fresh if self.p_uncond > 0.0 => (self.dropped(&y)?, self.dropped(&target)?),
+            Draw::Replay(Phase::Train, step) => {
+                let r = self.replayed()?;
+                let null = self.null_index();
+                let s = step as i64;
+                (
+                    y.f_masked_fill(&r.null_forget.f_get(s)?, null)?,
+                    target.f_masked_fill(&r.null_target.f_get(s)?, null)?,
+                )
+            }
             _ => (y.shallow_clone(), target),
         };
         self.batch(&x0, &t, &e, y, &y_in, target_in)
+    }
+
+    fn replayed(&self) -> Result<&Replay> {
+        self.replay.as_ref().ok_or_else(|| Error::msg("internal: replayed draws without --replay-draws"))
     }
 
     /// ᾱ_t of each row, shaped to broadcast over x (N×1×…).
@@ -264,7 +399,7 @@ impl Diffusion {
                 let ys = Vec::<i64>::try_from(y)?;
                 let drawn: Vec<i64> = match draw {
                     // One class for the whole batch, bumped where it is the record's own.
-                    Draw::Fresh => {
+                    Draw::Fresh | Draw::Replay(..) => {
                         let c = Tensor::f_randint(k, [1], (Kind::Int64, Device::Cpu))?.f_int64_value(&[0])?;
                         ys.iter().map(|&y| if c == y { (c + 1) % k } else { c }).collect()
                     }
