@@ -117,6 +117,14 @@ pub struct Args {
     /// projections (`attn2` in the consuming node's name: the authors' `xattn`).
     #[arg(long, value_enum, default_value_t = TrainLayers::All)]
     train_layers: TrainLayers,
+    /// Diffusion, parity checks: take the batches, t, e and null masks from the `.npy` files in
+    /// DIR (as tools/ddpm_parity_reference.py writes them) instead of drawing them.
+    #[arg(long, value_name = "DIR", hide = true)]
+    replay_draws: Option<PathBuf>,
+    /// Parity checks: write DIR/semu.npz with each weight's projected gradient (g/…), ranks
+    /// (k/…, per input channel for a conv) and trained R (r/…).
+    #[arg(long, value_name = "DIR", hide = true)]
+    dump_dir: Option<PathBuf>,
     #[command(flatten)]
     remote: super::fetch::RemoteArgs,
     #[command(flatten)]
@@ -219,6 +227,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let (mut cfg, _) =
         a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
     cfg.forget_classes = a.data.forget_class.clone();
+    (cfg.replay_draws, cfg.dump_dir) = (a.replay_draws.clone(), a.dump_dir.clone());
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     // A --layers pattern that matches nothing is a usage error, found before any data is read.
     let layers =
