@@ -51,6 +51,7 @@ def main():
     run("make_deployed.py")  # half, fixed-batch and quantized exports of the digits CNN
     run("make_ddpm.py")  # the class-conditional DDPM ε-network of the diffusion task, and its judge
     run("make_text_ddpm.py")  # the prompt-conditioned diffusers UNet + CLIP text encoder (needs ddpm's judge)
+    run("make_latent_ddpm.py")  # a VAE + UNet on its latents over text_ddpm's text encoder (needs both above)
     if os.path.exists(os.path.join(HERE, "export_models.py")):
         run("export_models.py")
     # Text fixtures (transformers + tokenizers); each script skips when its outputs exist.
