@@ -258,10 +258,10 @@ fn a_sweep_of_a_quantized_model_keeps_its_format() {
     let spec = SweepSpec {
         model: qdq.clone(),
         retrained: Some(fx("retrain_class3.onnx")),
-        // 5e-3, not 1e-2: on a VNNI CPU onnxruntime's fused QDQ kernels match the definition on
-        // the input but differ by 0.128 on the 1e-2 export's test probe (an export-only runtime
-        // deviation the differential rule cannot see; this test is about the format).
-        grid: vec![Grid { methods: vec![Method::Semu], lr: vec![semu::semu::Lr::Fixed(5e-3)], ..Default::default() }],
+        // At 1e-2 on a VNNI CPU, onnxruntime matches the engine on the input but differs by 0.128
+        // on one sample of the export's test probe (a quantized activation rounded the other
+        // way): the gate's rounding-flip rule passes it (see `verify::gate`).
+        grid: vec![Grid { methods: vec![Method::Semu], lr: vec![semu::semu::Lr::Fixed(1e-2)], ..Default::default() }],
         ..tiny_sweep(dir.path())
     };
     let res = run_sweep(&spec, &mut |_| {}).unwrap();

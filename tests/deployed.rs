@@ -331,9 +331,16 @@ mod differential {
                 assert!(diff.rows.iter().all(|r| r.allowance == 0.0), "{name}");
                 continue;
             }
-            // The fixed tolerance alone refuses the correct model, on onnxruntime's rows.
-            assert!(!fixed.passed, "{name}");
-            assert!(fixed.failure().unwrap().starts_with("onnxruntime"), "{:?}", fixed.failure());
+            // The fixed tolerance alone refuses the correct model, on onnxruntime's rows, unless
+            // they differ on a few samples only (rounding flips, excused by name).
+            let flips = fixed.rows.iter().filter(|r| r.excused).collect::<Vec<_>>();
+            if flips.is_empty() {
+                assert!(!fixed.passed, "{name}");
+                assert!(fixed.failure().unwrap().starts_with("onnxruntime"), "{:?}", fixed.failure());
+            } else {
+                assert!(flips.iter().all(|r| r.runtime == "onnxruntime" && r.samples_beyond * 20 <= r.samples));
+                assert!(fixed.warnings.iter().any(|w| w.contains("rounding boundary")), "{:?}", fixed.warnings);
+            }
             assert!(ort.max_abs > 0.1, "{name}: {ort:?}");
             assert_eq!(ort.allowance, semu::verify::differential::ALLOWANCE_FACTOR * ort.max_abs);
             for r in diff.rows.iter().filter(|r| r.runtime == "onnxruntime") {
