@@ -19,11 +19,12 @@ use tch::{Device, Kind, Tensor};
 /// Rows per forward pass of the encoder and decoder.
 const BATCH: usize = 64;
 
-/// One half of the VAE: its plan and its one input.
+/// One half of the VAE: its plan, its one input and that input's declared channels.
 struct Part {
     plan: Plan,
     path: PathBuf,
     input: String,
+    channels: Option<i64>,
 }
 
 impl Part {
@@ -41,7 +42,9 @@ impl Part {
                 return Err(fail(format!("needs one input, has {}: {}", names.len(), names.join(", "))));
             }
         };
-        Ok(Part { plan, path: path.to_path_buf(), input })
+        let declared = model.graph().input.iter().find(|v| v.name() == input);
+        let channels = declared.and_then(|v| crate::onnx::summary::value_summary(v).shape.get(1)?.parse().ok());
+        Ok(Part { plan, path: path.to_path_buf(), input, channels })
     }
 
     /// The first output for `x` (N×…, CPU), run `BATCH` rows at a time; the result on the CPU.
@@ -81,11 +84,7 @@ impl Vae {
     pub fn load(l: &LatentSettings, latent_channels: Option<i64>, device: Device) -> Result<Self> {
         let encoder = l.encoder.as_deref().map(|p| Part::load(p, "encoder", "--vae-encoder", device)).transpose()?;
         let decoder = l.decoder.as_deref().map(|p| Part::load(p, "decoder", "--vae-decoder", device)).transpose()?;
-        let declared = decoder.as_ref().and_then(|d| {
-            let model = OnnxModel::load(&d.path).ok()?;
-            let v = model.graph().input.iter().find(|v| v.name() == d.input)?;
-            crate::onnx::summary::value_summary(v).shape.get(1)?.parse::<i64>().ok()
-        });
+        let declared = decoder.as_ref().and_then(|d| d.channels);
         Ok(Vae { encoder, decoder, scale: l.scale, channels: latent_channels.or(declared) })
     }
 
