@@ -348,6 +348,13 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let t = Instant::now();
     // Without --out the ONNX is still staged, for the gate, in a scratch folder.
     let scratch = semu::onnx::staging::Scratch::new("semu-scratch-")?;
+    if let Some(out) = &a.out {
+        // A diffusion model's text encoder, tokenizer and VAE stay reachable from the export.
+        let (from, to) = (parent_dir(&a.model), parent_dir(out));
+        for key in semu::diffusion::files::relocate(&mut model.proto.metadata_props, &from, &to) {
+            tracing::info!("{key}: rewritten to the path from {}'s folder", out.display());
+        }
+    }
     progress.step("export", 0, 1);
     let staged = model.stage(a.out.as_deref().unwrap_or(&scratch.path().join("model.onnx")), &weights)?;
     progress.step("export", 1, 1);
@@ -873,4 +880,12 @@ fn outputs_text(a: &Args) -> String {
         .map(|p| p.display().to_string())
         .collect();
     all.join(", ")
+}
+
+/// The folder of `path` ("." for a bare file name).
+fn parent_dir(path: &std::path::Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => ".".into(),
+    }
 }

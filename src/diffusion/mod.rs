@@ -2,6 +2,7 @@
 //! the noise schedule and the settings read from the model's `semu.diffusion.*` metadata
 //! ([`schedule`]), DDIM/DDPM sampling with classifier-free guidance ([`sampler`]), and a latent
 //! model's VAE ([`vae`]).
+pub mod files;
 pub mod prompts;
 pub mod sampler;
 pub mod schedule;

@@ -121,7 +121,7 @@ pub struct Settings {
     pub latent: Option<LatentSettings>,
 }
 
-const PREFIX: &str = "semu.diffusion.";
+pub(crate) const PREFIX: &str = "semu.diffusion.";
 
 impl Settings {
     /// Reads the settings of `model` (named in errors) from its metadata `props`, flags first.

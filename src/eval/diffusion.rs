@@ -222,17 +222,30 @@ pub fn real_features(judge: &Judge, x: &Tensor, y: &[i64], p: &Protocol, num_cla
     })
 }
 
-/// Samples `p.per_class` images of every class from `net` (x_T from `p.seed`), judges them, and
-/// scores them against `real` (the judge's features of real other-class images, when given).
-/// Returns the figures and the samples (in the model's data range, class order, on the CPU).
+/// One model's samples, in class order, on the CPU, as `semu sample` writes them: `x` in the
+/// model's data range `range`, or for a latent model the decoded images in [0, 1] with the
+/// sampled `latents`.
+pub struct Samples {
+    pub x: Tensor,
+    pub range: (f64, f64),
+    pub latents: Option<Tensor>,
+}
+
+/// A latent model's decoder: sampled latents to images in [0, 1].
+pub type Decode<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// Samples `p.per_class` images of every class from `net` (x_T of shape `image` from `p.seed`;
+/// a latent model's through `decode`), judges them, and scores them against `real` (the judge's
+/// features of real other-class images, when given). Returns the figures and the samples.
 pub fn evaluate(
     net: &Network,
     image: &[i64],
+    decode: Option<Decode>,
     judge: &Judge,
     real: Option<&Tensor>,
     p: &Protocol,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(ClassEvaluation, Tensor)> {
+) -> Result<(ClassEvaluation, Samples)> {
     let s = net.settings;
     let k = s.num_classes;
     let y = labels(k, p.per_class);
@@ -240,14 +253,19 @@ pub fn evaluate(
     // Seeded right before the draw: x_T and the η > 0 step noise are the same for every model.
     tch::manual_seed(p.seed);
     let x_t = Tensor::randn([&[y.len() as i64][..], image].concat(), (Kind::Float, Device::Cpu));
-    let x = diffusion::sample(net, &y, &x_t, &p.sampler, progress)?;
+    let z = diffusion::sample(net, &y, &x_t, &p.sampler, progress)?;
+    let samples = match decode {
+        Some(d) => Samples { x: d(&z)?, range: (0.0, 1.0), latents: Some(z) },
+        None => Samples { x: z, range: s.data_range, latents: None },
+    };
     let sample_seconds = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
+    let x = &samples.x;
     let finite = x.isfinite().flatten(1, -1).all_dim(1, false);
     let non_finite_samples = y.len() - finite.sum(Kind::Int64).int64_value(&[]) as usize;
-    let (lo, hi) = s.data_range;
-    let (judged, feats) = judge.judge(&((&x - lo) / (hi - lo)), k, p.sampler.batch)?;
+    let (lo, hi) = samples.range;
+    let (judged, feats) = judge.judge(&((x - lo) / (hi - lo)), k, p.sampler.batch)?;
     let judge_seconds = started.elapsed().as_secs_f64();
 
     let rate = |c: i64| {
@@ -277,5 +295,5 @@ pub fn evaluate(
         sample_seconds,
         judge_seconds,
     };
-    Ok((eval, x))
+    Ok((eval, samples))
 }

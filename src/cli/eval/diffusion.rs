@@ -7,7 +7,7 @@ use super::super::{usage, CmdResult, Exit};
 use super::Args;
 use anyhow::{anyhow, Context};
 use report::{table, write_report};
-use semu::diffusion::{self, Network, SampleOptions, Settings};
+use semu::diffusion::{self, Network, SampleOptions, Settings, Vae};
 use semu::engine::{device_name, Plan, PlanOptions, Registry};
 use semu::eval::diffusion::{evaluate, real_features, ClassEvaluation, Judge, NetworkInputs, Protocol};
 use semu::onnx::OnnxModel;
@@ -44,6 +44,14 @@ pub(super) struct ProtocolArgs {
     /// Classifier-free guidance w (authors' convention, scale 1 + w).
     #[arg(long, default_value_t = 2.0)]
     guidance: f64,
+    /// Text-conditioned models: the prompt of class k, repeated for every class in the judge's
+    /// class order (class k's samples are generated from it; --forget-class indexes them).
+    #[arg(long = "class-prompt", value_name = "TEXT")]
+    class_prompts: Vec<String>,
+    /// Text-conditioned models: the forgotten concept, one of the --class-prompt texts (instead
+    /// of --forget-class).
+    #[arg(long = "forget-prompt", value_name = "TEXT")]
+    forget_prompt: Option<String>,
     /// Write sample grids (PNG, the first 16 of each class per row), the samples (.npz) and
     /// report.md here.
     #[arg(long, value_name = "DIR")]
@@ -58,6 +66,8 @@ impl ProtocolArgs {
             ("--judge-features", self.judge_features.is_some()),
             ("--original", self.original.is_some()),
             ("--report-dir", self.report_dir.is_some()),
+            ("--class-prompt", !self.class_prompts.is_empty()),
+            ("--forget-prompt", self.forget_prompt.is_some()),
         ];
         match given.iter().find(|g| g.1) {
             Some((flag, _)) => Err(usage(anyhow!("{flag} is for --task diffusion; this model's task is {task}"))),
@@ -73,6 +83,10 @@ struct Scored {
     model: OnnxModel,
     settings: Settings,
     inputs: NetworkInputs,
+    /// A text-conditioned model's states of the class prompts, the null prompt last.
+    context: Option<Tensor>,
+    /// A latent model's VAE (its decoder makes the images the judge sees).
+    vae: Option<Vae>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +101,9 @@ struct Output<'a> {
     semu_version: &'static str,
     task: &'static str,
     forget_class: i64,
+    /// A text-conditioned model's class prompts (class k = prompt k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_prompts: Option<&'a [String]>,
     judge: String,
     judge_features: Option<&'a str>,
     test: Option<String>,
@@ -106,7 +123,13 @@ struct Output<'a> {
     retrained: Option<ModelOut<'a>>,
 }
 
-fn prepare(role: &'static str, path: &Path, model: Option<OnnxModel>, a: &Args) -> Result<Scored, Exit> {
+fn prepare(
+    role: &'static str,
+    path: &Path,
+    model: Option<OnnxModel>,
+    a: &Args,
+    device: tch::Device,
+) -> Result<Scored, Exit> {
     let mut model = match model {
         Some(m) => m,
         None => OnnxModel::load(path)?,
@@ -116,15 +139,52 @@ fn prepare(role: &'static str, path: &Path, model: Option<OnnxModel>, a: &Args) 
     }
     let name = path.display().to_string();
     let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
-    let overrides = a.overrides.overrides().map_err(usage)?;
-    let settings = Settings::resolve(&name, props, &overrides).map_err(usage)?;
-    if settings.text.is_some() {
-        return Err(usage(anyhow!(
-            "{name}: a prompt-conditioned ε-network; `semu eval --task diffusion` scores class-conditional ones"
-        )));
-    }
+    let mut overrides = a.overrides.overrides().map_err(usage)?;
+    overrides.tokenizer = a.decode.tokenizer.clone();
+    let mut settings = Settings::resolve(&name, props, &overrides).map_err(usage)?;
+    let d = &a.diffusion;
+    // A text model's "classes" are the --class-prompt texts, in the judge's order.
+    let context = match (&settings.text, d.class_prompts.is_empty()) {
+        (Some(text), false) => {
+            let mut rows: Vec<&str> = d.class_prompts.iter().map(String::as_str).collect();
+            rows.push(&text.null_prompt);
+            settings.num_classes = d.class_prompts.len() as i64;
+            Some(semu::diffusion::prompts::encode(text, &rows, device)?)
+        }
+        (Some(_), true) => {
+            return Err(usage(anyhow!(
+                "{name} is conditioned on text: give --class-prompt \"…\" for every class, in the judge's class order"
+            )))
+        }
+        (None, false) => return Err(usage(anyhow!("--class-prompt: {name} is conditioned on classes"))),
+        (None, true) => None,
+    };
     let inputs = NetworkInputs::of(&model, &settings).map_err(usage)?;
-    Ok(Scored { role, path: path.to_path_buf(), model, settings, inputs })
+    let vae = match &settings.latent {
+        Some(l) if l.decoder.is_none() => {
+            return Err(usage(anyhow!(
+                "{name} is a latent model: its samples are latents; give its VAE decoder with --vae-decoder FILE \
+                 (or the metadata semu.diffusion.vae_decoder) so that the judge sees images"
+            )))
+        }
+        Some(l) => Some(Vae::load(l, inputs.image.first().copied(), device)?),
+        None => None,
+    };
+    Ok(Scored { role, path: path.to_path_buf(), model, settings, inputs, context, vae })
+}
+
+impl Scored {
+    /// The shape of the images the judge sees: x's, or a latent model's decoded blank latents.
+    fn judged_image(&self) -> anyhow::Result<Vec<i64>> {
+        match &self.vae {
+            Some(v) => {
+                let z = Tensor::zeros([&[1][..], &self.inputs.image].concat(), (tch::Kind::Float, tch::Device::Cpu));
+                let size = v.decode(&z).with_context(|| format!("decoding {}'s latents", self.path.display()))?.size();
+                Ok(size[1..].to_vec())
+            }
+            None => Ok(self.inputs.image.clone()),
+        }
+    }
 }
 
 /// The real images of --test (x in [0, 1], N×C×H×W; y) on the CPU.
@@ -150,9 +210,12 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
     let started = Instant::now();
     let d = &a.diffusion;
     let judge_path = d.judge.as_ref().ok_or_else(|| usage(anyhow!("--task diffusion ({why}) needs --judge J.onnx")))?;
-    let c = match a.forget_class[..] {
-        [c] => c,
-        _ => return Err(usage(anyhow!("--task diffusion needs one --forget-class C"))),
+    let c = match (&a.forget_class[..], &d.forget_prompt) {
+        ([c], None) => *c,
+        ([], Some(p)) => d.class_prompts.iter().position(|q| q == p).ok_or_else(|| {
+            usage(anyhow!("--forget-prompt \"{p}\" is none of the --class-prompt texts; give it as one of them"))
+        })? as i64,
+        _ => return Err(usage(anyhow!("--task diffusion needs one --forget-class C (or --forget-prompt TEXT)"))),
     };
     for (flag, p) in [("--forget", &a.forget), ("--retain", &a.retain)] {
         if p.is_some() {
@@ -175,16 +238,17 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
         semu::paths::check_output_dir(r, "--report-dir").map_err(usage)?;
     }
 
-    let mut models = vec![prepare("model", &a.model, Some(model), a)?];
+    let mut models = vec![prepare("model", &a.model, Some(model), a, device)?];
     for (role, p) in [("original", &d.original), ("retrained", &a.retrained)] {
         if let Some(p) = p {
-            models.push(prepare(role, p, None, a)?);
+            models.push(prepare(role, p, None, a, device)?);
         }
     }
     let first = &models[0];
     let (k, image) = (first.settings.num_classes, first.inputs.image.clone());
+    let judged_image = first.judged_image()?;
     for m in &models[1..] {
-        if m.settings.num_classes != k || m.inputs.image != image {
+        if m.settings.num_classes != k || m.inputs.image != image || m.judged_image()? != judged_image {
             return Err(usage(anyhow!(
                 "--{} {}: {} classes of {:?} images; --model has {k} of {image:?}",
                 m.role,
@@ -206,10 +270,10 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
     let sampler = SampleOptions { steps: d.steps, eta: d.eta, guidance: d.guidance, batch: a.batch_size };
     let protocol = Protocol { forget_class: c, per_class: d.n, sampler, seed };
     // Probe the judge on one blank image before minutes of sampling.
-    judge.judge(&Tensor::zeros([&[1][..], &image].concat(), (tch::Kind::Float, tch::Device::Cpu)), k, 1)?;
+    judge.judge(&Tensor::zeros([&[1][..], &judged_image].concat(), (tch::Kind::Float, tch::Device::Cpu)), k, 1)?;
     let real = match &a.test {
         Some(p) => {
-            let (x, y) = real_images(p, &image)?;
+            let (x, y) = real_images(p, &judged_image)?;
             Some(real_features(&judge, &x, &y, &protocol, k).with_context(|| format!("--test {}", p.display()))?)
         }
         None => None,
@@ -224,10 +288,12 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
             t_kind: m.inputs.t_kind,
             y_kind: m.inputs.y_kind,
             device,
-            context: None,
+            context: m.context.as_ref(),
         };
+        let decode = m.vae.as_ref().map(|v| move |z: &Tensor| v.decode(z));
+        let decode = decode.as_ref().map(|f| f as semu::eval::diffusion::Decode);
         let mut meter = super::super::progress::Meter::new(format!("sampling {}", m.role), "steps");
-        let (eval, x) = evaluate(&net, &image, &judge, real.as_ref(), &protocol, &mut |done, total| {
+        let (eval, x) = evaluate(&net, &image, decode, &judge, real.as_ref(), &protocol, &mut |done, total| {
             meter.set(done as u64, Some(total as u64))
         })
         .with_context(|| format!("evaluating {}", m.path.display()))?;
@@ -254,6 +320,10 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
             _ => "none (no FD; pass --test)".into(),
         }
     );
+    if first.context.is_some() {
+        let legend: Vec<String> = d.class_prompts.iter().enumerate().map(|(i, p)| format!("{i} \"{p}\"")).collect();
+        println!("prompts     {}", legend.join(", "));
+    }
     print!("{table}");
     println!("wall time   {wall_seconds:.1} s on {}", device_name(device));
 
@@ -263,6 +333,7 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
         semu_version: env!("CARGO_PKG_VERSION"),
         task: "diffusion",
         forget_class: c,
+        class_prompts: models[0].context.is_some().then_some(&d.class_prompts[..]),
         judge: judge_path.display().to_string(),
         judge_features: judge.features.as_deref(),
         test: a.test.as_ref().map(|p| p.display().to_string()),

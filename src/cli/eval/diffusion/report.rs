@@ -3,13 +3,13 @@ use super::super::super::sample::{grid_png, npz_bytes, Npy};
 use super::super::super::unlearn::write_atomic;
 use super::{Output, Scored};
 use anyhow::Context;
-use semu::eval::diffusion::ClassEvaluation;
+use semu::eval::diffusion::{ClassEvaluation, Samples};
 use std::fmt::Write as _;
 use std::path::Path;
 use tch::Tensor;
 
 /// The side-by-side table, as printed and as report.md shows it.
-pub(super) fn table(models: &[Scored], results: &[(ClassEvaluation, Tensor)], c: i64, k: i64) -> String {
+pub(super) fn table(models: &[Scored], results: &[(ClassEvaluation, Samples)], c: i64, k: i64) -> String {
     let mut t = format!("  {:<30}", "figure");
     for m in models {
         let _ = write!(t, "{:>12}", m.role);
@@ -40,7 +40,7 @@ pub(super) fn table(models: &[Scored], results: &[(ClassEvaluation, Tensor)], c:
 pub(super) fn write_report(
     dir: &Path,
     models: &[Scored],
-    results: &[(ClassEvaluation, Tensor)],
+    results: &[(ClassEvaluation, Samples)],
     table: &str,
     out: &Output,
     k: usize,
@@ -48,9 +48,10 @@ pub(super) fn write_report(
     let n = out.per_class;
     let shown = n.min(16); // one row per class
     let mut md = format!(
-        "# semu eval: diffusion, forget class {}\n\n{} samples per class, DDIM {} steps, η {}, w {}, seed {}; \
+        "# semu eval: diffusion, forget class {}{}\n\n{} samples per class, DDIM {} steps, η {}, w {}, seed {}; \
          judge `{}`; real images: {}.\n\n```\n{table}```\n",
         out.forget_class,
+        out.class_prompts.map_or(String::new(), |p| format!(" (\"{}\")", p[out.forget_class as usize])),
         n,
         out.steps_taken,
         out.eta,
@@ -59,16 +60,22 @@ pub(super) fn write_report(
         out.judge,
         out.test.as_deref().unwrap_or("none")
     );
-    for (m, (_, x)) in models.iter().zip(results) {
-        let size = x.size();
-        let xs: Vec<f32> = Vec::try_from(x.flatten(0, -1)).context("reading the samples")?;
+    let flat = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).context("reading the samples");
+    for (m, (_, samples)) in models.iter().zip(results) {
+        let size = samples.x.size();
+        let xs = flat(&samples.x)?;
         let per = xs.len() / size[0] as usize;
         let firsts: Vec<f32> = (0..k).flat_map(|c| xs[c * n * per..(c * n + shown) * per].iter().copied()).collect();
-        let png = grid_png(&firsts, &size, k, shown, m.settings.data_range)?;
+        let png = grid_png(&firsts, &size, k, shown, samples.range)?;
         let grid = dir.join(format!("samples_{}.png", m.role));
         write_atomic(&grid, &png).with_context(|| format!("writing {}", grid.display()))?;
         let y = semu::eval::diffusion::labels(k as i64, n);
-        let npz = npz_bytes(&[("x", Npy::F32(&xs, size)), ("y", Npy::I64(&y, vec![y.len() as i64]))])?;
+        let mut arrays = vec![("x", Npy::F32(&xs, size)), ("y", Npy::I64(&y, vec![y.len() as i64]))];
+        let latents = samples.latents.as_ref().map(|z| Ok::<_, anyhow::Error>((flat(z)?, z.size()))).transpose()?;
+        if let Some((z, zsize)) = &latents {
+            arrays.push(("latents", Npy::F32(z, zsize.clone())));
+        }
+        let npz = npz_bytes(&arrays)?;
         let file = dir.join(format!("samples_{}.npz", m.role));
         write_atomic(&file, &npz).with_context(|| format!("writing {}", file.display()))?;
         let _ = write!(
