@@ -54,6 +54,9 @@ fn the_vae_encodes_and_decodes_as_pytorch() {
     let d = v.decode(&want).unwrap();
     let want = read_npy(&fx("latent_ddpm/ref/vae_decoded.npy")).unwrap();
     assert!(max_abs(&d, &want) <= 1e-4, "decode: max abs {} from PyTorch's", max_abs(&d, &want));
+    // Latents given to the encoder are refused naming the file and the shapes.
+    let e = v.encode(&want.zeros_like().narrow(2, 0, 4).narrow(3, 0, 4).repeat([1, 4, 1, 1])).unwrap_err().to_string();
+    assert!(e.contains("vae_encoder.onnx") && e.contains("N×1×H×W") && e.contains("[16, 4, 4, 4]"), "{e}");
 }
 
 /// The judge's label for each image of `npz`'s `x` (in [0, 1]).

@@ -49,6 +49,14 @@ impl Part {
 
     /// The first output for `x` (N×…, CPU), run `BATCH` rows at a time; the result on the CPU.
     fn run(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(c) = self.channels.filter(|&c| x.dim() != 4 || x.size()[1] != c) {
+            return Err(Error::msg(format!(
+                "{}: its input '{}' takes N×{c}×H×W, given {:?}",
+                self.path.display(),
+                self.input,
+                x.size()
+            )));
+        }
         let _g = tch::no_grad_guard();
         let n = x.size()[0] as usize;
         let device = self.plan.device();
