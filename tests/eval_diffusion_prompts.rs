@@ -118,6 +118,11 @@ fn flags_that_do_not_fit_are_named() {
     };
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("none of the --class-prompt"), "{}", text(&o));
+    // Fewer prompts than the judge has classes.
+    let two = ["--class-prompt", "a handwritten two", "--class-prompt", "a handwritten three"];
+    let o = semu(&[&base[..], &["--model", &unet, "--forget-prompt", "a handwritten three"], &two[..]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("2 --class-prompt given: give one per class of the judge"), "{}", text(&o));
     // Class prompts for a class-conditional model.
     let ddpm = fx("ddpm/model.onnx");
     let o = semu(&[&base[..], &["--model", &ddpm, "--forget-class", "3", "--class-prompt", "a three"]].concat());

@@ -270,7 +270,11 @@ pub(super) fn run(a: &Args, model: OnnxModel, device: tch::Device, why: &str) ->
     let sampler = SampleOptions { steps: d.steps, eta: d.eta, guidance: d.guidance, batch: a.batch_size };
     let protocol = Protocol { forget_class: c, per_class: d.n, sampler, seed };
     // Probe the judge on one blank image before minutes of sampling.
-    judge.judge(&Tensor::zeros([&[1][..], &judged_image].concat(), (tch::Kind::Float, tch::Device::Cpu)), k, 1)?;
+    let blank = Tensor::zeros([&[1][..], &judged_image].concat(), (tch::Kind::Float, tch::Device::Cpu));
+    judge.judge(&blank, k, 1).with_context(|| match first.context {
+        Some(_) => format!("{k} --class-prompt given: give one per class of the judge, in its class order"),
+        None => format!("{} has {k} classes", a.model.display()),
+    })?;
     let real = match &a.test {
         Some(p) => {
             let (x, y) = real_images(p, &judged_image)?;
