@@ -98,6 +98,30 @@ fn saving_beside_the_input_never_overwrites_its_external_data() {
     assert_eq!(back.tensor(back.initializer(name).unwrap()).unwrap(), new);
 }
 
+/// The model given by a bare file name (its folder is ""), as `cd dir && semu unlearn --model
+/// unet.onnx --out u.onnx` gives it: the output's data used to be committed over the input's
+/// `unet.onnx.data` (found on a Stable Diffusion-sized export, README "Stable Diffusion 1.x scale").
+#[test]
+fn saving_beside_a_model_named_without_folder_never_overwrites_its_external_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = root().join("fixtures/external/single");
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(src_dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let before = std::fs::read(tmp.path().join("model.onnx.data")).unwrap();
+    // Every other test here uses absolute paths, so changing this process's folder is safe.
+    std::env::set_current_dir(tmp.path()).unwrap();
+    let m = OnnxModel::load("model.onnx").unwrap();
+    let name = "classifier.1.bias";
+    let t = m.tensor(m.initializer(name).unwrap()).unwrap();
+    let new = t.with_f32_values(&vec![1.0; t.numel()]).unwrap();
+    m.save(std::path::Path::new("out.onnx"), &HashMap::from([(name.to_string(), new.clone())])).unwrap();
+    let after = std::fs::read(tmp.path().join("model.onnx.data")).unwrap();
+    assert!(after == before, "the input's model.onnx.data was overwritten by the output's");
+    let back = OnnxModel::load(tmp.path().join("out.onnx")).unwrap();
+    assert_eq!(back.tensor(back.initializer(name).unwrap()).unwrap(), new);
+}
+
 #[test]
 fn replacement_with_wrong_shape_is_refused_and_nothing_is_written() {
     let m = OnnxModel::load(root().join("fixtures/digits/model.onnx")).unwrap();

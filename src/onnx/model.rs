@@ -173,8 +173,11 @@ pub struct SavedModel {
     pub files: Vec<PathBuf>,
 }
 
+/// A model opened by a bare file name has the folder "" (`Path::parent`), which does not
+/// canonicalize: it is the working directory, or the output beside it would overwrite its data.
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
+    let here = |p: &Path| if p.as_os_str().is_empty() { Path::new(".").canonicalize() } else { p.canonicalize() };
+    match (here(a), here(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
