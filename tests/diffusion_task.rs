@@ -256,6 +256,7 @@ fn a_text_conditioned_model_forgets_a_prompt() {
     let keep = ["--keep-prompt", "a handwritten five", "--keep-prompt", "a handwritten eight"];
     let (o, _, report) = unlearn(&unet, dir.path(), "25", &[&prompts[..], &keep].concat());
     assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("no --keep-prompt"), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["verified"], true, "{}", text(&o));
     assert_eq!(r["forget_accuracy"]["before"].as_f64(), Some(1.0));
@@ -266,6 +267,8 @@ fn a_text_conditioned_model_forgets_a_prompt() {
     let (o, _, report) =
         unlearn(&unet, dir.path(), "2", &[&prompts[..], &["--train-layers", "cross-attention"]].concat());
     assert!(o.status.success(), "{}", text(&o));
+    // Nothing held the other prompts: the user is told to name them.
+    assert!(text(&o).contains("no --keep-prompt and no remaining data"), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let layers = r["layers"].as_array().unwrap();
     let all = OnnxModel::load(&unet).map(|m| semu::semu::find_layers(&m).len()).unwrap();
