@@ -8,7 +8,7 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup venv build fixtures test demo bench quality deployed conformance conformance-update bad-input-table fuzz lint clean-fixtures
+.PHONY: setup venv build fixtures test demo bench quality deployed conformance conformance-update bad-input-table fuzz lint clean-fixtures sd-scale
 
 setup: venv build
 
@@ -50,6 +50,16 @@ quality: setup
 # export of fixtures/deployed and fixtures/contrib, one row each (a few minutes).
 deployed: setup fixtures
 	bash tools/deployed.sh $(SEMU)
+
+# README "Stable Diffusion 1.x scale": a random-weight SD 1.5-sized UNet exported to a scratch
+# folder (3.4 GB, deleted after; SD_SCALE_DIR, KEEP=1 keeps it) and semu's time and peak memory
+# on it per latent size (64 = 512 px). ~15 min on 2 cores; not part of `make test`.
+# The README's table: cross-attention at B 2 (64×64 fails on a 24 GiB box), at B 1, all layers.
+SD_SCALE_DIR ?= /tmp/sd_scale
+sd-scale: setup
+	KEEP=1 PY=$(PY) bash tools/sd_scale.sh $(SEMU) $(SD_SCALE_DIR) "16 24 32 64"
+	KEEP=1 PY=$(PY) SAMPLE=0 BATCH=1 ITERS=1 MEM_LIMIT_GB=18 bash tools/sd_scale.sh $(SEMU) $(SD_SCALE_DIR) "48 64"
+	PY=$(PY) SAMPLE=0 LAYERS=all MEM_LIMIT_GB=22 bash tools/sd_scale.sh $(SEMU) $(SD_SCALE_DIR) 16
 
 conformance: setup
 	$(CARGO_TEST) --test conformance -- --nocapture
