@@ -122,6 +122,36 @@ fn saving_beside_a_model_named_without_folder_never_overwrites_its_external_data
     assert_eq!(back.tensor(back.initializer(name).unwrap()).unwrap(), new);
 }
 
+/// Two exports to one folder: the second used to commit its data over the first's (same file
+/// name), so `a.onnx` silently held `b.onnx`'s weights; an export redone keeps its own file.
+#[test]
+fn a_second_export_to_one_folder_keeps_the_first_exports_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = OnnxModel::load(root().join("fixtures/external/single/model.onnx")).unwrap();
+    let name = "classifier.1.bias";
+    let t = m.tensor(m.initializer(name).unwrap()).unwrap();
+    let save = |out: &str, v: f32| {
+        let new = t.with_f32_values(&vec![v; t.numel()]).unwrap();
+        m.save(&tmp.path().join(out), &HashMap::from([(name.to_string(), new.clone())])).unwrap();
+        new
+    };
+    let value = |out: &str| {
+        let back = OnnxModel::load(tmp.path().join(out)).unwrap();
+        back.tensor(back.initializer(name).unwrap()).unwrap()
+    };
+    let a = save("a.onnx", 1.0);
+    let b = save("b.onnx", 2.0);
+    assert_eq!(value("a.onnx"), a, "a.onnx's data was overwritten by b.onnx's");
+    assert_eq!(value("b.onnx"), b);
+    let a2 = save("a.onnx", 3.0);
+    assert_eq!(value("a.onnx"), a2);
+    assert_eq!(value("b.onnx"), b);
+    let mut files: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    files.sort();
+    assert_eq!(files, ["a.onnx", "b.onnx", "b.onnx.model.onnx.data", "model.onnx.data"]);
+}
+
 #[test]
 fn replacement_with_wrong_shape_is_refused_and_nothing_is_written() {
     let m = OnnxModel::load(root().join("fixtures/digits/model.onnx")).unwrap();

@@ -83,7 +83,8 @@ impl OnnxModel {
     /// Writes every file of the output into a hidden staging folder beside `out`; nothing is
     /// visible at `out` until [`Staged::commit`]. Replacements must keep each tensor's dtype and
     /// shape. External files are copied (same names, same offsets), then patched in place; when
-    /// `out` sits beside the input they get distinct names so the input's data is never touched.
+    /// `out` sits beside the input, or another model's file has the name, they get distinct names
+    /// so no other model's data is ever touched.
     pub fn stage(&self, out: &Path, replace: &HashMap<String, TensorData>) -> Result<Staged> {
         let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
@@ -108,8 +109,14 @@ impl OnnxModel {
             let r = external_ref(t)?;
             let src = external_file(&self.dir, &r.location)
                 .map_err(|e| Error::Tensor { tensor: t.name().to_string(), reason: e.to_string() })?;
-            let loc =
-                if same_dir { format!("{out_name}.{}", r.location.replace('/', "_")) } else { r.location.clone() };
+            // A file of that name in the output folder that `out` does not already use belongs to
+            // another model (a second export to one folder): it gets the output's prefix too.
+            let foreign = out_dir.join(&r.location).exists() && !uses_location(out, &r.location);
+            let loc = if same_dir || foreign {
+                format!("{out_name}.{}", r.location.replace('/', "_"))
+            } else {
+                r.location.clone()
+            };
             files.entry(r.location.clone()).or_insert((src, loc));
         }
         let mut patches: BTreeMap<String, Vec<(u64, &[u8])>> = BTreeMap::new();
@@ -171,6 +178,17 @@ pub struct SavedModel {
     pub model: PathBuf,
     /// Every file written, model last.
     pub files: Vec<PathBuf>,
+}
+
+/// Whether the model at `path` (if any) keeps external data in `location`.
+fn uses_location(path: &Path, location: &str) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    let Ok(m) = ModelProto::decode(bytes.as_slice()) else { return false };
+    m.graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .filter(|t| is_external(t))
+        .any(|t| external_ref(t).is_ok_and(|r| r.location == location))
 }
 
 /// A model opened by a bare file name has the folder "" (`Path::parent`), which does not
