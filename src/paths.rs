@@ -52,6 +52,12 @@ pub fn file_inside(base: &Path, rel: &str, what: &str) -> Result<PathBuf> {
     Ok(joined)
 }
 
+/// The folder `path` lies in: its parent, or "." for a bare file name (whose parent is "", which
+/// names no folder to create, canonicalize or write beside).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Refuses `real` (a canonical path) unless it lies inside `base`'s real path.
 pub fn check_inside(base: &Path, real: &Path, what: &str) -> Result<()> {
     let here = if base.as_os_str().is_empty() { Path::new(".") } else { base };

@@ -314,7 +314,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
 
 /// Writes a file through a temporary file in the same folder, then renames it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = crate::paths::folder_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(path, e))?;

@@ -357,7 +357,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let scratch = semu::onnx::staging::Scratch::new("semu-scratch-")?;
     if let Some(out) = &a.out {
         // A diffusion model's text encoder, tokenizer and VAE stay reachable from the export.
-        let (from, to) = (parent_dir(&a.model), parent_dir(out));
+        let (from, to) = (semu::paths::folder_of(&a.model), semu::paths::folder_of(out));
         for key in semu::diffusion::files::relocate(&mut model.proto.metadata_props, &from, &to) {
             tracing::info!("{key}: rewritten to the path from {}'s folder", out.display());
         }
@@ -843,7 +843,7 @@ fn print_lm(lm: &LmBeforeAfter) {
 
 /// Writes a file via a temporary file in the same folder, then renames it.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = semu::paths::folder_of(path);
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
@@ -887,12 +887,4 @@ fn outputs_text(a: &Args) -> String {
         .map(|p| p.display().to_string())
         .collect();
     all.join(", ")
-}
-
-/// The folder of `path` ("." for a bare file name).
-fn parent_dir(path: &std::path::Path) -> std::path::PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => ".".into(),
-    }
 }

@@ -86,7 +86,7 @@ impl OnnxModel {
     /// `out` sits beside the input, or another model's file has the name, they get distinct names
     /// so no other model's data is ever touched.
     pub fn stage(&self, out: &Path, replace: &HashMap<String, TensorData>) -> Result<Staged> {
-        let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let out_dir = crate::paths::folder_of(out).to_path_buf();
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
         let out_name = out
             .file_name()

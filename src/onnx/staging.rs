@@ -63,7 +63,7 @@ pub(super) fn create(out_dir: &Path, out_name: &str) -> Result<LiveDir> {
 /// it (each would report the hash of a file the other then replaced). Dropping it releases `out`.
 /// `None` when `out`'s folder does not exist yet (the export makes it; nothing is made before).
 pub fn claim(out: &Path) -> Result<Option<Claim>> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = crate::paths::folder_of(out);
     if !dir.is_dir() {
         return Ok(None);
     }

@@ -137,7 +137,7 @@ pub fn sha256_file(path: &Path) -> crate::Result<String> {
 
 /// Writes `bytes` to a temporary file in the same folder, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = crate::paths::folder_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut b = tempfile::Builder::new();
     // Readable like any other output (a temporary file is owner-only by default).

@@ -71,7 +71,7 @@ pub fn write_safetensors(
     tensors: Vec<(String, OutTensor<'_>)>,
     metadata: BTreeMap<String, String>,
 ) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = crate::paths::folder_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".semu-")
