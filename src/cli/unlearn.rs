@@ -358,7 +358,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     if let Some(out) = &a.out {
         // A diffusion model's text encoder, tokenizer and VAE stay reachable from the export.
         let (from, to) = (semu::paths::folder_of(&a.model), semu::paths::folder_of(out));
-        for key in semu::diffusion::files::relocate(&mut model.proto.metadata_props, &from, &to) {
+        for key in semu::diffusion::files::relocate(&mut model.proto.metadata_props, from, to) {
             tracing::info!("{key}: rewritten to the path from {}'s folder", out.display());
         }
     }
