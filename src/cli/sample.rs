@@ -96,10 +96,7 @@ pub fn run(mut a: Args) -> CmdResult {
                  decoder with --vae-decoder FILE (or the metadata semu.diffusion.vae_decoder) to write images"
             )))
         }
-        Some(l) => {
-            let decoder_only = semu::diffusion::LatentSettings { encoder: None, ..l.clone() };
-            Some(semu::diffusion::Vae::load(&decoder_only, None, device).map_err(usage)?)
-        }
+        Some(l) => Some(semu::diffusion::Vae::load_decoder(l, device).map_err(usage)?),
     };
 
     // A text model samples its prompts: row i of the states (the null prompt last) is "class" i.

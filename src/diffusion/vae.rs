@@ -90,7 +90,17 @@ impl Vae {
     /// channels, where known) tells a mean-and-log-variance output from latents; without it the
     /// decoder's declared input channels do.
     pub fn load(l: &LatentSettings, latent_channels: Option<i64>, device: Device) -> Result<Self> {
-        let encoder = l.encoder.as_deref().map(|p| Part::load(p, "encoder", "--vae-encoder", device)).transpose()?;
+        Self::load_parts(l, true, latent_channels, device)
+    }
+
+    /// Only the decoder `l` names (sampling and evaluation make images, never encode them).
+    pub fn load_decoder(l: &LatentSettings, device: Device) -> Result<Self> {
+        Self::load_parts(l, false, None, device)
+    }
+
+    fn load_parts(l: &LatentSettings, encoder: bool, latent_channels: Option<i64>, device: Device) -> Result<Self> {
+        let encoder = l.encoder.as_deref().filter(|_| encoder);
+        let encoder = encoder.map(|p| Part::load(p, "encoder", "--vae-encoder", device)).transpose()?;
         let decoder = l.decoder.as_deref().map(|p| Part::load(p, "decoder", "--vae-decoder", device)).transpose()?;
         let declared = decoder.as_ref().and_then(|d| d.channels);
         Ok(Vae { encoder, decoder, scale: l.scale, channels: latent_channels.or(declared) })

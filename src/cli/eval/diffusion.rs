@@ -167,7 +167,7 @@ fn prepare(
                  (or the metadata semu.diffusion.vae_decoder) so that the judge sees images"
             )))
         }
-        Some(l) => Some(Vae::load(l, inputs.image.first().copied(), device)?),
+        Some(l) => Some(Vae::load_decoder(l, device)?),
         None => None,
     };
     Ok(Scored { role, path: path.to_path_buf(), model, settings, inputs, context, vae })
