@@ -196,11 +196,18 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     tracing::info!("task: {} ({why})", task.name());
     let mut diffusion_flags = a.diffusion.overrides().map_err(super::usage)?;
     diffusion_flags.tokenizer = a.data.decode.tokenizer.clone();
-    if task == TaskKind::Diffusion {
-        // Missing schedule settings are a usage error, found before any data is read.
-        let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
-        let s = semu::diffusion::Settings::resolve(&a.model.display().to_string(), props, &diffusion_flags)
-            .map_err(super::usage)?;
+    // Missing schedule settings are a usage error, found before any data is read.
+    let diffusion_settings = match task {
+        TaskKind::Diffusion => {
+            let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
+            Some(
+                semu::diffusion::Settings::resolve(&a.model.display().to_string(), props, &diffusion_flags)
+                    .map_err(super::usage)?,
+            )
+        }
+        _ => None,
+    };
+    if let Some(s) = &diffusion_settings {
         if s.text.is_some() && a.forget_prompt.is_none() {
             return Err(super::usage(anyhow!(
                 "{} is conditioned on text: give the concept to forget with --forget-prompt \"…\" (and its \
@@ -236,17 +243,15 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     progress.phase("reading data");
     let mut spec = a.data.spec(&model, a.input_name.as_deref(), &a.remote)?;
     spec.text.labels_required = task == TaskKind::Classify;
-    let loaded = match (a.generate_forget, a.forget_prompt.as_deref()) {
-        (Some(n), Some(prompt)) => {
-            generated_forget(work, &a.model, &diffusion_flags, prompt, n, cfg.seed, device, &mut progress)?
+    let loaded = match (&diffusion_settings, a.generate_forget, a.forget_prompt.as_deref()) {
+        (Some(s), Some(n), Some(prompt)) => {
+            generated_forget(work, &a.model, s, prompt, n, cfg.seed, device, &mut progress)?
         }
         _ => a.data.load(&spec, a.forget.as_deref(), a.retain.as_deref(), a.test.as_deref(), cfg.seed)?,
     };
     // A latent model's images become its latents once, here, before the task noises them.
-    let loaded = match (task, a.generate_forget) {
-        (TaskKind::Diffusion, None) => {
-            in_model_space(&model, &diffusion_flags, loaded, device).map_err(super::usage)?
-        }
+    let loaded = match (&diffusion_settings, a.generate_forget) {
+        (Some(s), None) => in_model_space(&model, s, loaded, device).map_err(super::usage)?,
         _ => loaded,
     };
     let (forget, retain, test) = (loaded.forget.clone(), loaded.retain.clone(), loaded.test.clone());
@@ -548,43 +553,36 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
 fn generated_forget(
     model: &OnnxModel,
     path: &std::path::Path,
-    flags: &semu::diffusion::Overrides,
+    s: &semu::diffusion::Settings,
     prompt: &str,
     n: usize,
     seed: u64,
     device: tch::Device,
     progress: &mut super::progress::Progress,
 ) -> anyhow::Result<super::data_args::Loaded> {
-    use semu::diffusion::{self, Network, SampleOptions, Settings};
+    use semu::diffusion::{self, Network, SampleOptions};
     if n == 0 {
         return Err(super::usage(anyhow!("--generate-forget 0: nothing to forget")).err);
     }
-    let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
-    let s = Settings::resolve(&path.display().to_string(), props, flags)?;
     let text = s.text.as_ref().ok_or_else(|| anyhow!("{}: not text-conditioned", path.display()))?;
-    let g = model.graph();
-    let declared = |name: &str| g.input.iter().find(|v| v.name() == name);
-    let x = declared(&s.input_x).ok_or_else(|| anyhow!("{}: no input '{}'", path.display(), s.input_x))?;
-    let shape = semu::onnx::summary::value_summary(x).shape;
-    let chw: Vec<i64> = shape.iter().skip(1).map(|d| d.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| {
-        anyhow!("{}: input '{}' is {shape:?}: --generate-forget needs fixed C, H, W", path.display(), s.input_x)
-    })?;
-    // t in the dtype the graph declares (diffusers exports a float timestep).
-    let t_kind = match declared(&s.input_t).and_then(|v| v.r#type.as_ref()).and_then(|t| t.value.as_ref()) {
-        Some(semu::onnx::proto::type_proto::Value::TensorType(t)) => {
-            semu::onnx::DType::from_onnx(t.elem_type()).and_then(semu::engine::convert::kind_of)?
-        }
-        _ => tch::Kind::Int64,
-    };
+    // x's fixed C, H, W and t in the dtype the graph declares (diffusers exports a float timestep).
+    let inputs = semu::eval::diffusion::NetworkInputs::of(model, s).context("--generate-forget")?;
     let states = diffusion::prompts::encode(text, &[prompt, &text.null_prompt], device)?;
     let plan = semu::engine::Plan::new(
         model,
         &semu::engine::Registry::standard(),
         &semu::engine::PlanOptions { device, ..Default::default() },
     )?;
-    let net = Network { plan: &plan, settings: &s, t_kind, y_kind: tch::Kind::Float, device, context: Some(&states) };
+    let net = Network {
+        plan: &plan,
+        settings: s,
+        t_kind: inputs.t_kind,
+        y_kind: inputs.y_kind,
+        device,
+        context: Some(&states),
+    };
     tch::manual_seed(seed as i64);
-    let x_t = tch::Tensor::randn([&[n as i64][..], &chw].concat(), (tch::Kind::Float, tch::Device::Cpu));
+    let x_t = tch::Tensor::randn([&[n as i64][..], &inputs.image].concat(), (tch::Kind::Float, tch::Device::Cpu));
     let opts = SampleOptions { steps: 25, eta: 0.0, guidance: 2.0, batch: 256 };
     progress.phase("generating the forget images");
     let x = diffusion::sample(&net, &vec![0; n], &x_t, &opts, &mut |d, t| {
@@ -618,14 +616,12 @@ fn generated_forget(
 /// ([`semu::diffusion::vae::model_space`]); the rest as they are.
 fn in_model_space(
     model: &OnnxModel,
-    flags: &semu::diffusion::Overrides,
+    s: &semu::diffusion::Settings,
     mut l: super::data_args::Loaded,
     device: tch::Device,
 ) -> anyhow::Result<super::data_args::Loaded> {
-    let props = model.proto.metadata_props.iter().map(|p| (p.key(), p.value()));
-    let s = semu::diffusion::Settings::resolve(&model.path.display().to_string(), props, flags)?;
     let to = |ds: &std::rc::Rc<dyn Dataset>| -> anyhow::Result<std::rc::Rc<dyn Dataset>> {
-        Ok(match semu::diffusion::vae::model_space(model, &s, ds.as_ref(), device)? {
+        Ok(match semu::diffusion::vae::model_space(model, s, ds.as_ref(), device)? {
             Some(encoded) => std::rc::Rc::new(encoded),
             None => ds.clone(),
         })
