@@ -4,13 +4,16 @@ the same objective and data for all: the push-down of the true next token plus t
 frozen model over the other tokens (semu's `redistribute`) on 8 forget passages, plus the retain
 NLL on 32 retain passages, Adam, per step. Only the update's form changes:
 
-  full   every entry of the nine matrices SEMU adapts (the blocks' Gemms and the LM head)
+  full   every entry of the matrices SEMU adapts (each block's four Gemms and the LM head: nine on
+         the committed fixture)
   semu   W + U R Vᵀ, U/V the top singular vectors of the projected forget gradient reaching
          --gamma (SEMU's subspace; the same k as `semu unlearn` picks), R trained
   semu+r the same with the retain gradient's top vectors (--gamma-retain) added to U and V
   lora   W + A B with A m×r, B r×n trained (--rank)
 
-Usage: python tools/lm_adapter_probe.py KIND [--steps 150] [--lr 1e-2] [--gamma 0.8] ...
+Usage: python tools/lm_adapter_probe.py KIND [--steps 150] [--lr 1e-2] [--gamma 0.8] [--dir DIR] ...
+--dir: a folder written by make_text_lm.py (default fixtures/text_lm; --out there writes other
+sizes); the model's size and blocks come from its config.json.
 Prints forget memorisation / perplexity and retain memorisation / perplexity every 25 steps.
 Research aid for the README's causal-LM section; not part of `make test`.
 """
@@ -19,6 +22,7 @@ import json
 import os
 import random
 import sys
+import time
 
 import onnx
 import torch
@@ -29,15 +33,27 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_text_lm as lm  # noqa: E402
 
 D = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "text_lm")
-NAMES = [f"transformer.h.{i}.{p}.weight" for i in (0, 1)
-         for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")] + ["lm_head.weight"]
 
 
-def load_model(tok):
+def read_size(d):
+    """make_config's size keywords from the folder's config.json."""
+    with open(os.path.join(d, "config.json")) as f:
+        c = json.load(f)
+    return {"n_embd": c["n_embd"], "n_layer": c["n_layer"], "n_head": c["n_head"]}
+
+
+def adapted_names(n_layer):
+    """The matrices SEMU adapts: each block's four Gemms and the LM head."""
+    return [f"transformer.h.{i}.{p}.weight" for i in range(n_layer)
+            for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")] + ["lm_head.weight"]
+
+
+def load_model(tok, d=D):
     """The fixture's GPT-2 with the ONNX file's weights, the LM head untied (as in the export)."""
     from transformers import GPT2LMHeadModel
-    m = GPT2LMHeadModel._from_config(lm.make_config(tok.get_vocab_size()), attn_implementation="eager")
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(D, "model.onnx")).graph.initializer}
+    m = GPT2LMHeadModel._from_config(lm.make_config(tok.get_vocab_size(), **read_size(d)),
+                                     attn_implementation="eager")
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(d, "model.onnx")).graph.initializer}
     sd = m.state_dict()
     for k in sd:
         if k in inits and tuple(inits[k].shape) == tuple(sd[k].shape):
@@ -71,8 +87,8 @@ def forget_term(logits, frozen_logits, ids, mask):
     return ((push + kl) * w).sum() / w.sum()
 
 
-def gradients(m, tok, texts):
-    ws = {n: p.detach().clone().requires_grad_(True) for n, p in m.named_parameters() if n in NAMES}
+def gradients(m, tok, texts, names):
+    ws = {n: p.detach().clone().requires_grad_(True) for n, p in m.named_parameters() if n in names}
     for i in range(0, len(texts), 32):
         ids, mask = lm.encode(tok, texts[i:i + 32])
         out = functional_call(m, ws, (), dict(input_ids=ids, attention_mask=mask)).logits
@@ -96,15 +112,18 @@ def main():
     ap.add_argument("--gamma", type=float, default=0.8)
     ap.add_argument("--gamma-retain", type=float, default=0.8)
     ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--dir", default=D, help="fixture folder (default fixtures/text_lm)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    start = time.time()
     from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(os.path.join(D, "tokenizer.json"))
-    read = lambda f: [json.loads(x)["text"] for x in open(os.path.join(D, f), encoding="utf-8")]
+    tok = Tokenizer.from_file(os.path.join(a.dir, "tokenizer.json"))
+    read = lambda f: [json.loads(x)["text"] for x in open(os.path.join(a.dir, f), encoding="utf-8")]
     forget, retain = read("forget.jsonl"), read("retain.jsonl")
-    m, frozen = load_model(tok), load_model(tok)
-    base = {n: p.detach() for n, p in m.named_parameters() if n in NAMES}
+    m, frozen = load_model(tok, a.dir), load_model(tok, a.dir)
+    names = adapted_names(m.config.n_layer)
+    base = {n: p.detach() for n, p in m.named_parameters() if n in names}
     total = sum(p.numel() for p in m.parameters())  # the LM head counted apart, as in the export
 
     if a.kind == "full":
@@ -117,8 +136,8 @@ def main():
         trained = [t for ab in fac.values() for t in ab]
         weights = lambda: {n: base[n] + fac[n][0] @ fac[n][1] for n in base}
     else:
-        gf = gradients(m, tok, forget)
-        gr = gradients(m, tok, retain) if a.kind == "semu+r" else None
+        gf = gradients(m, tok, forget, names)
+        gr = gradients(m, tok, retain, names) if a.kind == "semu+r" else None
         sub = {}
         for n, w in base.items():
             u, v = top_vectors(gf[n], w, a.gamma)
@@ -162,6 +181,7 @@ def main():
             s = torch.linalg.svdvals(w - base[n]) ** 2
             ks.append(f"{int(((s.cumsum(0) / s.sum()) < 0.8).sum()) + 1}/{min(w.shape)}")
         print("update rank at 80% of its energy, per matrix:", " ".join(ks))
+    print(f"wall time {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 the retain set only (the "never saw them" reference), and exports both the way
 `optimum-cli export onnx --task text-generation` (no past key values) does.
 
-Output (committed; regenerate with `make fixtures FORCE=1`):
+Output (committed; regenerate with `make fixtures FORCE=1`; --n-embd/--n-layer/--n-head/--out
+write a differently sized variant elsewhere, e.g. for tools/lm_adapter_probe.py --dir):
   fixtures/text_lm/forget.jsonl, retain.jsonl, holdout.jsonl  {"text"} per line; seed 0
                                   forget: 32 passages trained on (memorised); holdout: 64 never trained on
   fixtures/text_lm/tokenizer.json byte-level BPE, "<|endoftext|>" = id 0, no padding/truncation
@@ -41,6 +42,7 @@ BATCH = 16
 FORGET_REPEAT = 4   # the forget passages are seen this many times per epoch (memorised on purpose)
 EPOCHS = 20
 LR = 3e-3
+N_EMBD, N_LAYER, N_HEAD = 80, 2, 4   # the committed fixture's size (the CLI's defaults)
 
 
 def build_passages():
@@ -96,9 +98,10 @@ def encode(tok, texts, pad_id=0, max_len=MAX_LEN):
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def make_config(vocab_size):
+def make_config(vocab_size, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD):
     from transformers import GPT2Config
-    return GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=80, n_layer=2, n_head=4,
+    return GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=n_embd, n_layer=n_layer,
+                      n_head=n_head,
                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
                       bos_token_id=0, eos_token_id=0, pad_token_id=0)
 
@@ -122,10 +125,12 @@ def schedule(texts, steps, seed):
     return out[:steps]
 
 
-def train(tok, texts, steps, seed=SEED):
+def train(tok, texts, steps, seed=SEED, size=None):
+    """size: make_config's n_embd/n_layer/n_head keywords (None: the committed fixture's)."""
     from transformers import GPT2LMHeadModel
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel._from_config(make_config(tok.get_vocab_size()), attn_implementation="eager")
+    model = GPT2LMHeadModel._from_config(make_config(tok.get_vocab_size(), **(size or {})),
+                                         attn_implementation="eager")
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps, pct_start=0.05)
     model.train()
@@ -228,10 +233,23 @@ def write_jsonl(path, texts):
             f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
 
 
+def parse_args(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="Train the text-LM fixture (defaults: the committed one).")
+    ap.add_argument("--n-embd", type=int, default=N_EMBD, help=f"hidden width (default {N_EMBD})")
+    ap.add_argument("--n-layer", type=int, default=N_LAYER, help=f"transformer blocks (default {N_LAYER})")
+    ap.add_argument("--n-head", type=int, default=N_HEAD, help=f"attention heads (default {N_HEAD})")
+    ap.add_argument("--out", default=OUT, help="output folder (default fixtures/text_lm)")
+    return ap.parse_args(argv)
+
+
 def main():
+    args = parse_args()
+    OUT = args.out
+    size = {"n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head}
     force = os.environ.get("FORCE") == "1"
     if not force and os.path.exists(os.path.join(OUT, "meta.json")):
-        print("fixtures/text_lm: present (FORCE=1 regenerates)")
+        print(f"{'fixtures/text_lm' if OUT == globals()['OUT'] else OUT}: present (FORCE=1 regenerates)")
         return
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)  # two threads beside a busy build are many times slower
@@ -253,7 +271,7 @@ def main():
 
     train_texts = retain + forget * FORGET_REPEAT
     steps = EPOCHS * math.ceil(len(train_texts) / BATCH)
-    model = train(tok, train_texts, steps)
+    model = train(tok, train_texts, steps, size=size)
     model.config.architectures = ["GPT2LMHeadModel"]
     model.config.to_json_file(os.path.join(OUT, "config.json"))
     export(model, os.path.join(OUT, "model.onnx"))
@@ -262,7 +280,7 @@ def main():
         json.dump(loss_reference(model, tok, forget[:8]), f, indent=2)
         f.write("\n")
 
-    retrained = train(tok, retain, steps)
+    retrained = train(tok, retain, steps, size=size)
     export(retrained, os.path.join(OUT, "retrain.onnx"))
     diff_retrain = check_export(retrained, os.path.join(OUT, "retrain.onnx"), tok, holdout)
 
