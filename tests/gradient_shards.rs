@@ -190,3 +190,28 @@ fn parts_and_gradients_that_do_not_belong_together_are_refused_naming_the_file()
         assert!(text(&o).contains(why) && text(&o).contains(&s(g)), "{why}: {}", text(&o));
     }
 }
+
+#[test]
+fn layer_groups_give_the_gradient_of_one_pass_in_several() {
+    // --gradient-groups 3: three passes, each for a third of the layers, decomposed and freed in
+    // turn. Each layer's gradient is the one a single pass computes, so the same k everywhere
+    // and the same export; the report names the setting.
+    let dir = tempfile::tempdir().unwrap();
+    let (one, three) = (dir.path().join("one.onnx"), dir.path().join("three.onnx"));
+    let r1 = unlearn(&one, &[]);
+    let r3 = unlearn(&three, &["--gradient-groups", "3"]);
+    let ks = |r: &serde_json::Value| -> Vec<(String, u64)> {
+        r["layers"].as_array().unwrap().iter().map(|l| (l["name"].to_string(), l["k"].as_u64().unwrap())).collect()
+    };
+    assert!(ks(&r1).len() >= 3, "the fixture has a layer per group: {:?}", ks(&r1));
+    assert_eq!(ks(&r1), ks(&r3));
+    assert_eq!(r3["settings"]["gradient_groups"], 3);
+    let d = max_abs_diff(&one, &three);
+    eprintln!("export with 3 layer groups vs 1: max abs diff {d:.1e}");
+    assert!(d <= 1e-6, "exports differ by {d:e}");
+    let o = cmd(&["unlearn", "--model", &fx("digits/model.onnx"), "--forget", &fx("digits/forget_class3.npz")])
+        .args(["--gradient-groups", "0", "--no-verify", "--out", &s(&dir.path().join("zero.onnx"))])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && text(&o).contains("--gradient-groups must be at least 1"), "{}", text(&o));
+}

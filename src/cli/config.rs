@@ -60,6 +60,11 @@ pub struct SemuFlags {
     /// Adapt only weights whose name matches (glob) or of this kind (conv, gemm, matmul).
     #[arg(long = "layers", value_name = "GLOB")]
     pub layers: Vec<String>,
+    /// Compute the forget-set gradient in N passes, each for one group of the adapted layers
+    /// (decomposed and freed before the next): N passes over the forget set for 1/N of the
+    /// gradients' memory, for models whose gradients do not fit beside their weights [default: 1].
+    #[arg(long, value_name = "N")]
+    pub gradient_groups: Option<usize>,
     /// Stop when (UA+RA)/2 (UA alone without remaining data) stops improving.
     #[arg(long)]
     pub early_exit: bool,
@@ -171,6 +176,9 @@ impl SemuFlags {
         }
         if self.early_exit {
             c.early_exit = true;
+        }
+        if let Some(n) = self.gradient_groups {
+            c.gradient_groups = n;
         }
         if !self.layers.is_empty() {
             c.layers = self.layers.clone();

@@ -346,6 +346,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         None => (u.overrides().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect(), None),
     };
     let weights = weight_replacements_with(&model, &trained, &mut |d, n| progress.step("fold", d, n))?;
+    drop(trained);
     // Checked even with --no-verify: NaN weights are never a model worth writing.
     gate::check_finite_weights(&weights).map_err(|e| Exit {
         code: 3,
@@ -369,6 +370,9 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     }
     progress.step("export", 0, 1);
     let staged = model.stage(a.out.as_deref().unwrap_or(&scratch.path().join("model.onnx")), &weights)?;
+    // The folded weights' bytes are written; only --out-weights and --out-patch read them again.
+    let weights = (a.out_weights.is_some() || a.out_patch.is_some()).then_some(weights);
+    semu::engine::memory::release_freed();
     progress.step("export", 1, 1);
     timings.export = t.elapsed().as_secs_f64();
     if std::env::var_os("SEMU_FAULT_TAMPER_EXPORT").is_some() {
@@ -378,58 +382,6 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     if let Some(ms) = std::env::var("SEMU_FAULT_PAUSE_STAGED_MS").ok().and_then(|v| v.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-
-    let verification = if a.no_verify {
-        tracing::warn!("verification skipped (--no-verify)");
-        None
-    } else {
-        progress.phase("verify");
-        let t = Instant::now();
-        let mut sets: Vec<(&str, &dyn Dataset)> = vec![("forget", forget.as_ref())];
-        if let Some(other) = retain.as_deref().or(test.as_deref()) {
-            sets.push(("retain/test", other));
-        }
-        let probes = gate::probes_with(&u.net, input_net.as_ref().unwrap_or(&u.net), u.overrides(), &sets)?;
-        let tol = gate::tolerance_for(&probes[0].expected);
-        // The differential rule runs the input model too: bound weights are written out for it.
-        let input = match bound {
-            Some(_) => Some(model.stage(&scratch.path().join("input.onnx"), &Default::default())?),
-            None => None,
-        };
-        let input_path = input.as_ref().map_or_else(|| model.path.clone(), |s| s.model_path());
-        let on_step = &mut |d, n| progress.step("verify", d, n);
-        let report = gate::check_with(&staged.model_path(), Some(&input_path), &u.net.output, &probes, tol, on_step)?;
-        timings.verify = t.elapsed().as_secs_f64();
-        for w in &report.warnings {
-            tracing::warn!("{w}");
-        }
-        Some(report)
-    };
-    let verified = verification.as_ref().is_some_and(|v| v.passed);
-    let ok = a.no_verify || verified;
-    let saved = if ok && a.out.is_some() { Some(staged.commit()?) } else { None };
-    let model_sha = match model_sha {
-        Some(s) => s,
-        None => sha256_file(&a.model)?,
-    };
-    let forget_sha = loaded.forget_sha256.clone();
-    let mut outputs: Vec<PathBuf> = saved.iter().flat_map(|s| s.files.clone()).collect();
-    let provenance = semu::audit::provenance("semu", &model_sha, &forget_sha);
-    if let Some(p) = a.out_weights.as_deref().filter(|_| ok) {
-        let w = semu::weights::write_weights(p, &model, bound.as_ref(), &weights, &provenance)?;
-        if !w.skipped.is_empty() {
-            tracing::warn!("{}: left out (no safetensors type): {}", p.display(), w.skipped.join(", "));
-        }
-        if !w.added.is_empty() {
-            tracing::warn!("{}: changed weights not in --weights, added as: {}", p.display(), w.added.join(", "));
-        }
-        outputs.push(p.to_path_buf());
-    }
-    if let Some(p) = a.out_patch.as_deref().filter(|_| ok) {
-        semu::patch::Patch::from_adapters(&model, &u.adapters, &weights, provenance.clone())?.write(p)?;
-        outputs.push(p.to_path_buf());
-    }
-    let hash_of = |p: &Option<PathBuf>| p.as_deref().filter(|_| ok).map(sha256_file).transpose();
 
     progress.phase("accuracy after");
     let test_accuracy = test
@@ -468,6 +420,64 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         }
         TaskKind::Classify | TaskKind::Diffusion => None,
     };
+    let weights_touched = u.weights_touched();
+    let verification = if a.no_verify {
+        tracing::warn!("verification skipped (--no-verify)");
+        None
+    } else {
+        progress.phase("verify");
+        let t = Instant::now();
+        let mut sets: Vec<(&str, &dyn Dataset)> = vec![("forget", forget.as_ref())];
+        if let Some(other) = retain.as_deref().or(test.as_deref()) {
+            sets.push(("retain/test", other));
+        }
+        let probes = gate::probes_with(&u.net, input_net.as_ref().unwrap_or(&u.net), u.overrides(), &sets)?;
+        // The trained weights are not read past this point: free them for the runtimes' copies.
+        u.weights.clear();
+        semu::engine::memory::release_freed();
+        let tol = gate::tolerance_for(&probes[0].expected);
+        // The differential rule runs the input model too: bound weights are written out for it.
+        let input = match bound {
+            Some(_) => Some(model.stage(&scratch.path().join("input.onnx"), &Default::default())?),
+            None => None,
+        };
+        let input_path = input.as_ref().map_or_else(|| model.path.clone(), |s| s.model_path());
+        let on_step = &mut |d, n| progress.step("verify", d, n);
+        let report = gate::check_with(&staged.model_path(), Some(&input_path), &u.net.output, &probes, tol, on_step)?;
+        timings.verify = t.elapsed().as_secs_f64();
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        Some(report)
+    };
+    let verified = verification.as_ref().is_some_and(|v| v.passed);
+    let ok = a.no_verify || verified;
+    let saved = if ok && a.out.is_some() { Some(staged.commit()?) } else { None };
+    let model_sha = match model_sha {
+        Some(s) => s,
+        None => sha256_file(&a.model)?,
+    };
+    let forget_sha = loaded.forget_sha256.clone();
+    let mut outputs: Vec<PathBuf> = saved.iter().flat_map(|s| s.files.clone()).collect();
+    let provenance = semu::audit::provenance("semu", &model_sha, &forget_sha);
+    if let Some(p) = a.out_weights.as_deref().filter(|_| ok) {
+        let weights = weights.as_ref().expect("kept for --out-weights");
+        let w = semu::weights::write_weights(p, &model, bound.as_ref(), weights, &provenance)?;
+        if !w.skipped.is_empty() {
+            tracing::warn!("{}: left out (no safetensors type): {}", p.display(), w.skipped.join(", "));
+        }
+        if !w.added.is_empty() {
+            tracing::warn!("{}: changed weights not in --weights, added as: {}", p.display(), w.added.join(", "));
+        }
+        outputs.push(p.to_path_buf());
+    }
+    if let Some(p) = a.out_patch.as_deref().filter(|_| ok) {
+        let weights = weights.as_ref().expect("kept for --out-patch");
+        semu::patch::Patch::from_adapters(&model, &u.adapters, weights, provenance.clone())?.write(p)?;
+        outputs.push(p.to_path_buf());
+    }
+    let hash_of = |p: &Option<PathBuf>| p.as_deref().filter(|_| ok).map(sha256_file).transpose();
+
     let report = UnlearnReport {
         semu_version: env!("CARGO_PKG_VERSION"),
         method: a.method.name(),
@@ -488,7 +498,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         total_parameters: u.total_parameters,
         trainable_parameters: u.trainable,
         trainable_share: u.trainable as f64 / u.total_parameters.max(1) as f64,
-        weights_touched: u.weights_touched(),
+        weights_touched,
         changed_parameters: changed,
         changed_share: changed as f64 / total.max(1) as f64,
         quantization,

@@ -96,9 +96,23 @@ pub fn forget_gradient_part(
         }
         None => batches(&order, batch_size).map(|b| (b, Draw::Keyed(diffusion::GRADIENT))).collect(),
     };
+    // f32 without the clip: autograd adds each batch's gradient into the leaves' own `.grad` in
+    // place, weight by weight, so only one gradient per weight is ever alive (the same sums, in
+    // the same order, as adding whole-batch gradients).
+    let in_place = !clip && acc == Kind::Float;
     for (idx, draw) in plan {
         let b = net.records_with(forget, idx, draw)?;
+        let before = (done == 0).then(crate::engine::memory::usage).flatten();
         let loss = net.gradient_loss(&b, &overrides)?;
+        if let (Some((_, a)), Some((_, z))) = (before, crate::engine::memory::usage()) {
+            tracing::debug!("gradient: one batch's activations take {:.3} GiB", z - a);
+        }
+        if in_place {
+            loss.f_backward()?;
+            done += idx.len();
+            on_batch(done);
+            continue;
+        }
         let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
         if clip {
             let sq: f64 =
@@ -111,12 +125,21 @@ pub fn forget_gradient_part(
         for (a, g) in sums.iter_mut().zip(grads) {
             let g = g.f_to_kind(acc)?;
             *a = Some(match a.take() {
-                Some(prev) => prev.f_add(&g)?,
+                Some(mut prev) => {
+                    let _ = prev.f_add_(&g)?;
+                    prev
+                }
                 None => g,
             });
         }
         done += idx.len();
         on_batch(done);
+    }
+    if in_place {
+        for (a, w) in sums.iter_mut().zip(&leaves) {
+            let g = w.grad();
+            *a = g.defined().then(|| g.f_detach()).transpose()?;
+        }
     }
     let mut out = HashMap::new();
     for (n, (a, w)) in names.iter().zip(sums.into_iter().zip(&leaves)) {

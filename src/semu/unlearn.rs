@@ -43,6 +43,10 @@ pub struct SemuConfig {
     pub parity: Parity,
     /// Glob patterns on weight names or op kinds ("conv", "gemm", "matmul"); empty = all.
     pub layers: Vec<String>,
+    /// The gradient pass in this many passes over the forget set, each for a consecutive group
+    /// of the adapted layers, decomposed and freed before the next: the gradients in memory are
+    /// one group's, for models whose gradients do not fit beside their weights.
+    pub gradient_groups: usize,
     pub early_exit: bool,
     pub seed: u64,
     /// Classes forgotten as a whole, when the forget set is whole classes (from the selection).
@@ -113,6 +117,7 @@ impl Default for SemuConfig {
             projection: true,
             parity: Parity::Paper,
             layers: Vec::new(),
+            gradient_groups: 1,
             early_exit: false,
             seed: 0,
             forget_classes: Vec::new(),
@@ -211,6 +216,9 @@ impl SemuConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.gradient_groups == 0 {
+            return Err(Error::msg("--gradient-groups must be at least 1"));
+        }
         let bad = |m: String| Err(Error::msg(m));
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return bad(format!("gamma must be in (0, 1], got {}", self.gamma));
@@ -460,63 +468,80 @@ pub fn unlearn(
     let retain_acc_before =
         retain.map(|r| net.accuracy_with(r, eval_batch(cfg.batch_size), &unchanged, &mut step)).transpose()?;
 
-    obs.phase("gradient");
-    let t = Instant::now();
-    let weight_names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
-    let total = forget.len();
-    let grads = match &cfg.gradient {
-        Some(given) => given_gradient(given, &layers, device)?,
-        None => forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?,
-    };
-    timings.gradient = t.elapsed().as_secs_f64();
-
-    obs.phase("svd");
-    let t = Instant::now();
     let mut adapters = Vec::new();
     let mut skipped = Vec::new();
     let mut dump: Vec<(String, Tensor)> = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
-        let g = &grads[&l.name];
-        // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
-        if !all_finite(g)? {
-            return Err(Error::msg(format!(
-                "{}: the forget-set gradient of weight '{}' is NaN or Inf: the model's outputs on {} are not \
-                 finite (NaN/Inf in another of its weights, or in the data)",
-                model.path.display(),
-                l.name,
-                forget.source()
-            )));
-        }
-        let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
-        // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
-        // a channels-last weight (`svd::decompose_layer`).
-        let rule = cfg.rank_rule(l, net.task);
-        let d = if rule.full {
-            // Every component: the full R's gradient norm needs them all.
-            super::svd::decompose_layer_exact(&g, l)?
-        } else {
-            super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
-        };
-        let a = Adapter::with_rule(l, &w, &d, &rule)?;
-        if cfg.dump_dir.is_some() {
-            let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
-            let ks: Vec<i64> = match &a {
-                Some(a) if !a.channel_ranks.is_empty() => a.channel_ranks.iter().map(|&k| k as i64).collect(),
-                Some(a) => vec![a.k as i64; rows],
-                None => vec![0; rows],
-            };
-            dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
-            dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
-        }
-        match a {
-            Some(a) => adapters.push(a),
-            None => skipped.push(l.name.clone()),
-        }
-        obs.svd_progress(i + 1, layers.len());
+    // A given gradient is in memory whole already: one group.
+    let groups = if cfg.gradient.is_some() { 1 } else { cfg.gradient_groups.min(layers.len()) };
+    if groups > 1 && net.diffusion.as_ref().is_some_and(|d| d.clip_batch) {
+        return Err(Error::msg(
+            "--gradient-groups with --parity reference: the authors' code clips each batch's gradient \
+             over all layers at once, which a pass over some of them cannot; drop --gradient-groups",
+        ));
     }
-    drop(grads);
-    timings.svd = t.elapsed().as_secs_f64();
+    let mut done_layers = 0;
+    for gi in 0..groups {
+        let group = &layers[gi * layers.len() / groups..(gi + 1) * layers.len() / groups];
+        let suffix = if groups > 1 { format!(" (layer group {} of {groups})", gi + 1) } else { String::new() };
+        obs.phase(&format!("gradient{suffix}"));
+        let t = Instant::now();
+        let weight_names: Vec<String> = group.iter().map(|l| l.name.clone()).collect();
+        let total = forget.len();
+        let grads = match &cfg.gradient {
+            Some(given) => given_gradient(given, &layers, device)?,
+            None => {
+                forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?
+            }
+        };
+        timings.gradient += t.elapsed().as_secs_f64();
+
+        obs.phase(&format!("svd{suffix}"));
+        let t = Instant::now();
+        for l in group {
+            let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
+            let g = &grads[&l.name];
+            // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
+            if !all_finite(g)? {
+                return Err(Error::msg(format!(
+                    "{}: the forget-set gradient of weight '{}' is NaN or Inf: the model's outputs on {} are not \
+                 finite (NaN/Inf in another of its weights, or in the data)",
+                    model.path.display(),
+                    l.name,
+                    forget.source()
+                )));
+            }
+            let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
+            // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
+            // a channels-last weight (`svd::decompose_layer`).
+            let rule = cfg.rank_rule(l, net.task);
+            let d = if rule.full {
+                // Every component: the full R's gradient norm needs them all.
+                super::svd::decompose_layer_exact(&g, l)?
+            } else {
+                super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
+            };
+            let a = Adapter::with_rule(l, &w, &d, &rule)?;
+            if cfg.dump_dir.is_some() {
+                let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
+                let ks: Vec<i64> = match &a {
+                    Some(a) if !a.channel_ranks.is_empty() => a.channel_ranks.iter().map(|&k| k as i64).collect(),
+                    Some(a) => vec![a.k as i64; rows],
+                    None => vec![0; rows],
+                };
+                dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
+                dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
+            }
+            match a {
+                Some(a) => adapters.push(a),
+                None => skipped.push(l.name.clone()),
+            }
+            done_layers += 1;
+            obs.svd_progress(done_layers, layers.len());
+        }
+        drop(grads);
+        crate::engine::memory::release_freed();
+        timings.svd += t.elapsed().as_secs_f64();
+    }
     if adapters.iter().all(|a| a.trainable() == 0) {
         return Err(Error::msg("the forget-set gradient is zero for every layer: nothing to unlearn"));
     }
@@ -610,6 +635,7 @@ pub fn unlearn(
         tracing::info!("lr auto chose {:e}: {}", c.lr, c.reason);
     }
     timings.training = t.elapsed().as_secs_f64();
+    crate::engine::memory::release_freed();
     if let Some(dir) = &cfg.dump_dir {
         for a in &adapters {
             let cpu = |t: Tensor| t.f_detach()?.f_to_device(Device::Cpu);

@@ -179,7 +179,10 @@ pub fn check_with(
     tol: Tolerance,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<GateReport> {
-    let steps = 2 + probes.len();
+    // Four steps: the input model's deviations, then the export in the engine, onnxruntime and
+    // tract, one at a time, each dropped before the next loads it: a large model's three copies
+    // are never in memory together.
+    let steps = 4;
     progress(0, steps);
     let mut warnings = Vec::new();
     let deviations = match input {
@@ -191,14 +194,17 @@ pub fn check_with(
     warnings.extend(deviations.iter().filter_map(InputDeviation::note));
     progress(1, steps);
     let model = OnnxModel::load(model_path)?;
-    let plan = Plan::new(&model, &Registry::standard(), &PlanOptions::default())?;
-    let out_idx = plan
-        .output_names()
-        .iter()
-        .position(|o| *o == output)
-        .ok_or_else(|| Error::msg(format!("{}: no output '{output}'", model_path.display())))?;
-    let (ort, unverified) = match OrtSession::load(model_path, 0) {
-        Ok(s) => (Some(s), None),
+    let cases = engine_cases(&model, model_path, output, probes)?;
+    crate::engine::memory::release_freed();
+    progress(2, steps);
+    let mut by_ort = Vec::new();
+    let unverified = match OrtSession::load(model_path, 0) {
+        Ok(ort) => {
+            for c in &cases {
+                by_ort.push(pick(ort.run(&c.feeds)?, output, model_path)?);
+            }
+            None
+        }
         Err(Error::NoKernel { path, runtime, provider, op, node }) => {
             // onnxruntime names the op without its domain: the graph has it.
             let domain = model.graph().node.iter().find(|n| n.name() == node).map(|n| n.domain());
@@ -208,48 +214,42 @@ pub fn check_with(
             };
             let e = Error::NoKernel { path, runtime, provider, op, node };
             warnings.push(format!("{e} (so onnxruntime did not verify the export)"));
-            (None, Some(e.to_string()))
+            Some(e.to_string())
         }
         Err(e) => return Err(e),
     };
-    let tract = match TractSession::load(model_path) {
-        Ok(t) => Some(t),
-        Err(e) if e.is_load_failure() => {
-            let only = if ort.is_some() { "; only onnxruntime verified it" } else { "" };
-            warnings.push(format!("tract could not load the export ({e}){only}"));
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
-    progress(2, steps);
-    let mut rows = Vec::new();
-    for (i, p) in probes.iter().enumerate() {
-        let _g = tch::no_grad_guard();
-        let engine_feeds: HashMap<String, Tensor> =
-            p.feeds.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-        let folded = plan.run(&engine_feeds)?.swap_remove(out_idx);
-        let case = Case {
-            probe: p.name.clone(),
-            feeds: p.feeds.iter().map(|(n, t)| Ok((n.clone(), data(t)?))).collect::<Result<Vec<_>>>()?,
-            expected: data(&p.expected.f_to_device(tch::Device::Cpu)?)?,
-            folded: data(&folded)?,
-        };
-        rows.push(case.row(output, "engine (folded file)", &case.folded, false, judged(&[], "", tol)));
-        if let Some(ort) = &ort {
-            let got = pick(ort.run(&case.feeds)?, output, model_path)?;
-            rows.extend(case.runtime_rows(output, "onnxruntime", &got, judged(&deviations, "onnxruntime", tol)));
-        }
-        if let Some(t) = &tract {
-            match t.run(&case.feeds) {
-                Ok(outs) => {
-                    let got = pick(outs, output, model_path)?;
-                    let j = judged(&deviations, "tract", tol);
-                    rows.push(case.row(output, "tract", &got, false, j));
-                }
-                Err(e) => warnings.push(format!("tract could not run the export ({e})")),
+    crate::engine::memory::release_freed();
+    progress(3, steps);
+    let mut by_tract: Vec<Option<TensorData>> = Vec::new();
+    match TractSession::load(model_path) {
+        Ok(t) => {
+            for c in &cases {
+                by_tract.push(match t.run(&c.feeds) {
+                    Ok(outs) => Some(pick(outs, output, model_path)?),
+                    Err(e) => {
+                        warnings.push(format!("tract could not run the export ({e})"));
+                        None
+                    }
+                });
             }
         }
-        progress(3 + i, steps);
+        Err(e) if e.is_load_failure() => {
+            let only = if unverified.is_none() { "; only onnxruntime verified it" } else { "" };
+            warnings.push(format!("tract could not load the export ({e}){only}"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    crate::engine::memory::release_freed();
+    progress(4, steps);
+    let mut rows = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        rows.push(case.row(output, "engine (folded file)", &case.folded, false, judged(&[], "", tol)));
+        if let Some(got) = by_ort.get(i) {
+            rows.extend(case.runtime_rows(output, "onnxruntime", got, judged(&deviations, "onnxruntime", tol)));
+        }
+        if let Some(Some(got)) = by_tract.get(i) {
+            rows.push(case.row(output, "tract", got, false, judged(&deviations, "tract", tol)));
+        }
     }
     if quantizes_activations(&model) {
         excuse_rounding_flips(&mut rows, &mut warnings);
@@ -264,6 +264,32 @@ pub fn check_with(
         allowance_factor: ALLOWANCE_FACTOR,
         unverified,
     })
+}
+
+/// Every probe in runtime form, with the engine's output on the folded file beside the adapters'
+/// (the engine's plan of the file is dropped on return).
+fn engine_cases(model: &OnnxModel, model_path: &Path, output: &str, probes: &[Probe]) -> Result<Vec<Case>> {
+    let plan = Plan::new(model, &Registry::standard(), &PlanOptions::default())?;
+    let out_idx = plan
+        .output_names()
+        .iter()
+        .position(|o| *o == output)
+        .ok_or_else(|| Error::msg(format!("{}: no output '{output}'", model_path.display())))?;
+    let _g = tch::no_grad_guard();
+    probes
+        .iter()
+        .map(|p| {
+            let engine_feeds: HashMap<String, Tensor> =
+                p.feeds.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            let folded = plan.run(&engine_feeds)?.swap_remove(out_idx);
+            Ok(Case {
+                probe: p.name.clone(),
+                feeds: p.feeds.iter().map(|(n, t)| Ok((n.clone(), data(t)?))).collect::<Result<Vec<_>>>()?,
+                expected: data(&p.expected.f_to_device(tch::Device::Cpu)?)?,
+                folded: data(&folded)?,
+            })
+        })
+        .collect()
 }
 
 /// How one runtime's rows are judged: its tolerance, the differential allowance in it, and its
@@ -427,6 +453,7 @@ fn input_deviations(
         Err(Error::NoKernel { .. }) => {}
         Err(e) => warnings.push(format!("onnxruntime could not run the input model ({e}): no differential allowance")),
     }
+    crate::engine::memory::release_freed();
     // tract: a model it cannot load or run has no tract rows to judge either.
     let tract = TractSession::load(input)
         .map_err(Error::from)
@@ -434,6 +461,7 @@ fn input_deviations(
     if let Ok(d) = tract {
         out.push(d);
     }
+    crate::engine::memory::release_freed();
     out
 }
 

@@ -176,6 +176,9 @@ impl Observer for Progress {
         self.finish();
         self.phase_started = Instant::now();
         tracing::info!("{name} (t+{:.1}s)", self.started.elapsed().as_secs_f64());
+        if let Some((rss, live)) = semu::engine::memory::usage() {
+            tracing::debug!("memory at {name}: resident {rss:.2} GiB, allocated {live:.2} GiB");
+        }
     }
     fn gradient_progress(&mut self, done: usize, total: usize) {
         self.count("gradient", done, total, "samples");
