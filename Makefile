@@ -8,7 +8,7 @@ export LIBTORCH_USE_PYTORCH := 1
 SEMU := $(CURDIR)/target/release/semu
 CARGO_TEST := cargo test --release --no-fail-fast
 
-.PHONY: setup venv build fixtures test demo bench quality deployed conformance conformance-update bad-input-table fuzz lint clean-fixtures sd-scale
+.PHONY: setup venv build fixtures test demo bench memory quality deployed conformance conformance-update bad-input-table fuzz lint clean-fixtures sd-scale
 
 setup: venv build
 
@@ -34,6 +34,14 @@ demo: setup fixtures
 bench: setup fixtures
 	cargo bench --bench engine
 	cargo bench --bench svd
+
+# README "Big models: memory": peak RSS of `semu unlearn` (gate included) on random-weight GPT-2s
+# of 1 GB and 4 GB with external data (made in MEMORY_DIR, ~9 GiB free disk), next to the formula
+# weights + gradients + one batch's activations; KEEP_FREED=1 adds the small-model allocator for
+# comparison. ~15 min on 2 cores; not part of `make test`.
+MEMORY_DIR ?= /tmp/semu-big-lm
+memory: setup
+	PYTHON=$(PY) bash tools/measure_big_lm.sh $(SEMU) "1g 4g" $(MEMORY_DIR)
 
 # Forgetting quality over digits cases (2 split seeds × classes 3/5/8 and 10% random samples),
 # each against its own retrained model: the defaults, with remaining data, and the paper's

@@ -68,7 +68,8 @@ fn return_large_blocks() -> bool {
 
 /// Resident memory of this process and the bytes malloc has handed out and not had back (GiB):
 /// the first is what the machine pays, the second what is alive (the rest is freed memory the
-/// heap keeps). For `--verbose` phase lines and the memory benchmark.
+/// heap keeps). The second counts mapped blocks and the main thread's heap, where the pipeline
+/// allocates; other threads' heaps are not in it. For `-v` phase lines and `make memory`.
 pub fn usage() -> Option<(f64, f64)> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -99,5 +100,28 @@ pub fn release_freed() {
     // SAFETY: malloc_trim only returns free heap pages to the system.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_sees_a_block_allocated_and_freed() {
+        let (rss, before) = usage().expect("linux gnu");
+        assert!(rss > 0.0 && before >= 0.0);
+        // Mapped (above glibc's largest threshold), so counted whatever arena this thread has.
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let (_, during) = usage().unwrap();
+        assert!(during - before >= 63.0 / 1024.0, "64 MiB allocated: {before} → {during} GiB");
+        drop(block);
+        let (_, after) = usage().unwrap();
+        assert!(during - after >= 63.0 / 1024.0, "64 MiB freed: {during} → {after} GiB");
+    }
+
+    #[test]
+    fn small_models_keep_the_settings() {
+        assert!(!fit_to_weights(LARGE_MODEL_BYTES - 1));
     }
 }
