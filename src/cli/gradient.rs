@@ -190,9 +190,10 @@ fn gradient(mut a: Args, quiet: bool) -> CmdResult {
     let mut progress = super::progress::Progress::new(quiet);
     progress.phase("gradient");
     let total = range.len();
-    let mut g = forget_gradient_part(&mut net, &names, forget, cfg.batch_size, Some(sh), tch::Kind::Double, |d| {
-        progress.gradient_progress(d, total)
-    })?;
+    let mut g =
+        forget_gradient_part(&mut net, &names, forget, cfg.batch_size, Some(sh), tch::Kind::Double, None, |d| {
+            progress.gradient_progress(d, total)
+        })?;
     let mut tensors = Vec::new();
     for l in &layers {
         let t = g.remove(&l.name).expect("a gradient per layer");

@@ -9,7 +9,7 @@
 use crate::data::{batches, Dataset};
 use crate::error::{Error, Result};
 use crate::task::diffusion::{self, Draw, Phase};
-use crate::task::Model;
+use crate::task::{Model, Targets};
 use std::collections::HashMap;
 use std::ops::Range;
 use tch::{Kind, Tensor};
@@ -61,11 +61,39 @@ pub fn forget_gradient(
     batch_size: usize,
     on_batch: impl FnMut(usize),
 ) -> Result<HashMap<String, Tensor>> {
-    forget_gradient_part(net, names, forget, batch_size, None, Kind::Float, on_batch)
+    forget_gradient_part(net, names, forget, batch_size, None, Kind::Float, None, on_batch)
+}
+
+/// [`forget_gradient`] and, from the same forwards, the input model's accuracy on the forget set
+/// (a classifier's or a language model's; `None` for a diffusion model): the pass that would
+/// otherwise measure it again.
+pub fn forget_gradient_scored(
+    net: &mut Model,
+    names: &[String],
+    forget: &dyn Dataset,
+    batch_size: usize,
+    on_batch: impl FnMut(usize),
+) -> Result<(HashMap<String, Tensor>, Option<f64>)> {
+    let mut score = (0i64, 0i64);
+    let scorable = net.diffusion.is_none();
+    let g = forget_gradient_part(
+        net,
+        names,
+        forget,
+        batch_size,
+        None,
+        Kind::Float,
+        scorable.then_some(&mut score),
+        on_batch,
+    )?;
+    let (correct, scored) = score;
+    Ok((g, scorable.then(|| if scored == 0 { 0.0 } else { correct as f64 / scored as f64 })))
 }
 
 /// [`forget_gradient`] over one shard's batches (all with `None`), summed in `acc` (f32, or f64
-/// for `semu gradient`, whose parts are added again later).
+/// for `semu gradient`, whose parts are added again later). With `score` (not for a diffusion
+/// model), adds the input model's correct and scored predictions on the batches to it.
+#[allow(clippy::too_many_arguments)]
 pub fn forget_gradient_part(
     net: &mut Model,
     names: &[String],
@@ -73,6 +101,7 @@ pub fn forget_gradient_part(
     batch_size: usize,
     shard: Option<Shard>,
     acc: Kind,
+    mut score: Option<&mut (i64, i64)>,
     mut on_batch: impl FnMut(usize),
 ) -> Result<HashMap<String, Tensor>> {
     // Leaves that require grad stand in for the weights during this pass only.
@@ -103,7 +132,15 @@ pub fn forget_gradient_part(
     for (idx, draw) in plan {
         let b = net.records_with(forget, idx, draw)?;
         let before = (done == 0).then(crate::engine::memory::usage).flatten();
-        let loss = net.gradient_loss(&b, &overrides)?;
+        let loss = match score.as_deref_mut() {
+            Some((correct, scored)) => {
+                let out = net.forward(&b, &overrides)?;
+                let (c, n) = net.correct(&out.f_detach()?, &b)?;
+                (*correct, *scored) = (*correct + c, *scored + n);
+                net.loss(&out, &b, &Targets::True)?
+            }
+            None => net.gradient_loss(&b, &overrides)?,
+        };
         if let (Some((_, a)), Some((_, z))) = (before, crate::engine::memory::usage()) {
             tracing::debug!("gradient: one batch's activations take {:.3} GiB", z - a);
         }

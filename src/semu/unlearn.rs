@@ -2,7 +2,7 @@
 //! verification of the result live in `crate::export` and `crate::verify`.
 use super::adapter::Adapter;
 use super::auto::{self, Lr, LrChoice};
-use super::gradient::forget_gradient;
+use super::gradient::{forget_gradient, forget_gradient_scored};
 use super::gradient_file::GivenGradient;
 use super::layers::{find_layers, Layer};
 use super::optim::OptimizerKind;
@@ -462,9 +462,18 @@ pub fn unlearn(
     }
     let mut timings = Timings::default();
     let unchanged = Default::default();
-    obs.phase("accuracy before");
+    // A classifier's or language model's forget accuracy comes from the gradient pass's own
+    // forwards (one pass over the forget set fewer); a diffusion model or a given gradient
+    // measures it here.
+    let scored_by_gradient = cfg.gradient.is_none() && net.diffusion.is_none();
+    if !scored_by_gradient || retain.is_some() {
+        obs.phase("accuracy before");
+    }
     let mut step = |d, n| obs.step("accuracy before", d, n);
-    let forget_acc_before = net.accuracy_with(forget, eval_batch(cfg.batch_size), &unchanged, &mut step)?;
+    let mut forget_acc_before = match scored_by_gradient {
+        true => None,
+        false => Some(net.accuracy_with(forget, eval_batch(cfg.batch_size), &unchanged, &mut step)?),
+    };
     let retain_acc_before =
         retain.map(|r| net.accuracy_with(r, eval_batch(cfg.batch_size), &unchanged, &mut step)).transpose()?;
 
@@ -487,11 +496,15 @@ pub fn unlearn(
         let t = Instant::now();
         let weight_names: Vec<String> = group.iter().map(|l| l.name.clone()).collect();
         let total = forget.len();
+        let progress = |d| obs.gradient_progress(d, total);
         let grads = match &cfg.gradient {
             Some(given) => given_gradient(given, &layers, device)?,
-            None => {
-                forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, |d| obs.gradient_progress(d, total))?
+            None if forget_acc_before.is_none() => {
+                let (g, acc) = forget_gradient_scored(&mut net, &weight_names, forget, cfg.batch_size, progress)?;
+                forget_acc_before = acc;
+                g
             }
+            None => forget_gradient(&mut net, &weight_names, forget, cfg.batch_size, progress)?,
         };
         timings.gradient += t.elapsed().as_secs_f64();
 
@@ -679,7 +692,7 @@ pub fn unlearn(
         classes,
         epochs,
         timings,
-        forget_acc_before,
+        forget_acc_before: forget_acc_before.expect("measured before or by the gradient pass"),
         retain_acc_before,
         lr_choice,
         target,
