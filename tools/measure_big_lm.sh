@@ -24,7 +24,7 @@ run() { # size, label, env…: one unlearn under /usr/bin/time -v; prints the ro
     --forget "$DIR/forget.jsonl" --epochs 1 --batch-size 8 --out "$DIR/out-$size/model.onnx" \
     --report "$DIR/$size-$label.json" >"$log" 2>&1 || { tail -20 "$log"; exit 1; }
   "$PY" - "$log" "$DIR/$size-$label.json" "$m" "$size" "$label" <<'PY'
-import json, os, re, sys
+import json, math, os, re, sys
 log, rep, m, size, label = sys.argv[1:]
 text = open(log).read()
 gib = 2 ** 30
@@ -33,7 +33,7 @@ b = float(re.search(r"memory at reading data: resident ([\d.]+) GiB", text).grou
 a = float(re.search(r"one batch's activations take ([\d.]+) GiB", text).group(1))
 w = sum(os.path.getsize(os.path.join(m, f)) for f in ("model.onnx", "model.onnx.data")) / gib
 layers = json.load(open(rep))["layers"]
-g = sum(4 * eval("*".join(map(str, l["shape"]))) for l in layers) / gib
+g = sum(4 * math.prod(l["shape"]) for l in layers) / gib
 f = b + w + g + a
 wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
 ok = "verified    passed" in text

@@ -3,7 +3,8 @@
 use super::registry::{norm_domain, BoxOp, OpCtx, Registry, Scope};
 use super::{Value, ValueInputs};
 use crate::error::{Error, Result};
-use crate::onnx::proto::{GraphProto, NodeProto};
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::tensor::numel;
 use crate::onnx::{DType, NodeExt, OnnxModel};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tch::{Device, Tensor};
@@ -191,6 +192,7 @@ impl Plan {
             return Err(Error::Unsupported(format!("  {}", missing.join("\n  "))));
         }
         let g = model.graph();
+        crate::engine::memory::fit_to_weights(weight_bytes(g));
         let init_names: HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
         for d in &opts.dynamic {
             if !init_names.contains(d.as_str()) {
@@ -521,4 +523,12 @@ fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: ValueInputs) -> Result
         return Err(n.node_err(format!("produced {} outputs, the graph uses {}", outs.len(), wanted)));
     }
     Ok(outs)
+}
+
+/// The bytes of a graph's initializers as stored (its sub-graphs' not counted).
+fn weight_bytes(g: &GraphProto) -> u64 {
+    let bytes = |t: &TensorProto| {
+        DType::from_onnx(t.data_type()).ok().and_then(|d| d.byte_len(numel(&t.dims))).unwrap_or(0) as u64
+    };
+    g.initializer.iter().map(bytes).sum()
 }

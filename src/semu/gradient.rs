@@ -146,28 +146,28 @@ pub fn forget_gradient_part(
         }
         if in_place {
             loss.f_backward()?;
-            done += idx.len();
-            on_batch(done);
-            continue;
-        }
-        let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
-        if clip {
-            let sq: f64 =
-                grads.iter().map(|g| g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])).sum::<Result<f64, _>>()?;
-            let scale = 1.0 / (sq.sqrt() + 1e-6);
-            if scale < 1.0 {
-                grads = grads.iter().map(|g| g.f_mul_scalar(scale)).collect::<Result<_, _>>()?;
-            }
-        }
-        for (a, g) in sums.iter_mut().zip(grads) {
-            let g = g.f_to_kind(acc)?;
-            *a = Some(match a.take() {
-                Some(mut prev) => {
-                    let _ = prev.f_add_(&g)?;
-                    prev
+        } else {
+            let mut grads = Tensor::f_run_backward(&[&loss], &leaves, false, false)?;
+            if clip {
+                let sq: f64 = grads
+                    .iter()
+                    .map(|g| g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[]))
+                    .sum::<Result<f64, _>>()?;
+                let scale = 1.0 / (sq.sqrt() + 1e-6);
+                if scale < 1.0 {
+                    grads = grads.iter().map(|g| g.f_mul_scalar(scale)).collect::<Result<_, _>>()?;
                 }
-                None => g,
-            });
+            }
+            for (a, g) in sums.iter_mut().zip(grads) {
+                let g = g.f_to_kind(acc)?;
+                *a = Some(match a.take() {
+                    Some(mut prev) => {
+                        let _ = prev.f_add_(&g)?;
+                        prev
+                    }
+                    None => g,
+                });
+            }
         }
         done += idx.len();
         on_batch(done);

@@ -488,9 +488,9 @@ pub fn unlearn(
              over all layers at once, which a pass over some of them cannot; drop --gradient-groups",
         ));
     }
-    let mut done_layers = 0;
     for gi in 0..groups {
-        let group = &layers[gi * layers.len() / groups..(gi + 1) * layers.len() / groups];
+        let first = gi * layers.len() / groups;
+        let group = &layers[first..(gi + 1) * layers.len() / groups];
         let suffix = if groups > 1 { format!(" (layer group {} of {groups})", gi + 1) } else { String::new() };
         obs.phase(&format!("gradient{suffix}"));
         let t = Instant::now();
@@ -510,46 +510,12 @@ pub fn unlearn(
 
         obs.phase(&format!("svd{suffix}"));
         let t = Instant::now();
-        for l in group {
-            let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
-            let g = &grads[&l.name];
-            // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
-            if !all_finite(g)? {
-                return Err(Error::msg(format!(
-                    "{}: the forget-set gradient of weight '{}' is NaN or Inf: the model's outputs on {} are not \
-                 finite (NaN/Inf in another of its weights, or in the data)",
-                    model.path.display(),
-                    l.name,
-                    forget.source()
-                )));
-            }
-            let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
-            // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
-            // a channels-last weight (`svd::decompose_layer`).
-            let rule = cfg.rank_rule(l, net.task);
-            let d = if rule.full {
-                // Every component: the full R's gradient norm needs them all.
-                super::svd::decompose_layer_exact(&g, l)?
-            } else {
-                super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
-            };
-            let a = Adapter::with_rule(l, &w, &d, &rule)?;
-            if cfg.dump_dir.is_some() {
-                let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
-                let ks: Vec<i64> = match &a {
-                    Some(a) if !a.channel_ranks.is_empty() => a.channel_ranks.iter().map(|&k| k as i64).collect(),
-                    Some(a) => vec![a.k as i64; rows],
-                    None => vec![0; rows],
-                };
-                dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
-                dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
-            }
-            match a {
+        for (i, l) in group.iter().enumerate() {
+            match adapter_of(&net, model, cfg, forget, l, &grads[&l.name], &mut dump)? {
                 Some(a) => adapters.push(a),
                 None => skipped.push(l.name.clone()),
             }
-            done_layers += 1;
-            obs.svd_progress(done_layers, layers.len());
+            obs.svd_progress(first + i + 1, layers.len());
         }
         drop(grads);
         crate::engine::memory::release_freed();
@@ -697,6 +663,52 @@ pub fn unlearn(
         lr_choice,
         target,
     })
+}
+
+/// Step 3–5 for one layer: its forget gradient `g` checked, projected, decomposed, and the
+/// adapter built (None for a zero gradient); with `--dump-dir`, g and the ranks go into `dump`.
+fn adapter_of(
+    net: &Model,
+    model: &OnnxModel,
+    cfg: &SemuConfig,
+    forget: &dyn Dataset,
+    l: &Layer,
+    g: &Tensor,
+    dump: &mut Vec<(String, Tensor)>,
+) -> Result<Option<Adapter>> {
+    let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
+    // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
+    if !all_finite(g)? {
+        return Err(Error::msg(format!(
+            "{}: the forget-set gradient of weight '{}' is NaN or Inf: the model's outputs on {} are not \
+             finite (NaN/Inf in another of its weights, or in the data)",
+            model.path.display(),
+            l.name,
+            forget.source()
+        )));
+    }
+    let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
+    // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
+    // a channels-last weight (`svd::decompose_layer`).
+    let rule = cfg.rank_rule(l, net.task);
+    let d = if rule.full {
+        // Every component: the full R's gradient norm needs them all.
+        super::svd::decompose_layer_exact(&g, l)?
+    } else {
+        super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
+    };
+    let a = Adapter::with_rule(l, &w, &d, &rule)?;
+    if cfg.dump_dir.is_some() {
+        let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
+        let ks: Vec<i64> = match &a {
+            Some(a) if !a.channel_ranks.is_empty() => a.channel_ranks.iter().map(|&k| k as i64).collect(),
+            Some(a) => vec![a.k as i64; rows],
+            None => vec![0; rows],
+        };
+        dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
+        dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
+    }
+    Ok(a)
 }
 
 /// `dir/semu.npz` (written atomically): what a parity check compares (`SemuConfig::dump_dir`).

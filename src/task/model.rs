@@ -61,21 +61,11 @@ fn input_kind(v: &crate::onnx::proto::ValueInfoProto) -> Result<Kind> {
     }
 }
 
-/// The bytes of the graph's initializers (sub-graphs' excluded), as stored.
-fn weight_bytes(model: &OnnxModel) -> u64 {
-    let bytes = |t: &crate::onnx::proto::TensorProto| {
-        let n = t.dims.iter().product::<i64>().max(0) as usize;
-        DType::from_onnx(t.data_type()).ok().and_then(|d| d.byte_len(n)).unwrap_or(0) as u64
-    };
-    model.graph().initializer.iter().map(bytes).sum()
-}
-
 impl Model {
     /// Plans `model` on `device` with `dynamic` initializers left live (the ones to adapt), as
     /// `spec` says (task, input and output chosen by the user or inferred).
     pub fn new(model: &OnnxModel, device: Device, dynamic: HashSet<String>, spec: &Spec) -> Result<Self> {
         let (task, input, output) = (spec.task, spec.input.as_deref(), spec.output.as_deref());
-        crate::engine::memory::fit_to_weights(weight_bytes(model));
         let plan = Plan::new(model, &Registry::standard(), &PlanOptions { device, dynamic, fold: true })?;
         let path = model.path.display().to_string();
         let g = model.graph();
