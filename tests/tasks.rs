@@ -263,3 +263,30 @@ fn verify_feeds_a_fixed_batch_graph_its_declared_batch() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("4 samples of"), "{}", text(&o));
 }
+
+#[test]
+fn max_trained_picks_the_largest_gamma_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, forget) = (fx("text_lm/model.onnx"), fx("text_lm/forget.jsonl"));
+    let base = ["--model", &model, "--forget", &forget, "--epochs", "1", "--no-verify"];
+    let (o, r) = unlearn(dir.path(), &[&base[..], &["--max-trained", "1%"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let r = r.unwrap();
+    let (share, gamma) = (r["trainable_share"].as_f64().unwrap(), r["gamma_chosen"].as_f64().unwrap());
+    assert!(share <= 0.01 && share > 0.009, "share {share} at γ {gamma}");
+    assert!(text(&o).contains("the largest whose adapters train ≤ 1% (--max-trained)"), "{}", text(&o));
+    // A hair more γ takes a layer past the budget: the choice is the largest that fits.
+    let more = format!("{}", gamma + 1e-5);
+    let (o, r) = unlearn(dir.path(), &[&base[..], &["--gamma", &more]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let r = r.unwrap();
+    assert!(r["trainable_share"].as_f64().unwrap() > 0.01, "γ {more}: {}", r["trainable_share"]);
+    assert!(r.get("gamma_chosen").is_none(), "an explicit γ replaces the budget");
+    // Both at once, or a budget too small for rank 1 per layer, is a clear error and no file.
+    let (o, _) = unlearn(dir.path(), &[&base[..], &["--max-trained", "1", "--gamma", "0.8"]].concat());
+    assert!(!o.status.success() && text(&o).contains("give --max-trained or --gamma"), "{}", text(&o));
+    let fresh = tempfile::tempdir().unwrap();
+    let (o, _) = unlearn(fresh.path(), &[&base[..], &["--max-trained", "0.001"]].concat());
+    assert!(!o.status.success() && text(&o).contains("rank 1 in each of the 9 adapted layers"), "{}", text(&o));
+    assert!(!fresh.path().join("out.onnx").exists());
+}

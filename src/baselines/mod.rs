@@ -168,6 +168,8 @@ pub struct Outcome {
     pub lr_choice: Option<crate::semu::auto::LrChoice>,
     /// The forget accuracy SEMU trained down to (the retrained level), when known.
     pub target: Option<crate::semu::auto::Target>,
+    /// SEMU with `--max-trained`: the γ the budget chose.
+    pub gamma_chosen: Option<f64>,
 }
 
 impl Outcome {
@@ -223,6 +225,7 @@ pub fn run(
             retain_acc_before: u.retain_acc_before,
             lr_choice: u.lr_choice,
             target: u.target,
+            gamma_chosen: u.gamma_chosen,
         });
     }
     cfg.validate()?;
@@ -340,6 +343,7 @@ pub fn run(
         retain_acc_before,
         lr_choice: None,
         target: None,
+        gamma_chosen: None,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct SemuFlags {
     /// Explained-variance threshold that picks each layer's rank [default: 0.9].
     #[arg(long)]
     pub gamma: Option<f64>,
+    /// A budget instead of --gamma: the largest γ (one for every layer) whose adapters together
+    /// train at most PERCENT of the model's parameters, e.g. 1.5 [default: 1.5 for a causal LM].
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_trained: Option<f64>,
     /// [default: 10]
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -159,6 +163,13 @@ impl SemuFlags {
             p_uncond,
             teacher
         );
+        // An explicit γ replaces the task's default budget; both at once say two different things.
+        match (self.max_trained, self.gamma.is_some() || self.gamma_attention.is_some()) {
+            (Some(_), true) => anyhow::bail!("give --max-trained or --gamma/--gamma-attention, not both"),
+            (Some(p), false) => c.max_trained = Some(p),
+            (None, true) => c.max_trained = None,
+            (None, false) => {}
+        }
         if let Some(v) = self.iterations {
             c.iterations = Some(v);
         }
@@ -192,5 +203,16 @@ impl SemuFlags {
             c.alpha = 0.0;
         }
         Ok((c, device.unwrap_or_else(|| "auto".into())))
+    }
+}
+
+/// `1.5` or `1.5%`: a per cent.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 =
+        s.trim().trim_end_matches('%').trim().parse().map_err(|_| format!("'{s}' is not a per cent (e.g. 1.5)"))?;
+    if v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a per cent in (0, 100]"))
     }
 }

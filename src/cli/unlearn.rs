@@ -490,6 +490,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         settings: cfg.clone(),
         lr_choice: u.lr_choice.clone(),
         forget_target: u.target.clone(),
+        gamma_chosen: u.gamma_chosen,
         used_retain_data: u.used_retain_data,
         classes: u.classes,
         layers: u.layers.clone(),
@@ -743,6 +744,9 @@ fn print_summary(r: &UnlearnReport) {
         println!("training    objective {objective}, lr {lr}, {length}{stopped}");
         if let Some(t) = &r.forget_target {
             println!("target      {}", t.reason);
+        }
+        if let (Some(g), Some(p)) = (r.gamma_chosen, r.settings.max_trained) {
+            println!("ranks       γ {g:.4} in every layer: the largest whose adapters train ≤ {p}% (--max-trained)");
         }
         if let Some(c) = &r.lr_choice {
             println!("lr auto     {}{}", c.reason, semu::report::md::tried(c));

@@ -96,6 +96,9 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         r.changed_parameters,
         100.0 * r.changed_share
     );
+    if let (Some(g), Some(p)) = (r.gamma_chosen, r.settings.max_trained) {
+        let _ = writeln!(o, "Ranks: γ {g:.4} in every layer, the largest whose adapters train ≤ {p}% (`--max-trained`).\n");
+    }
     if !r.layers.is_empty() {
         let _ = writeln!(o, "### Adapted layers\n");
         let _ =

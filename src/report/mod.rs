@@ -64,6 +64,9 @@ pub struct UnlearnReport {
     /// at the first epoch that reached it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forget_target: Option<crate::semu::auto::Target>,
+    /// `--max-trained`: the γ (one for every layer) whose adapters fit the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma_chosen: Option<f64>,
     pub used_retain_data: bool,
     /// How the forget set was chosen from a training set (`--train`), with its exact indices.
     pub forget_selection: Option<crate::data::forget::ForgetRecord>,

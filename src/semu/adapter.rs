@@ -28,6 +28,54 @@ impl RankRule {
     }
 }
 
+/// A layer's gradient spectra (one row per input channel for a conv) with each row's whole
+/// Σσ²: enough to count its adapter at any γ without building it (`--max-trained`).
+pub struct Spectrum {
+    pub rows: Vec<Vec<f64>>,
+    pub totals: Vec<f64>,
+    pub conv: bool,
+}
+
+impl Spectrum {
+    pub fn of(d: &Decomposition) -> Result<Self> {
+        let rows = spectra(d)?;
+        let totals = match &d.energy {
+            Some(e) => e.clone(),
+            None => rows.iter().map(|s| s.iter().map(|v| v * v).sum()).collect(),
+        };
+        Ok(Spectrum { rows, totals, conv: d.conv })
+    }
+
+    /// The adapter's k and, for per-channel ranks or a full R, each channel's rank; None when
+    /// the layer gets no adapter (a zero gradient, or every rank 0).
+    pub fn ranks(&self, rule: &RankRule) -> Option<(usize, Vec<usize>)> {
+        let ks: Vec<Option<usize>> = self
+            .rows
+            .iter()
+            .zip(&self.totals)
+            .map(|(s, &t)| {
+                rank_unfloored(s, t, rule.gamma, rule.parity).map(|k| if rule.floor { k.clamp(1, s.len()) } else { k })
+            })
+            .collect();
+        let k = ks.iter().flatten().copied().max().filter(|&k| k > 0 || rule.full)?;
+        let channel_ranks = match (rule.per_channel && self.conv, rule.full) {
+            (true, _) => ks.iter().map(|k| k.unwrap_or(0)).collect(),
+            (false, true) => vec![k; self.rows.len()],
+            (false, false) => Vec::new(),
+        };
+        Some((k, channel_ranks))
+    }
+
+    /// The trainable parameters of the adapter `rule` builds ([`Adapter::trainable`]); 0 for none.
+    pub fn trainable(&self, rule: &RankRule) -> i64 {
+        match self.ranks(rule) {
+            None => 0,
+            Some((k, ks)) if ks.is_empty() => (if self.conv { self.rows.len() } else { 1 } * k * k) as i64,
+            Some((_, ks)) => ks.iter().map(|&k| (k * k) as i64).sum(),
+        }
+    }
+}
+
 pub struct Adapter {
     pub name: String,
     /// The weight's stored shape: `delta`, `weight` and `folded` have it.
@@ -68,25 +116,10 @@ impl Adapter {
     /// (`svd::decompose_layer`).
     pub fn with_rule(layer: &Layer, w: &Tensor, d: &Decomposition, rule: &RankRule) -> Result<Option<Self>> {
         check_fits(layer, w, d)?;
-        let sp = spectra(d)?;
-        let totals: Vec<f64> = match &d.energy {
-            Some(e) => e.clone(),
-            None => sp.iter().map(|s| s.iter().map(|v| v * v).sum()).collect(),
-        };
-        let ks: Vec<Option<usize>> = sp
-            .iter()
-            .zip(&totals)
-            .map(|(s, &t)| {
-                rank_unfloored(s, t, rule.gamma, rule.parity).map(|k| if rule.floor { k.clamp(1, s.len()) } else { k })
-            })
-            .collect();
-        let Some(k) = ks.iter().flatten().copied().max().filter(|&k| k > 0 || rule.full) else { return Ok(None) };
+        let spectrum = Spectrum::of(d)?;
+        let Some((k, channel_ranks)) = spectrum.ranks(rule) else { return Ok(None) };
+        let Spectrum { rows: sp, totals, .. } = spectrum;
         let per_channel = rule.per_channel && d.conv;
-        let channel_ranks: Vec<usize> = match (per_channel, rule.full) {
-            (true, _) => ks.iter().map(|k| k.unwrap_or(0)).collect(),
-            (false, true) => vec![k; sp.len()],
-            (false, false) => Vec::new(),
-        };
         let ex = if per_channel {
             sp.iter().zip(&totals).zip(&channel_ranks).map(|((s, &t), &k)| explained_total(s, k, t)).sum::<f64>()
         } else {
@@ -318,6 +351,29 @@ mod tests {
         let wrong = crate::semu::svd::decompose(&g, true).unwrap();
         let e = Adapter::new(&nhwc, &w, &wrong, 0.5, Parity::Paper).err().unwrap().to_string();
         assert!(e.contains("decompose_layer"), "{e}");
+    }
+
+    #[test]
+    fn a_spectrum_counts_what_the_adapter_trains_at_every_gamma() {
+        tch::manual_seed(7);
+        let cases = [
+            (vec![12i64, 9], LayerKind::Gemm, false),
+            (vec![6, 4, 3, 3], LayerKind::Conv, false),
+            (vec![6, 4, 3, 3], LayerKind::Conv, true),
+        ];
+        for (dims, kind, per_channel) in cases {
+            let w = Tensor::randn(&dims, (Kind::Float, Device::Cpu));
+            let d = decompose(&Tensor::randn(&dims, (Kind::Float, Device::Cpu)), kind == LayerKind::Conv).unwrap();
+            let spectrum = Spectrum::of(&d).unwrap();
+            let mut seen = Vec::new();
+            for gamma in [0.05, 0.3, 0.6, 0.9, 0.99, 1.0] {
+                let rule = RankRule { per_channel, ..RankRule::layer(gamma, Parity::Paper) };
+                let a = Adapter::with_rule(&layer(&dims, kind), &w, &d, &rule).unwrap().unwrap();
+                assert_eq!(spectrum.trainable(&rule), a.trainable(), "{dims:?} per-channel {per_channel} γ {gamma}");
+                seen.push(a.trainable());
+            }
+            assert!(seen.windows(2).all(|p| p[0] <= p[1]) && seen[0] < seen[5], "rises with γ: {seen:?}");
+        }
     }
 
     #[test]

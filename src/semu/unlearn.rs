@@ -1,6 +1,6 @@
 //! SEMU end to end on a model of any task: gradient → SVD → adapters → training. Export and
 //! verification of the result live in `crate::export` and `crate::verify`.
-use super::adapter::Adapter;
+use super::adapter::{Adapter, RankRule, Spectrum};
 use super::auto::{self, Lr, LrChoice};
 use super::gradient::{forget_gradient, forget_gradient_scored};
 use super::gradient_file::GivenGradient;
@@ -23,6 +23,9 @@ use tch::{Device, Tensor};
 pub struct SemuConfig {
     pub alpha: f64,
     pub gamma: f64,
+    /// A budget instead of γ: the largest γ (one for every layer) whose adapters together
+    /// train at most this per cent of the model's parameters.
+    pub max_trained: Option<f64>,
     /// The unlearning objective on the forget set (SEMU trains it inside its subspace).
     pub objective: Objective,
     /// NPO's inverse temperature β.
@@ -104,6 +107,7 @@ impl Default for SemuConfig {
         SemuConfig {
             alpha: 1.0,
             gamma: 0.9,
+            max_trained: None,
             objective: Objective::Rl,
             npo_beta: 0.1,
             kl_weight: 1.0,
@@ -201,12 +205,12 @@ impl SemuConfig {
     /// The rank rule of `layer` (γ of attention weights, by weight or node name; per-channel conv ranks, the
     /// floor dropped only by the reference diffusion code).
     /// The reference diffusion code also keeps R full r×r in every layer, masked after the clip.
-    pub fn rank_rule(&self, layer: &Layer, task: crate::task::TaskKind) -> super::adapter::RankRule {
+    pub fn rank_rule(&self, layer: &Layer, task: crate::task::TaskKind) -> RankRule {
         let reference_diffusion = self.parity == Parity::Reference && task == crate::task::TaskKind::Diffusion;
         let pat = self.attention_pattern.to_lowercase();
         let attention = !pat.is_empty()
             && std::iter::once(&layer.name).chain(&layer.nodes).any(|n| n.to_lowercase().contains(&pat));
-        super::adapter::RankRule {
+        RankRule {
             gamma: if attention { self.gamma_attention.unwrap_or(self.gamma) } else { self.gamma },
             parity: self.parity,
             per_channel: self.conv_rank == ConvRank::PerChannel,
@@ -248,6 +252,19 @@ impl SemuConfig {
         }
         if let Some(g) = self.gamma_attention.filter(|g| !(*g > 0.0 && *g <= 1.0)) {
             return bad(format!("--gamma-attention must be in (0, 1], got {g}"));
+        }
+        if let Some(p) = self.max_trained {
+            if !(p > 0.0 && p <= 100.0) {
+                return bad(format!("--max-trained is a per cent of the parameters in (0, 100], got {p}"));
+            }
+            if self.parity == Parity::Reference {
+                return bad(
+                    "--max-trained with --parity reference: the authors' code picks ranks by γ; drop one".into()
+                );
+            }
+            if self.gamma_attention.is_some() {
+                return bad("--max-trained picks one γ for every layer: drop --gamma-attention".into());
+            }
         }
         if self.iterations == Some(0) {
             return bad("--iterations must be at least 1".into());
@@ -347,6 +364,8 @@ pub struct Unlearned {
     pub lr_choice: Option<LrChoice>,
     /// The forget accuracy training stopped at (the retrained level), when known.
     pub target: Option<auto::Target>,
+    /// The γ `--max-trained` chose.
+    pub gamma_chosen: Option<f64>,
 }
 
 /// Zeroes every adapter's R: the input model again, for a fresh run.
@@ -477,9 +496,13 @@ pub fn unlearn(
     let retain_acc_before =
         retain.map(|r| net.accuracy_with(r, eval_batch(cfg.batch_size), &unchanged, &mut step)).transpose()?;
 
+    let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
+    let budget = cfg.max_trained.map(|p| (p / 100.0 * total_parameters as f64).floor() as i64);
     let mut adapters = Vec::new();
     let mut skipped = Vec::new();
     let mut dump: Vec<(String, Tensor)> = Vec::new();
+    // Under a budget every layer's spectrum is needed before any rank: decompositions wait here.
+    let mut pending: Vec<(&Layer, super::svd::Decomposition)> = Vec::new();
     // A given gradient is in memory whole already: one group.
     let groups = if cfg.gradient.is_some() { 1 } else { cfg.gradient_groups.min(layers.len()) };
     if groups > 1 && net.diffusion.as_ref().is_some_and(|d| d.clip_batch) {
@@ -511,9 +534,13 @@ pub fn unlearn(
         obs.phase(&format!("svd{suffix}"));
         let t = Instant::now();
         for (i, l) in group.iter().enumerate() {
-            match adapter_of(&net, model, cfg, forget, l, &grads[&l.name], &mut dump)? {
-                Some(a) => adapters.push(a),
-                None => skipped.push(l.name.clone()),
+            let d = decomposition_of(&net, model, cfg, forget, l, &grads[&l.name], budget, &mut dump)?;
+            match budget {
+                Some(_) => pending.push((l, d)),
+                None => match adapter_of(&net, l, &d, &cfg.rank_rule(l, net.task), cfg, &mut dump)? {
+                    Some(a) => adapters.push(a),
+                    None => skipped.push(l.name.clone()),
+                },
             }
             obs.svd_progress(first + i + 1, layers.len());
         }
@@ -521,6 +548,22 @@ pub fn unlearn(
         crate::engine::memory::release_freed();
         timings.svd += t.elapsed().as_secs_f64();
     }
+    let gamma_chosen = match budget {
+        Some(budget) => {
+            let rules: Vec<_> = pending.iter().map(|(l, _)| cfg.rank_rule(l, net.task)).collect();
+            let spectra = pending.iter().map(|(_, d)| Spectrum::of(d)).collect::<Result<Vec<_>>>()?;
+            let gamma = gamma_for_budget(&spectra, &rules, budget, cfg.max_trained.unwrap_or(0.0))?;
+            tracing::info!("--max-trained {}%: γ {gamma:.5} for every layer", cfg.max_trained.unwrap_or(0.0));
+            for ((l, d), rule) in pending.drain(..).zip(rules) {
+                match adapter_of(&net, l, &d, &RankRule { gamma, ..rule }, cfg, &mut dump)? {
+                    Some(a) => adapters.push(a),
+                    None => skipped.push(l.name.clone()),
+                }
+            }
+            Some(gamma)
+        }
+        None => None,
+    };
     if adapters.iter().all(|a| a.trainable() == 0) {
         return Err(Error::msg("the forget-set gradient is zero for every layer: nothing to unlearn"));
     }
@@ -630,7 +673,6 @@ pub fn unlearn(
     skipped.extend(frozen.into_iter().map(|a| a.name));
     skipped.sort_by_key(|n| layers.iter().position(|l| &l.name == n));
 
-    let total_parameters: i64 = model.graph().initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
     let trainable: i64 = adapters.iter().map(|a| a.trainable()).sum();
     let mut reports = Vec::new();
     let _g = tch::no_grad_guard();
@@ -662,21 +704,25 @@ pub fn unlearn(
         retain_acc_before,
         lr_choice,
         target,
+        gamma_chosen,
     })
 }
 
-/// Step 3–5 for one layer: its forget gradient `g` checked, projected, decomposed, and the
-/// adapter built (None for a zero gradient); with `--dump-dir`, g and the ranks go into `dump`.
-fn adapter_of(
+/// Step 3–4 for one layer: its forget gradient `g` checked, projected and decomposed; with
+/// `--dump-dir` the projected gradient goes into `dump`. Under a parameter `budget` every
+/// component is kept up to the largest rank the budget could hold (k² ≤ budget).
+#[allow(clippy::too_many_arguments)]
+fn decomposition_of(
     net: &Model,
     model: &OnnxModel,
     cfg: &SemuConfig,
     forget: &dyn Dataset,
     l: &Layer,
     g: &Tensor,
+    budget: Option<i64>,
     dump: &mut Vec<(String, Tensor)>,
-) -> Result<Option<Adapter>> {
-    let w = net.plan.param(&l.name).expect("dynamic").shallow_clone();
+) -> Result<super::svd::Decomposition> {
+    let w = net.plan.param(&l.name).expect("dynamic");
     // NaN in the data or another weight would otherwise surface as an SVD that fails to converge.
     if !all_finite(g)? {
         return Err(Error::msg(format!(
@@ -687,17 +733,38 @@ fn adapter_of(
             forget.source()
         )));
     }
-    let g = if cfg.projection { project(g, &w, cfg.parity)? } else { g.shallow_clone() };
+    let g = if cfg.projection { project(g, w, cfg.parity)? } else { g.shallow_clone() };
+    if cfg.dump_dir.is_some() {
+        dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
+    }
     // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
     // a channels-last weight (`svd::decompose_layer`).
     let rule = cfg.rank_rule(l, net.task);
-    let d = if rule.full {
+    match budget {
+        Some(b) => {
+            let mut d = super::svd::decompose_layer_exact(&g, l)?;
+            let cap = ((b.max(1) as f64).sqrt().floor() as i64).min(d.u.size().last().copied().unwrap_or(0));
+            (d.u, d.v) = (d.u.f_narrow(-1, 0, cap)?, d.v.f_narrow(-1, 0, cap)?);
+            Ok(d)
+        }
         // Every component: the full R's gradient norm needs them all.
-        super::svd::decompose_layer_exact(&g, l)?
-    } else {
-        super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity)?
-    };
-    let a = Adapter::with_rule(l, &w, &d, &rule)?;
+        None if rule.full => super::svd::decompose_layer_exact(&g, l),
+        None => super::svd::decompose_layer(&g, l, cfg.gamma, cfg.parity),
+    }
+}
+
+/// Step 5 for one layer: the adapter of decomposition `d` under `rule` (None for a zero
+/// gradient); with `--dump-dir` the ranks go into `dump`.
+fn adapter_of(
+    net: &Model,
+    l: &Layer,
+    d: &super::svd::Decomposition,
+    rule: &RankRule,
+    cfg: &SemuConfig,
+    dump: &mut Vec<(String, Tensor)>,
+) -> Result<Option<Adapter>> {
+    let w = net.plan.param(&l.name).expect("dynamic");
+    let a = Adapter::with_rule(l, w, d, rule)?;
     if cfg.dump_dir.is_some() {
         let rows = if d.conv { l.view_dims()[1] as usize } else { 1 };
         let ks: Vec<i64> = match &a {
@@ -705,10 +772,38 @@ fn adapter_of(
             Some(a) => vec![a.k as i64; rows],
             None => vec![0; rows],
         };
-        dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
         dump.push((format!("k/{}", l.name), Tensor::f_from_slice(&ks)?));
     }
     Ok(a)
+}
+
+/// The largest γ (to 1e-6) whose adapters together train at most `budget` parameters: each
+/// layer's count rises with γ, so a bisection finds it. Refused when even the smallest adapters
+/// (rank 1 per layer) exceed the budget.
+pub fn gamma_for_budget(spectra: &[Spectrum], rules: &[RankRule], budget: i64, percent: f64) -> Result<f64> {
+    let count =
+        |gamma: f64| -> i64 { spectra.iter().zip(rules).map(|(s, r)| s.trainable(&RankRule { gamma, ..*r })).sum() };
+    if count(1.0) <= budget {
+        return Ok(1.0);
+    }
+    let least = count(1e-9);
+    if least > budget {
+        return Err(Error::msg(format!(
+            "--max-trained {percent}%: {budget} parameters, but rank 1 in each of the {} adapted layers already \
+             trains {least}: raise --max-trained or adapt fewer layers with --layers",
+            spectra.len()
+        )));
+    }
+    let (mut lo, mut hi) = (1e-9, 1.0);
+    while hi - lo > 1e-6 {
+        let mid = (lo + hi) / 2.0;
+        if count(mid) <= budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 /// `dir/semu.npz` (written atomically): what a parity check compares (`SemuConfig::dump_dir`).
@@ -724,5 +819,35 @@ impl Unlearned {
     /// Accuracy with the current adapters.
     pub fn accuracy(&self, ds: &dyn Dataset, batch: usize) -> Result<f64> {
         self.net.accuracy(ds, batch, &overrides(&self.adapters)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::semu::svd::decompose;
+    use tch::Kind;
+
+    #[test]
+    fn the_budget_gets_the_largest_gamma_that_fits_and_refuses_one_too_small() {
+        tch::manual_seed(11);
+        let spectra: Vec<Spectrum> = [[30i64, 20], [16, 40], [24, 24]]
+            .iter()
+            .map(|d| Spectrum::of(&decompose(&Tensor::randn(d, (Kind::Float, Device::Cpu)), false).unwrap()).unwrap())
+            .collect();
+        let rules = vec![RankRule::layer(0.9, Parity::Paper); 3];
+        let count = |g: f64| -> i64 {
+            spectra.iter().zip(&rules).map(|(s, r)| s.trainable(&RankRule { gamma: g, ..*r })).sum()
+        };
+        for budget in [3, 50, 300, 900] {
+            let g = gamma_for_budget(&spectra, &rules, budget, 1.0).unwrap();
+            assert!(count(g) <= budget, "budget {budget}: γ {g} trains {}", count(g));
+            if g < 1.0 {
+                assert!(count(g + 2e-6) > budget, "budget {budget}: γ {g} is not the largest");
+            }
+        }
+        assert_eq!(gamma_for_budget(&spectra, &rules, 10_000, 1.0).unwrap(), 1.0, "every component fits");
+        let e = gamma_for_budget(&spectra, &rules, 2, 0.001).unwrap_err().to_string();
+        assert!(e.contains("rank 1 in each of the 3") && e.contains("--max-trained 0.001%"), "{e}");
     }
 }
