@@ -583,6 +583,15 @@ fn cases() -> Vec<Case> {
         case("--lr negative", 2, &["--lr"], |d| unlearn(d, &fx("digits/forget_class3.npz"), &["--lr=-1"])),
         case("--gamma 0", 2, &["gamma"], |d| unlearn(d, &fx("digits/forget_class3.npz"), &["--gamma", "0"])),
         case("--gamma 1.5", 2, &["gamma"], |d| unlearn(d, &fx("digits/forget_class3.npz"), &["--gamma", "1.5"])),
+        case("--max-trained 0", 2, &["--max-trained"], |d| {
+            unlearn(d, &fx("digits/forget_class3.npz"), &["--max-trained", "0"])
+        }),
+        case("--max-trained with --gamma", 2, &["--max-trained", "--gamma"], |d| {
+            unlearn(d, &fx("digits/forget_class3.npz"), &["--max-trained", "1", "--gamma", "0.9"])
+        }),
+        case("--max-trained below rank 1 per layer", 1, &["rank 1", "--max-trained"], |d| {
+            unlearn(d, &fx("digits/forget_class3.npz"), &["--max-trained", "0.001"])
+        }),
         case("--epochs 0", 2, &["epochs"], |d| unlearn(d, &fx("digits/forget_class3.npz"), &["--epochs", "0"])),
         case("--batch-size 0", 2, &["batch size"], |d| {
             unlearn(d, &fx("digits/forget_class3.npz"), &["--batch-size", "0"])

@@ -254,6 +254,12 @@ fn a_causal_lm_unlearns_with_its_task_printed_and_passes_the_gate() {
         assert!(lm[when]["min_k_auc"].as_f64().is_some());
     }
     assert_eq!(r["classes"], 1500, "a language model's width is its vocabulary");
+    // A causal LM's defaults: ranks from a 1.5% budget, redistribute; --epochs replaces its steps.
+    let s = &r["settings"];
+    assert_eq!((s["max_trained"].as_f64(), s["objective"].as_str()), (Some(1.5), Some("redistribute")));
+    assert!(s["iterations"].is_null(), "--epochs 1 given: {}", s["iterations"]);
+    let share = r["trainable_share"].as_f64().unwrap();
+    assert!(share <= 0.015 && share > 0.014 && r["gamma_chosen"].as_f64().is_some(), "share {share}");
 }
 
 #[test]

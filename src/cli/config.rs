@@ -18,7 +18,7 @@ pub struct SemuFlags {
     /// others), redistribute (the true class's probability handed to the others), rl (the
     /// paper's recipe: random labels / random tokens, lr 0.01, every epoch), ga (gradient
     /// ascent), graddiff (ascent on the forget data + α × descent on --retain), npo (Negative
-    /// Preference Optimization) [default: nearest; graddiff / npo for a causal LM].
+    /// Preference Optimization) [default: nearest; redistribute for a causal LM].
     #[arg(long, value_enum)]
     pub objective: Option<semu::task::Objective>,
     /// NPO's inverse temperature β [default: 0.1].
@@ -28,31 +28,37 @@ pub struct SemuFlags {
     /// the classes not forgotten [default: 1].
     #[arg(long)]
     pub kl_weight: Option<f64>,
-    /// Explained-variance threshold that picks each layer's rank [default: 0.9].
+    /// Explained-variance threshold that picks each layer's rank [default: 0.85 for a
+    /// classifier, 0.95 for a diffusion model; a causal LM uses --max-trained 1.5].
     #[arg(long)]
     pub gamma: Option<f64>,
     /// A budget instead of --gamma: the largest γ (one for every layer) whose adapters together
     /// train at most PERCENT of the model's parameters, e.g. 1.5 [default: 1.5 for a causal LM].
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_trained: Option<f64>,
-    /// [default: 10]
+    /// Passes over the forget data [default: 10; a causal LM and a diffusion model train by
+    /// --iterations instead, unless --epochs is given].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// A learning rate, or `auto`: the smallest rate that forgets the forget set to the level a
     /// retrained model would show within the epochs (the report says which and why)
-    /// [default: auto; 0.01 with --objective rl, 3e-3 for a causal LM].
+    /// [default: auto; 0.01 with --objective rl, 1e-2 for a causal LM].
     #[arg(long)]
     pub lr: Option<semu::semu::Lr>,
-    /// [default: 256]
+    /// [default: 256; 8 for a causal LM]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// [default: sgd]
+    /// Records of --retain drawn beside each forget batch [default: as many as the forget
+    /// batch; 32 for a causal LM].
+    #[arg(long, value_name = "N")]
+    pub retain_batch_size: Option<usize>,
+    /// [default: sgd; adam for a causal LM or a diffusion model]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// [default: 0.9]
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// [default: 5e-4]
+    /// [default: 5e-4; 0 for a causal LM]
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Do not project the gradient orthogonally to the weight.
@@ -79,7 +85,8 @@ pub struct SemuFlags {
     #[arg(long)]
     pub device: Option<String>,
     /// Train this many steps (batches of the forget data, reshuffled as it runs out) instead of
-    /// --epochs passes [default: 200 for a diffusion model; 1 000 with --parity reference].
+    /// --epochs passes [default: 1 000 for a causal LM; 200 for a diffusion model; 1 000 with
+    /// --parity reference].
     #[arg(long)]
     pub iterations: Option<usize>,
     /// γ of the weights whose name contains `attn` [default: --gamma; 1.0 with --parity
@@ -172,6 +179,12 @@ impl SemuFlags {
         }
         if let Some(v) = self.iterations {
             c.iterations = Some(v);
+        } else if self.epochs.is_some() {
+            // Epochs asked for: the task's default step count (a diffusion model's, a causal LM's) gives way.
+            c.iterations = None;
+        }
+        if let Some(v) = self.retain_batch_size {
+            c.retain_batch_size = Some(v);
         }
         if let Some(v) = self.gamma_attention {
             c.gamma_attention = Some(v);

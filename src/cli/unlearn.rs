@@ -726,6 +726,9 @@ fn print_summary(r: &UnlearnReport) {
     if r.method == "semu" {
         let stopped = match (&r.forget_target, r.epochs.last()) {
             (Some(t), Some(e)) if t.reached(e) => ", stopped at the retrained level",
+            (Some(_), _) if r.settings.iterations.is_some() => {
+                ", the retrained level NOT reached (give more --iterations)"
+            }
             (Some(_), _) => ", the retrained level NOT reached (give more --epochs)",
             _ => "",
         };

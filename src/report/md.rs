@@ -97,7 +97,8 @@ pub fn markdown(r: &UnlearnReport, figures: &[Figure]) -> String {
         100.0 * r.changed_share
     );
     if let (Some(g), Some(p)) = (r.gamma_chosen, r.settings.max_trained) {
-        let _ = writeln!(o, "Ranks: γ {g:.4} in every layer, the largest whose adapters train ≤ {p}% (`--max-trained`).\n");
+        let _ =
+            writeln!(o, "Ranks: γ {g:.4} in every layer, the largest whose adapters train ≤ {p}% (`--max-trained`).\n");
     }
     if !r.layers.is_empty() {
         let _ = writeln!(o, "### Adapted layers\n");

@@ -21,6 +21,8 @@ pub struct TrainSettings {
     pub epochs: usize,
     pub lr: f64,
     pub batch_size: usize,
+    /// Remaining-data records beside each forget batch; None: as many as the forget batch holds.
+    pub retain_batch_size: Option<usize>,
     pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -216,7 +218,7 @@ pub fn train(
             };
             if let (Some(r), true) = (retain.filter(|_| s.objective.uses_retain()), s.alpha != 0.0) {
                 let mut ridx = Vec::with_capacity(idx.len());
-                while ridx.len() < idx.len().min(r.len()) {
+                while ridx.len() < s.retain_batch_size.unwrap_or(idx.len()).min(r.len()) {
                     if retain_pos == retain_order.len() {
                         retain_order.shuffle(&mut rng);
                         retain_pos = 0;

@@ -203,8 +203,9 @@ impl Observer for Progress {
         // The epoch line below closes the epoch: its meter goes without a line of its own.
         self.meter = None;
         let ra = e.retain_acc.map(|r| format!(", retain acc {:.2}%", 100.0 * r)).unwrap_or_default();
+        let fl = e.forget_loss.map(|l| format!(", forget median loss {l:.4}")).unwrap_or_default();
         tracing::info!(
-            "epoch {:>2}: loss {:.4}, forget acc {:.2}%{ra} ({:.1}s)",
+            "epoch {:>2}: loss {:.4}, forget acc {:.2}%{fl}{ra} ({:.1}s)",
             e.epoch,
             e.loss,
             100.0 * e.forget_acc,
