@@ -296,3 +296,18 @@ fn max_trained_picks_the_largest_gamma_within_the_budget() {
     assert!(!o.status.success() && text(&o).contains("rank 1 in each of the 9 adapted layers"), "{}", text(&o));
     assert!(!fresh.path().join("out.onnx").exists());
 }
+
+#[test]
+fn a_causal_lms_full_model_baselines_keep_their_own_rate() {
+    // SEMU's 1e-2 trains a few R entries; a baseline moves every weight and keeps 1e-3.
+    let dir = tempfile::tempdir().unwrap();
+    let (model, forget) = (fx("text_lm/model.onnx"), fx("text_lm/forget.jsonl"));
+    let base = ["--model", &model, "--forget", &forget, "--epochs", "1", "--no-verify"];
+    for (extra, want) in
+        [(vec!["--method", "ga"], 1e-3), (vec!["--method", "ga", "--lr", "5e-4"], 5e-4), (vec![], 1e-2)]
+    {
+        let (o, r) = unlearn(dir.path(), &[&base[..], &extra[..]].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(r.unwrap()["settings"]["lr"].as_f64(), Some(want), "{extra:?}");
+    }
+}

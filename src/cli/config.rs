@@ -42,7 +42,8 @@ pub struct SemuFlags {
     pub epochs: Option<usize>,
     /// A learning rate, or `auto`: the smallest rate that forgets the forget set to the level a
     /// retrained model would show within the epochs (the report says which and why)
-    /// [default: auto; 0.01 with --objective rl, 1e-2 for a causal LM].
+    /// [default: auto; 0.01 with --objective rl; 1e-2 for a causal LM, 1e-3 for its --method
+    /// baselines].
     #[arg(long)]
     pub lr: Option<semu::semu::Lr>,
     /// [default: 256; 8 for a causal LM]

@@ -234,6 +234,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let (mut cfg, _) =
         a.hp.resolve_for(a.data.has_retain(a.retain.as_deref()), task).map_err(|e| Exit { code: 2, err: e })?;
     cfg.forget_classes = a.data.forget_class.clone();
+    // A causal LM's rate 1e-2 is for SEMU's few R entries; the full-model baselines move every
+    // weight and keep 1e-3, the rate their README rows were measured at (a file or flag overrides).
+    if task == TaskKind::CausalLm && a.method != Method::Semu && a.hp.lr.is_none() && a.hp.config.is_none() {
+        cfg.lr = semu::semu::Lr::Fixed(1e-3);
+    }
     (cfg.replay_draws, cfg.dump_dir) = (a.replay_draws.clone(), a.dump_dir.clone());
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
     // A --layers pattern that matches nothing is a usage error, found before any data is read.
