@@ -34,6 +34,7 @@ demo: setup fixtures
 bench: setup fixtures
 	cargo bench --bench engine
 	cargo bench --bench svd
+	cargo bench --bench semu_e2e
 
 # README "Big models: memory": peak RSS of `semu unlearn` (gate included) on random-weight GPT-2s
 # of 1 GB and 4 GB with external data (made in MEMORY_DIR, ~9 GiB free disk), next to the formula

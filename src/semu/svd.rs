@@ -55,8 +55,42 @@ pub fn decompose(g: &Tensor, conv: bool) -> Result<Decomposition> {
     } else {
         g
     };
-    let (u, s, v) = m.f_svd(true, true)?;
+    let (u, s, v) = if serial_batch(&m) { one_thread(|| m.f_svd(true, true))? } else { m.f_svd(true, true)? };
     Ok(Decomposition { u, s, v, conv, energy: None, layout: WeightLayout::Native })
+}
+
+/// Batches of at least this many matrices decompose on one thread ([`serial_batch`]).
+pub const SERIAL_BATCH: i64 = 64;
+/// … when each matrix has at most this many elements.
+pub const SERIAL_MATRIX: i64 = 1 << 16;
+
+/// A CPU batch of many small matrices (a conv's per-input-channel O×(kh·kw) gradients): libtorch
+/// calls LAPACK once per matrix, each call too small to gain from threads yet paying their
+/// fork and join: on 2 cores, ResNet-18's 20 convs took 0.3–0.5 s on 2 threads against 0.09 s
+/// on one, and 4–22 s when another process held a core (joins waiting on a descheduled
+/// thread). So such a batch runs on one thread.
+/// Smaller batches keep the threaded call (and their bytes: a thread count can move U by an
+/// ulp; tests/tasks.rs holds the digits fixture's exports to theirs).
+fn serial_batch(m: &Tensor) -> bool {
+    let d = m.size();
+    d.len() == 3 && m.device() == tch::Device::Cpu && d[0] >= SERIAL_BATCH && d[1] * d[2] <= SERIAL_MATRIX
+}
+
+/// Runs `f` with libtorch's intra-op threads (OpenMP and MKL) set to 1, then restores them.
+fn one_thread<T>(f: impl FnOnce() -> T) -> T {
+    let threads = tch::get_num_threads();
+    if threads <= 1 {
+        return f();
+    }
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tch::set_num_threads(self.0);
+        }
+    }
+    let _restore = Restore(threads);
+    tch::set_num_threads(1);
+    f()
 }
 
 /// [`decompose`], or for a 2-D gradient of min(m, n) ≥ `fast_svd::MIN_DIM` the head of its
@@ -140,8 +174,10 @@ pub fn explained_total(s: &[f64], k: usize, total: f64) -> f64 {
 pub fn spectra(d: &Decomposition) -> Result<Vec<Vec<f64>>> {
     let s = d.s.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?;
     let s = if d.conv { s } else { s.f_unsqueeze(0)? };
-    let rows = s.size()[0];
-    (0..rows).map(|i| Ok(Vec::<f64>::try_from(s.f_get(i)?)?)).collect()
+    let (rows, width) = (s.size()[0] as usize, s.size()[1] as usize);
+    // One copy out of libtorch, then the rows (a conv has hundreds: a tensor each costs more).
+    let all = Vec::<f64>::try_from(s.f_contiguous()?.f_flatten(0, -1)?)?;
+    Ok((0..rows).map(|i| all[i * width..(i + 1) * width].to_vec()).collect())
 }
 
 #[cfg(test)]
@@ -177,6 +213,25 @@ mod tests {
         let r = project(&g, &w, Parity::Reference).unwrap();
         let rdot = r.f_mul(&w).unwrap().sum(Kind::Double).double_value(&[]);
         assert!(rdot.abs() > 1e-3);
+    }
+
+    #[test]
+    fn a_batch_of_many_small_matrices_decomposes_on_one_thread_and_restores_the_threads() {
+        tch::manual_seed(2);
+        let g = Tensor::randn([8, SERIAL_BATCH, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let threads = tch::get_num_threads();
+        let d = decompose(&g, true).unwrap();
+        assert_eq!(tch::get_num_threads(), threads, "the thread count is restored");
+        assert!(serial_batch(&g.reshape([8, SERIAL_BATCH, 9]).permute([1, 0, 2])));
+        assert!(!serial_batch(&g.narrow(1, 0, SERIAL_BATCH - 1).reshape([8, SERIAL_BATCH - 1, 9]).permute([1, 0, 2])));
+        let rec = d.u.f_mul(&d.s.unsqueeze(1)).unwrap().bmm(&d.v.transpose(1, 2));
+        let back = rec.permute([1, 0, 2]).reshape([8, SERIAL_BATCH, 3, 3]);
+        let err = (back - &g).abs().max().double_value(&[]);
+        assert!(err < 1e-4, "reconstruction error {err}");
+        // The rows of `spectra` are the channels' singular values, in order.
+        let rows = spectra(&d).unwrap();
+        assert_eq!((rows.len(), rows[5].len()), (SERIAL_BATCH as usize, 8));
+        assert_eq!(rows[5], Vec::<f64>::try_from(d.s.get(5).to_kind(Kind::Double)).unwrap());
     }
 
     #[test]
