@@ -745,8 +745,9 @@ fn decomposition_of(
     if cfg.dump_dir.is_some() {
         dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
     }
-    // The fast rank solver for large 2-D gradients, the exact SVD otherwise, in the conv view of
-    // a channels-last weight (`svd::decompose_layer`).
+    // Under a budget γ is not known yet: the exact SVD. Otherwise the fast rank solver for large
+    // 2-D gradients, the exact SVD for the rest, in the conv view of a channels-last weight
+    // (`svd::decompose_layer`).
     let rule = cfg.rank_rule(l, net.task);
     match budget {
         Some(b) => {
