@@ -394,12 +394,21 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
         .map(|t| test_accuracy(&u, t, forget.as_ref(), semu::semu::train::eval_batch(cfg.batch_size)))
         .transpose()?;
     let mut step = |d, n| progress.step("accuracy after", d, n);
-    let forget_after = u.net.accuracy_with(
-        forget.as_ref(),
-        semu::semu::train::eval_batch(cfg.batch_size),
-        u.overrides(),
-        &mut step,
-    )?;
+    // SEMU's last epoch scored the forget set with the weights being exported: one pass fewer.
+    // Not after early exit (it may restore an earlier epoch), for re-quantized weights (they
+    // differ from W + U R Vᵀ) or a diffusion model (its score draws noise).
+    let scored = (a.method == Method::Semu && lifted.is_none() && !cfg.early_exit && task != TaskKind::Diffusion)
+        .then(|| u.epochs.last().map(|e| e.forget_acc))
+        .flatten();
+    let forget_after = match scored {
+        Some(acc) => acc,
+        None => u.net.accuracy_with(
+            forget.as_ref(),
+            semu::semu::train::eval_batch(cfg.batch_size),
+            u.overrides(),
+            &mut step,
+        )?,
+    };
     let retain_after = match &retain {
         Some(r) => Some(u.net.accuracy_with(
             r.as_ref(),
