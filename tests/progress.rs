@@ -78,7 +78,7 @@ fn piped_stderr_gets_a_line_per_phase_and_no_bar() {
     assert!(out.contains("forget data       100.00%"), "{out}");
     // The forget accuracy after is the last epoch's, scored with the same weights: no pass of its own.
     assert!(!err.contains("accuracy after: 146 samples"), "a pass of its own for the accuracy after:\n{err}");
-    let last = err.lines().filter_map(|l| l.split("forget acc ").nth(1)).last().expect("an epoch line");
+    let last = err.lines().rev().find_map(|l| l.split("forget acc ").nth(1)).expect("an epoch line");
     let last = last.split(['%', ',']).next().unwrap();
     let row = out.lines().find(|l| l.trim_start().starts_with("forget data")).expect("a forget data row");
     assert_eq!(row.split_whitespace().nth(3), Some(format!("{last}%").as_str()), "{row}\n{err}");
