@@ -27,21 +27,9 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_usize, median, Res};
 
 /// The float initializers that Conv and Gemm nodes read (weights and biases).
 fn trainable(model: &OnnxModel) -> HashSet<String> {

@@ -21,21 +21,9 @@ use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_usize, median, Res};
 
 const PHASES: [&str; 5] = ["gradient", "svd", "training", "phases", "wall"];
 
