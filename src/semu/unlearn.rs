@@ -234,8 +234,11 @@ impl SemuConfig {
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return bad(format!("gamma must be in (0, 1], got {}", self.gamma));
         }
-        if self.batch_size == 0 || self.epochs == 0 || self.retain_batch_size == Some(0) {
+        if self.batch_size == 0 || self.epochs == 0 {
             return bad("batch size and epochs must be at least 1".into());
+        }
+        if self.retain_batch_size == Some(0) {
+            return bad("--retain-batch-size must be at least 1".into());
         }
         if let Lr::Fixed(v) = self.lr {
             if !(v > 0.0 && v.is_finite()) {
