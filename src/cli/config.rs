@@ -32,8 +32,9 @@ pub struct SemuFlags {
     /// classifier, 0.95 for a diffusion model; a causal LM uses --max-trained 1.5].
     #[arg(long)]
     pub gamma: Option<f64>,
-    /// A budget instead of --gamma: the largest γ (one for every layer) whose adapters together
-    /// train at most PERCENT of the model's parameters, e.g. 1.5 [default: 1.5 for a causal LM].
+    /// A budget instead of --gamma: the largest γ ≤ 0.99 (one for every layer) whose adapters
+    /// together train at most PERCENT of the model's parameters, e.g. 1.5 [default: 1.5 for a
+    /// causal LM].
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_trained: Option<f64>,
     /// Passes over the forget data [default: 10; a causal LM and a diffusion model train by

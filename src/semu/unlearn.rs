@@ -748,13 +748,13 @@ fn decomposition_of(
     if cfg.dump_dir.is_some() {
         dump.push((format!("g/{}", l.name), g.f_to_device(Device::Cpu)?));
     }
-    // Under a budget γ is not known yet: the exact SVD. Otherwise the fast rank solver for large
-    // 2-D gradients, the exact SVD for the rest, in the conv view of a channels-last weight
-    // (`svd::decompose_layer`).
+    // The fast rank solver for large 2-D gradients, the exact SVD for the rest, in the conv view
+    // of a channels-last weight (`svd::decompose_layer`). Under a budget γ is not known yet: the
+    // head that decides every k up to BUDGET_GAMMA_MAX.
     let rule = cfg.rank_rule(l, net.task);
     match budget {
         Some(b) => {
-            let mut d = super::svd::decompose_layer_exact(&g, l)?;
+            let mut d = super::svd::decompose_layer(&g, l, BUDGET_GAMMA_MAX, cfg.parity)?;
             let cap = ((b.max(1) as f64).sqrt().floor() as i64).min(d.u.size().last().copied().unwrap_or(0));
             // Copies, so that the components beyond the cap are freed now.
             (d.u, d.v) = (d.u.f_narrow(-1, 0, cap)?.f_contiguous()?, d.v.f_narrow(-1, 0, cap)?.f_contiguous()?);
@@ -790,14 +790,18 @@ fn adapter_of(
     Ok(a)
 }
 
-/// The largest γ (to 1e-6) whose adapters together train at most `budget` parameters: each
-/// layer's count rises with γ, so a bisection finds it. Refused when even the smallest adapters
-/// (rank 1 per layer) exceed the budget.
+/// The largest γ `--max-trained` picks: the layers are decomposed as far as this γ decides k
+/// (the fast solver's head for a large gradient, not its whole spectrum).
+pub const BUDGET_GAMMA_MAX: f64 = 0.99;
+
+/// The largest γ ≤ [`BUDGET_GAMMA_MAX`] (to 1e-6) whose adapters together train at most
+/// `budget` parameters: each layer's count rises with γ, so a bisection finds it. Refused when
+/// even the smallest adapters (rank 1 per layer) exceed the budget.
 pub fn gamma_for_budget(spectra: &[Spectrum], rules: &[RankRule], budget: i64, percent: f64) -> Result<f64> {
     let count =
         |gamma: f64| -> i64 { spectra.iter().zip(rules).map(|(s, r)| s.trainable(&RankRule { gamma, ..*r })).sum() };
-    if count(1.0) <= budget {
-        return Ok(1.0);
+    if count(BUDGET_GAMMA_MAX) <= budget {
+        return Ok(BUDGET_GAMMA_MAX);
     }
     let least = count(1e-9);
     if least > budget {
@@ -807,7 +811,7 @@ pub fn gamma_for_budget(spectra: &[Spectrum], rules: &[RankRule], budget: i64, p
             spectra.len()
         )));
     }
-    let (mut lo, mut hi) = (1e-9, 1.0);
+    let (mut lo, mut hi) = (1e-9, BUDGET_GAMMA_MAX);
     while hi - lo > 1e-6 {
         let mid = (lo + hi) / 2.0;
         if count(mid) <= budget {
@@ -855,11 +859,12 @@ mod tests {
         for budget in [3, 50, 300, 900] {
             let g = gamma_for_budget(&spectra, &rules, budget, 1.0).unwrap();
             assert!(count(g) <= budget, "budget {budget}: γ {g} trains {}", count(g));
-            if g < 1.0 {
+            if g < BUDGET_GAMMA_MAX {
                 assert!(count(g + 2e-6) > budget, "budget {budget}: γ {g} is not the largest");
             }
         }
-        assert_eq!(gamma_for_budget(&spectra, &rules, 10_000, 1.0).unwrap(), 1.0, "every component fits");
+        let all = gamma_for_budget(&spectra, &rules, 10_000, 1.0).unwrap();
+        assert_eq!(all, BUDGET_GAMMA_MAX, "every component fits: the largest γ the decomposition decides");
         let e = gamma_for_budget(&spectra, &rules, 2, 0.001).unwrap_err().to_string();
         assert!(e.contains("rank 1 in each of the 3") && e.contains("--max-trained 0.001%"), "{e}");
     }
