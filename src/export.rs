@@ -2,6 +2,7 @@
 //! original dtype; everything else in the file stays as it was. SEMU folds `W + U R Vᵀ`; the
 //! baselines hand over their final weight tensors; both leave through [`weight_replacements`].
 use crate::engine::convert::from_tensor;
+use crate::engine::Overrides;
 use crate::error::{Error, Result};
 use crate::onnx::{DType, OnnxModel, TensorData};
 use crate::semu::Adapter;
@@ -9,46 +10,46 @@ use std::collections::HashMap;
 
 /// `W + U R Vᵀ` for every adapter, as ONNX data of the initializer's own dtype.
 pub fn folded_weights(model: &OnnxModel, adapters: &[Adapter]) -> Result<HashMap<String, TensorData>> {
-    let folded = adapters.iter().map(|a| Ok((a.name.clone(), a.folded()?))).collect::<Result<_>>()?;
+    let folded = adapters.iter().map(|a| Ok((a.name.clone(), a.folded()?))).collect::<Result<HashMap<_, _>>>()?;
     weight_replacements(model, &folded)
 }
 
 /// Final weight tensors (any device, any float kind) as replacements for the model's
 /// initializers of the same names, each converted to its initializer's dtype; the shape must
 /// match the initializer's.
-pub fn weight_replacements(
-    model: &OnnxModel,
-    weights: &HashMap<String, tch::Tensor>,
-) -> Result<HashMap<String, TensorData>> {
+pub fn weight_replacements(model: &OnnxModel, weights: &dyn Overrides) -> Result<HashMap<String, TensorData>> {
     weight_replacements_with(model, weights, &mut |_, _| {})
 }
 
 /// [`weight_replacements`], telling `progress` how many tensors of how many are converted.
 pub fn weight_replacements_with(
     model: &OnnxModel,
-    weights: &HashMap<String, tch::Tensor>,
+    weights: &dyn Overrides,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<HashMap<String, TensorData>> {
     let _g = tch::no_grad_guard();
-    progress(0, weights.len());
-    weights
+    let names = weights.names();
+    progress(0, names.len());
+    // One weight formed at a time, its tensor dropped once it is bytes.
+    names
         .iter()
         .enumerate()
-        .map(|(i, (name, t))| {
+        .map(|(i, &name)| {
+            let t = weights.whole(name)?.ok_or_else(|| Error::msg(format!("internal: '{name}' named but not held")))?;
             let init = model.initializer(name).ok_or_else(|| Error::Tensor {
-                tensor: name.clone(),
+                tensor: name.to_string(),
                 reason: "changed but not an initializer of the model".into(),
             })?;
             if t.size() != init.dims {
                 return Err(Error::Tensor {
-                    tensor: name.clone(),
+                    tensor: name.to_string(),
                     reason: format!("new value has shape {:?}, the initializer {:?}", t.size(), init.dims),
                 });
             }
             let dtype = DType::from_onnx(init.data_type())?;
-            let data = from_tensor(t, dtype)?;
-            progress(i + 1, weights.len());
-            Ok((name.clone(), data))
+            let data = from_tensor(&t, dtype)?;
+            progress(i + 1, names.len());
+            Ok((name.to_string(), data))
         })
         .collect()
 }

@@ -202,3 +202,48 @@ fn same_seed_same_bytes_and_f16_weights_stay_f16() {
         assert_ne!(back.tensor(t).unwrap(), half.tensor(half.initializer(&l.name).unwrap()).unwrap());
     }
 }
+
+/// A weight of `FACTORED_FROM` elements or more trains as factors (`x W + (x U R) Vᵀ`): R still
+/// learns through that product, and the fold formed from the factors one weight at a time is
+/// byte for byte the adapter's own fold.
+#[test]
+fn a_wide_weight_trains_as_factors_and_folds_to_the_adapters_bytes() {
+    use semu::onnx::build::{f32_init, node, value, write};
+    use semu::onnx::DType;
+    tch::manual_seed(11);
+    let init = |name: &str, dims: [i64; 2]| {
+        let t = Tensor::randn(dims, (tch::Kind::Float, Device::Cpu)) / (dims[0] as f64).sqrt();
+        f32_init(name, &dims, &Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())
+    };
+    let wide = [64, 2048];
+    assert!(wide[0] * wide[1] >= semu::semu::adapter::FACTORED_FROM);
+    let (_dir, path) = write(
+        vec![
+            node("Flatten", &["x"], &["flat"]),
+            node("MatMul", &["flat", "w1"], &["h"]),
+            node("Relu", &["h"], &["r"]),
+            node("MatMul", &["r", "w2"], &["y"]),
+        ],
+        vec![init("w1", wide), init("w2", [2048, 10])],
+        vec![value("x", DType::F32, &[-1, 1, 8, 8])],
+        vec![value("y", DType::F32, &[-1, 10])],
+        13,
+    );
+    let m = OnnxModel::load(&path).unwrap();
+    let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
+    let cfg = SemuConfig { lr: Lr::Fixed(0.01), gamma: 0.9, epochs: 2, ..Default::default() };
+    let u = unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
+    let w = {
+        let _g = tch::no_grad_guard();
+        semu::semu::train::adapted(&u.adapters).unwrap()
+    };
+    assert!(w.low_rank.contains_key("w1") && w.full.contains_key("w2"), "w1 factored, w2 formed");
+    let a = u.adapters.iter().find(|a| a.name == "w1").unwrap();
+    assert!(a.r.abs().max().double_value(&[]) > 0.0, "R of the factored weight did not train");
+    let via_factors = semu::export::weight_replacements(&m, &w).unwrap();
+    let via_adapters = folded_weights(&m, &u.adapters).unwrap();
+    assert_eq!(via_factors.len(), 2);
+    for (name, d) in &via_adapters {
+        assert!(via_factors[name].bytes == d.bytes, "{name}: the fold from the factors differs");
+    }
+}

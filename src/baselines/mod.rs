@@ -10,10 +10,11 @@
 //! train in inference semantics, like SEMU: BatchNorm normalises with its stored statistics.
 use crate::data::Dataset;
 use crate::engine::convert::kind_of;
+use crate::engine::{Overrides, Weights};
 use crate::error::{Error, Result};
 use crate::onnx::{DType, OnnxModel};
 use crate::semu::gradient::forget_gradient;
-use crate::semu::train::{overrides, EpochStats};
+use crate::semu::train::{adapted, EpochStats};
 use crate::semu::unlearn::{LayerReport, Timings};
 use crate::semu::{unlearn, Adapter, Observer, SemuConfig};
 use crate::task::{Model, Objective, Spec};
@@ -147,7 +148,7 @@ pub struct Outcome {
     pub method: Method,
     pub net: Model,
     /// Final values (detached, on the run's device) of the tensors the method trained or reset.
-    pub weights: HashMap<String, Tensor>,
+    pub weights: Weights,
     /// SEMU only: the trained adapters, the adapted layers and those with a zero gradient.
     pub adapters: Vec<Adapter>,
     pub layers: Vec<LayerReport>,
@@ -173,7 +174,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn overrides(&self) -> &HashMap<String, Tensor> {
+    pub fn overrides(&self) -> &Weights {
         &self.weights
     }
     pub fn accuracy(&self, ds: &dyn Dataset, batch: usize) -> Result<f64> {
@@ -181,7 +182,7 @@ impl Outcome {
     }
     /// Elements of every tensor the method may have changed.
     pub fn weights_touched(&self) -> i64 {
-        self.weights.values().map(|t| t.numel() as i64).sum()
+        self.weights.elements()
     }
 }
 
@@ -203,9 +204,11 @@ pub fn run(
     let t0 = Instant::now();
     if method == Method::Semu {
         let u = unlearn(model, forget, retain, test, cfg, device, spec, obs)?;
+        // 2-D weights stay factors, formed one at a time where they are read: a large model's
+        // trained weights are never all in memory beside its own.
         let weights = {
             let _g = tch::no_grad_guard();
-            overrides(&u.adapters)?.into_iter().map(|(n, t)| Ok((n, t.f_detach()?))).collect::<Result<_>>()?
+            adapted(&u.adapters)?
         };
         return Ok(Outcome {
             method,
@@ -328,7 +331,7 @@ pub fn run(
     Ok(Outcome {
         method,
         net,
-        weights,
+        weights: weights.into(),
         adapters: Vec::new(),
         layers: Vec::new(),
         skipped_zero_gradient: Vec::new(),

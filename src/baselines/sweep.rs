@@ -275,7 +275,7 @@ fn execute(spec: &SweepSpec, inputs: &Inputs, rc: &RunConfig, key: String, dir: 
     )
     .map_err(|e| Error::msg(format!("{}: {e}", rc.label())))?;
     let replacements = match &inputs.lifted {
-        Some(l) => weight_replacements(&inputs.model, &l.requantize(o.overrides())?.0)?,
+        Some(l) => weight_replacements(&inputs.model, &l.requantize(&o.weights.formed_all()?)?.0)?,
         None => weight_replacements(&inputs.model, o.overrides())?,
     };
     let (changed, total) = changed_elements(&inputs.model, &replacements)?;

@@ -333,25 +333,28 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     let t = Instant::now();
     // The input model's engine, when `u.net` no longer is (scales recomputed).
     let mut input_net = None;
-    let (trained, quantization) = match &mut lifted {
+    let (requantized, quantization) = match &mut lifted {
         Some(l) => {
+            let formed = u.weights.formed_all()?;
             let recompute = a.requantize == Requantize::Recompute;
-            let scales = if recompute { l.recompute(u.overrides())? } else { Default::default() };
+            let scales = if recompute { l.recompute(&formed)? } else { Default::default() };
             if recompute {
                 // The engine's reference (gate, accuracy after) is the model with the new scales.
-                let names = u.overrides().keys().cloned().collect();
+                let names = formed.keys().cloned().collect();
                 let rescaled = semu::task::Model::new(&l.with_values(&scales)?, device, names, &task_spec)?;
                 input_net = Some(std::mem::replace(&mut u.net, rescaled));
             }
-            let (mut ints, mut q) = l.requantize(u.overrides())?;
+            let (mut ints, mut q) = l.requantize(&formed)?;
             q.scales_recomputed = recompute;
             ints.extend(scales);
-            (ints, Some(q))
+            (Some(ints), Some(q))
         }
-        None => (u.overrides().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect(), None),
+        None => (None, None),
     };
-    let weights = weight_replacements_with(&model, &trained, &mut |d, n| progress.step("fold", d, n))?;
-    drop(trained);
+    // SEMU's 2-D weights are formed here one at a time, each dropped once it is bytes.
+    let trained: &dyn semu::engine::Overrides = requantized.as_ref().map_or(u.overrides(), |r| r);
+    let weights = weight_replacements_with(&model, trained, &mut |d, n| progress.step("fold", d, n))?;
+    drop(requantized);
     // Checked even with --no-verify: NaN weights are never a model worth writing.
     gate::check_finite_weights(&weights).map_err(|e| Exit {
         code: 3,
@@ -420,7 +423,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     };
     let language_model = match task {
         TaskKind::CausalLm => {
-            let lm = |w: &std::collections::HashMap<String, tch::Tensor>| {
+            let lm = |w: &dyn semu::engine::Overrides| {
                 semu::eval::lm::evaluate(
                     &u.net,
                     w,
@@ -430,7 +433,7 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
                     semu::semu::train::eval_batch(cfg.batch_size),
                 )
             };
-            Some(LmBeforeAfter { before: lm(&Default::default())?, after: lm(u.overrides())? })
+            Some(LmBeforeAfter { before: lm(&std::collections::HashMap::new())?, after: lm(u.overrides())? })
         }
         TaskKind::Classify | TaskKind::Diffusion => None,
     };
@@ -446,8 +449,14 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
             sets.push(("retain/test", other));
         }
         let probes = gate::probes_with(&u.net, input_net.as_ref().unwrap_or(&u.net), u.overrides(), &sets)?;
-        // The trained weights are not read past this point: free them for the runtimes' copies.
-        u.weights.clear();
+        // Neither the trained weights nor the engine's own are read past this point: free them
+        // for the runtimes' copies of the export.
+        u.weights = Default::default();
+        u.net.plan.release_weights();
+        drop(input_net.take());
+        for a in &mut u.adapters {
+            a.release_weight();
+        }
         semu::engine::memory::release_freed();
         let tol = gate::tolerance_for(&probes[0].expected);
         // The differential rule runs the input model too: bound weights are written out for it.
@@ -679,7 +688,10 @@ fn tamper(path: &std::path::Path) -> anyhow::Result<()> {
 fn test_accuracy(u: &Outcome, test: &dyn Dataset, forget: &dyn Dataset, batch: usize) -> anyhow::Result<TestAccuracy> {
     let w = u.overrides();
     let acc = |ds: &dyn Dataset| -> anyhow::Result<Accuracy> {
-        Ok(Accuracy { before: u.net.accuracy(ds, batch, &Default::default())?, after: u.net.accuracy(ds, batch, w)? })
+        Ok(Accuracy {
+            before: u.net.accuracy(ds, batch, &std::collections::HashMap::new())?,
+            after: u.net.accuracy(ds, batch, w)?,
+        })
     };
     let fl = data::labels(forget)?;
     let classify = u.net.task == TaskKind::Classify;

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod device;
 pub mod inputs;
+pub mod low_rank;
 pub mod memory;
 pub mod ops;
 pub mod plan;
@@ -11,6 +12,7 @@ pub mod value;
 
 pub use device::{device_name, parse_device};
 pub use inputs::{to_ints, Inputs, ValueInputs};
+pub use low_rank::{LowRank, Overrides, Weights};
 pub use plan::{inside_op, unsupported_ops, InputSpec, Plan, PlanOptions};
 pub use registry::{op, vop, BoxOp, Op, OpCtx, Registry, Scope};
 pub use value::{Strings, Value};

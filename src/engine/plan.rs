@@ -1,7 +1,7 @@
 //! Planning: order the graph once, fold what does not depend on runtime values, give every
 //! remaining value a slot and free each slot right after its last consumer.
 use super::registry::{norm_domain, BoxOp, OpCtx, Registry, Scope};
-use super::{Value, ValueInputs};
+use super::{LowRank, Overrides, Value, ValueInputs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto};
 use crate::onnx::tensor::numel;
@@ -73,6 +73,8 @@ pub struct Plan {
     peak_live: usize,
     /// Slots that must require grad when set (the `xs` of Gradient nodes).
     grad_roots: HashSet<usize>,
+    /// [`Self::release_weights`] was called: the plan no longer runs.
+    released: bool,
 }
 
 /// Every node whose op the registry lacks, as one message: `op_type (domain, opset N): first node`.
@@ -264,7 +266,7 @@ impl Plan {
                 && n.input.iter().chain(implicit).all(is_const);
             if foldable {
                 let vals = n.input.iter().chain(implicit).map(|s| consts.get(s)).collect();
-                let outs = run_op(n, op.as_ref(), ValueInputs { node: n, vals })?;
+                let outs = run_op(n, ValueInputs { node: n, vals }, |x| op.run_values(x))?;
                 for (name, v) in n.output.iter().zip(outs) {
                     if !name.is_empty() {
                         // Ops without inputs (Constant) create CPU tensors: move them to the plan's device.
@@ -344,6 +346,7 @@ impl Plan {
             folded,
             peak_live,
             grad_roots,
+            released: false,
         })
     }
 
@@ -381,17 +384,22 @@ impl Plan {
         self.params.keys().cloned().collect()
     }
 
+    /// Drops the plan's weights and what was computed from them, for a caller done with the
+    /// engine whose memory the next step needs (the gate loading other runtimes). The plan
+    /// refuses to run afterwards.
+    pub fn release_weights(&mut self) {
+        self.consts.clear();
+        self.params.clear();
+        self.released = true;
+    }
+
     /// Runs the graph; returns the outputs in graph order (all must be tensors).
     pub fn run(&self, feeds: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
         self.run_with(feeds, &HashMap::new())
     }
 
     /// Runs with `overrides` standing in for dynamic initializers (e.g. `W + U R Vᵀ`).
-    pub fn run_with(
-        &self,
-        feeds: &HashMap<String, Tensor>,
-        overrides: &HashMap<String, Tensor>,
-    ) -> Result<Vec<Tensor>> {
+    pub fn run_with(&self, feeds: &HashMap<String, Tensor>, overrides: &dyn Overrides) -> Result<Vec<Tensor>> {
         let feed = |name: &str| feeds.get(name).map(|t| Value::Tensor(t.shallow_clone()));
         let outs = self.execute(&feed, overrides, || feeds.keys().cloned().collect())?;
         self.outputs
@@ -423,20 +431,30 @@ impl Plan {
     fn execute(
         &self,
         feed: &dyn Fn(&str) -> Option<Value>,
-        overrides: &HashMap<String, Tensor>,
+        overrides: &dyn Overrides,
         given: impl Fn() -> Vec<String>,
     ) -> Result<Vec<Value>> {
+        if self.released {
+            return Err(Error::msg("internal: the plan's weights were released"));
+        }
         let mut slots: Vec<Option<Value>> = (0..self.n_slots).map(|_| None).collect();
         for (s, v) in &self.consts {
             slots[*s] = Some(v.shallow_clone());
         }
+        // Slots holding the base of a low-rank weight, until an op needs it formed.
+        let mut low_rank: HashMap<usize, &LowRank> = HashMap::new();
         for (name, (s, t)) in &self.params {
-            slots[*s] = Some(Value::Tensor(overrides.get(name).unwrap_or(t).shallow_clone()));
+            let lr = overrides.low_rank(name);
+            if let Some(w) = lr {
+                low_rank.insert(*s, w);
+            }
+            let t = overrides.tensor(name).or(lr.map(|w| &w.base)).unwrap_or(t);
+            slots[*s] = Some(Value::Tensor(t.shallow_clone()));
         }
-        for name in overrides.keys() {
+        for name in overrides.names() {
             if !self.params.contains_key(name) {
                 return Err(Error::Tensor {
-                    tensor: name.clone(),
+                    tensor: name.to_string(),
                     reason: "overridden but not planned as dynamic".into(),
                 });
             }
@@ -454,8 +472,27 @@ impl Plan {
         }
         for st in &self.steps {
             let n = &self.nodes[st.node];
+            let low: Vec<(usize, usize)> = (st.inputs.iter().enumerate())
+                .filter_map(|(i, s)| s.filter(|s| low_rank.contains_key(s)).map(|s| (i, s)))
+                .collect();
+            let factored = match low[..] {
+                [(i, s)] if st.op.takes_low_rank(i) && low_rank[&s].factored() => Some((i, low_rank[&s])),
+                _ => None,
+            };
+            if factored.is_none() {
+                // The op needs the weights themselves: formed once, kept in the slot.
+                for &(_, s) in &low {
+                    let w = low_rank.remove(&s).expect("listed");
+                    slots[s] = Some(Value::Tensor(w.formed().map_err(|e| n.node_err(e.to_string()))?));
+                }
+            }
             let vals = st.inputs.iter().map(|s| s.and_then(|s| slots[s].as_ref())).collect();
-            let outs = run_op(n, st.op.as_ref(), ValueInputs { node: n, vals })?;
+            let outs = run_op(n, ValueInputs { node: n, vals }, |x| match factored {
+                Some((i, w)) => {
+                    Ok(st.op.run_low_rank(&x.as_tensors()?, i, w)?.into_iter().map(Value::Tensor).collect())
+                }
+                None => st.op.run_values(x),
+            })?;
             for (s, v) in st.outputs.iter().zip(outs) {
                 if let Some(s) = s {
                     slots[*s] = Some(v.to_device(self.device)?);
@@ -500,9 +537,9 @@ fn shapes(x: &ValueInputs) -> String {
 /// Runs one op, naming the node in any error and checking it produced every named output.
 /// A bug in an op (an index past a shape it did not check) must not take the process down: the
 /// panic becomes this node's error, and [`inside_op`] lets the binary's panic hook stay quiet.
-fn run_op(n: &NodeProto, op: &dyn super::registry::Op, x: ValueInputs) -> Result<Vec<Value>> {
+fn run_op(n: &NodeProto, x: ValueInputs, run: impl FnOnce(&ValueInputs) -> Result<Vec<Value>>) -> Result<Vec<Value>> {
     IN_OP.with(|d| d.set(d.get() + 1));
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.run_values(&x)));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&x)));
     IN_OP.with(|d| d.set(d.get() - 1));
     let result = caught.unwrap_or_else(|p| {
         let what = p

@@ -1,6 +1,6 @@
 //! The op registry: (domain, op_type, opset range) → a builder that parses the node's attributes
 //! once, at plan time, and returns the op that runs on tensors.
-use super::{Inputs, PlanOptions, Value, ValueInputs};
+use super::{Inputs, LowRank, PlanOptions, Value, ValueInputs};
 use crate::error::Result;
 use crate::onnx::proto::NodeProto;
 use crate::onnx::DType;
@@ -56,6 +56,17 @@ pub trait Op {
 
     fn run_values(&self, x: &ValueInputs) -> Result<Vec<Value>> {
         Ok(self.run(&x.as_tensors()?)?.into_iter().map(Value::Tensor).collect())
+    }
+
+    /// Whether input `i` may be given as a [`LowRank`] weight ([`Self::run_low_rank`]); where
+    /// not, the weight is formed for the op.
+    fn takes_low_rank(&self, _i: usize) -> bool {
+        false
+    }
+
+    /// The outputs with input `i` standing for `w` (`x` holds its base there), without forming it.
+    fn run_low_rank(&self, x: &Inputs, _i: usize, _w: &LowRank) -> Result<Vec<Tensor>> {
+        Err(x.err("internal: this op takes no low-rank weight"))
     }
 }
 

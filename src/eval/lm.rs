@@ -10,12 +10,11 @@
 //!   on (non-members). 0.5 = the attack cannot tell them apart, as for a model that never saw
 //!   the forget set; near 1 = the forget set is still recognisable.
 use crate::data::{batches, Dataset};
+use crate::engine::Overrides;
 use crate::error::{Error, Result};
 use crate::task::lm::{per_sample, SampleScore};
 use crate::task::{Model, TaskKind};
 use serde::Serialize;
-use std::collections::HashMap;
-use tch::Tensor;
 
 /// Min-K%'s K, as OpenUnlearning's default.
 pub const MIN_K: f64 = 0.4;
@@ -63,12 +62,7 @@ pub struct LmEvaluation {
 }
 
 /// Scores every text of `ds` under `overrides`.
-pub fn score_set(
-    net: &Model,
-    ds: &dyn Dataset,
-    batch: usize,
-    overrides: &HashMap<String, Tensor>,
-) -> Result<Vec<SampleScore>> {
+pub fn score_set(net: &Model, ds: &dyn Dataset, batch: usize, overrides: &dyn Overrides) -> Result<Vec<SampleScore>> {
     if net.task != TaskKind::CausalLm {
         return Err(Error::msg("language-model metrics need the causal-lm task"));
     }
@@ -86,7 +80,7 @@ pub fn score_set(
 /// Evaluates `net` (with `overrides`) on the forget set and, when given, retain and holdout sets.
 pub fn evaluate(
     net: &Model,
-    overrides: &HashMap<String, Tensor>,
+    overrides: &dyn Overrides,
     forget: &dyn Dataset,
     retain: Option<&dyn Dataset>,
     holdout: Option<&dyn Dataset>,

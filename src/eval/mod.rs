@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::task::Model;
 use serde::Serialize;
 use std::collections::HashMap;
-use tch::Tensor;
 
 pub mod diffusion;
 pub mod frechet;
@@ -215,7 +214,7 @@ pub fn evaluate_tables(forget: Split, retain: Split, test: Split, opts: &EvalOpt
 /// shipped) over the three data sets and applies the protocol.
 pub fn evaluate(
     classifier: &Model,
-    overrides: &HashMap<String, Tensor>,
+    overrides: &dyn crate::engine::Overrides,
     data: EvalData,
     opts: &EvalOptions,
 ) -> Result<Evaluation> {

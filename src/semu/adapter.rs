@@ -2,6 +2,7 @@
 //! fold that writes `W'` back as a plain weight.
 use super::layers::{Layer, WeightLayout};
 use super::svd::{explained_total, rank_unfloored, spectra, Decomposition, Parity};
+use crate::engine::LowRank;
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -75,6 +76,10 @@ impl Spectrum {
         }
     }
 }
+
+/// The size (elements) from which a 2-D weight trains as factors: below it, forming `W + U R Vᵀ`
+/// costs little memory, and small models keep the arithmetic (and bytes) they always had.
+pub const FACTORED_FROM: i64 = 1 << 17;
 
 pub struct Adapter {
     pub name: String,
@@ -202,20 +207,37 @@ impl Adapter {
         Ok(())
     }
 
-    /// `U R Vᵀ` in the weight's stored layout, f32. A full R acts unmasked, as the authors' layer
+    /// `(U R, V)`: `U R Vᵀ` is their product. A full R acts unmasked, as the authors' layer
     /// does: its gradient reaches every entry and [`Self::mask_grad`] drops the untrained ones.
-    pub fn delta(&self) -> Result<Tensor> {
+    fn factors(&self) -> Result<(Tensor, Tensor)> {
         let (u, r, v) = match &self.full {
             Some((u, v)) => (u, self.r.shallow_clone(), v),
             None => (&self.u, self.r_effective()?, &self.v),
         };
+        Ok((u.f_matmul(&r)?, v.shallow_clone()))
+    }
+
+    /// `U R Vᵀ` in the weight's stored layout, f32.
+    pub fn delta(&self) -> Result<Tensor> {
+        let (ur, v) = self.factors()?;
         if self.conv {
-            let d = u.f_matmul(&r)?.f_matmul(&v.f_transpose(1, 2)?)?; // I×O×K
+            let d = ur.f_matmul(&v.f_transpose(1, 2)?)?; // I×O×K
             let view = d.f_permute([1, 0, 2])?.f_reshape(self.layout.view_dims(&self.dims))?;
             self.layout.stored(&view)
         } else {
-            Ok(u.f_matmul(&r)?.f_matmul(&v.f_tr()?)?)
+            Ok(ur.f_matmul(&v.f_tr()?)?)
         }
+    }
+
+    /// `W + U R Vᵀ` left as factors, for the engine's products that never form it (a 2-D
+    /// weight of [`FACTORED_FROM`] elements or more); None for a conv or a smaller weight,
+    /// which is formed ([`Self::weight`]).
+    pub fn low_rank(&self) -> Result<Option<LowRank>> {
+        if self.conv || self.dims.iter().product::<i64>() < FACTORED_FROM {
+            return Ok(None);
+        }
+        let (a, b) = self.factors()?;
+        Ok(Some(LowRank { base: self.w.shallow_clone(), a, b }))
     }
 
     /// `W + U R Vᵀ` in the weight's own dtype (differentiable in R).
@@ -233,6 +255,12 @@ impl Adapter {
     /// The original weight.
     pub fn original(&self) -> &Tensor {
         &self.w
+    }
+
+    /// Drops the adapter's reference to the original weight, once nothing folds or forms it
+    /// again (the engine's copy can then be freed); U, V, R and the spectra stay.
+    pub fn release_weight(&mut self) {
+        self.w = Tensor::new();
     }
 
     /// The fixed bases `(U_k, V_k)` of `U R Vᵀ` (for the unlearning patch, `crate::patch`).

@@ -6,6 +6,7 @@ use super::adapter::Adapter;
 use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
+use crate::engine::Weights;
 use crate::error::Result;
 use crate::task::diffusion::{Draw, Phase, Teacher};
 use crate::task::objective::{random_targets, ForgetLoss};
@@ -92,6 +93,20 @@ impl EpochStats {
 /// The weights every forward uses: each adapted initializer replaced by `W + U R Vᵀ`.
 pub fn overrides(adapters: &[Adapter]) -> Result<HashMap<String, Tensor>> {
     adapters.iter().map(|a| Ok((a.name.clone(), a.weight()?))).collect()
+}
+
+/// [`overrides`] with 2-D weights left as factors: a training step forms none of them (nor
+/// their m×n gradients) where MatMul or Gemm consume them ([`crate::engine::LowRank`]).
+pub fn adapted(adapters: &[Adapter]) -> Result<Weights> {
+    let mut w = Weights::default();
+    for a in adapters {
+        if let Some(lr) = a.low_rank()? {
+            w.low_rank.insert(a.name.clone(), lr);
+        } else {
+            w.full.insert(a.name.clone(), a.weight()?);
+        }
+    }
+    Ok(w)
 }
 
 /// A label different from `y`, uniform over the other `classes - 1` classes.
@@ -208,7 +223,7 @@ pub fn train(
                 }
                 _ => None,
             };
-            let w = overrides(adapters)?;
+            let w = adapted(adapters)?;
             let out = net.forward(&fb, &w)?;
             let mut loss = match &net.diffusion {
                 Some(d) => {
@@ -244,7 +259,12 @@ pub fn train(
             (at.batch, at.loss) = (steps, loss_sum / steps as f64);
             obs.epoch_progress(&at);
         }
-        let w = overrides(adapters)?;
+        // Built without gradients, each weight is formed as the fold forms it: these scores
+        // are the exported model's.
+        let w = {
+            let _g = tch::no_grad_guard();
+            adapted(adapters)?
+        };
         let forget_acc = net.accuracy(forget, eval_batch(s.batch_size), &w)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {

@@ -490,7 +490,7 @@ pub fn unlearn(
         net.check_labels(ds, classes)?;
     }
     let mut timings = Timings::default();
-    let unchanged = Default::default();
+    let unchanged: HashMap<String, Tensor> = HashMap::new();
     // A classifier's or language model's forget accuracy comes from the gradient pass's own
     // forwards (one pass over the forget set fewer); a diffusion model or a given gradient
     // measures it here.

@@ -491,8 +491,8 @@ impl Diffusion {
         model: &Model,
         out: &Tensor,
         b: &Batch,
-        teacher: &HashMap<String, Tensor>,
-        current: &HashMap<String, Tensor>,
+        teacher: &dyn crate::engine::Overrides,
+        current: &dyn crate::engine::Overrides,
     ) -> Result<Tensor> {
         let pseudo = {
             let _g = tch::no_grad_guard();

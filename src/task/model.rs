@@ -5,7 +5,7 @@ use super::{declared, declared_dims, infer, is_float_type, lm, Targets, TaskKind
 use crate::data::{batches, Batch, Dataset};
 use crate::engine::convert::kind_of;
 use crate::engine::ops::elementwise::is_float;
-use crate::engine::{Plan, PlanOptions, Registry};
+use crate::engine::{Overrides, Plan, PlanOptions, Registry};
 use crate::error::{Error, Result};
 use crate::onnx::{DType, OnnxModel};
 use std::collections::{HashMap, HashSet};
@@ -261,7 +261,7 @@ impl Model {
 
     /// Runs the graph on `b` with `overrides` standing in for dynamic initializers; returns the
     /// task's output (N×C logits, or B×T×V for a causal LM).
-    pub fn forward(&self, b: &Batch, overrides: &HashMap<String, Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, b: &Batch, overrides: &dyn Overrides) -> Result<Tensor> {
         let feeds = self.feeds(b)?;
         let n = feeds.values().next().map_or(0, |t| t.size().first().copied().unwrap_or(0));
         let y = match self.fixed_batch {
@@ -310,7 +310,7 @@ impl Model {
         Ok(y)
     }
 
-    fn run(&self, feeds: &HashMap<String, Tensor>, overrides: &HashMap<String, Tensor>) -> Result<Tensor> {
+    fn run(&self, feeds: &HashMap<String, Tensor>, overrides: &dyn Overrides) -> Result<Tensor> {
         Ok(self.plan.run_with(feeds, overrides)?.swap_remove(self.output_index))
     }
 
@@ -413,7 +413,7 @@ impl Model {
     }
 
     /// The task's accuracy (fraction) on a data set, without gradients.
-    pub fn accuracy(&self, ds: &dyn Dataset, batch: usize, overrides: &HashMap<String, Tensor>) -> Result<f64> {
+    pub fn accuracy(&self, ds: &dyn Dataset, batch: usize, overrides: &dyn Overrides) -> Result<f64> {
         self.accuracy_with(ds, batch, overrides, &mut |_, _| {})
     }
 
@@ -422,7 +422,7 @@ impl Model {
         &self,
         ds: &dyn Dataset,
         batch: usize,
-        overrides: &HashMap<String, Tensor>,
+        overrides: &dyn Overrides,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<f64> {
         let _g = tch::no_grad_guard();
@@ -441,7 +441,7 @@ impl Model {
     /// Median loss on the true targets over `ds`: of the records for a classifier, of the
     /// predicted tokens for a causal LM. The median, not the mean: a few misclassified held-out
     /// samples would otherwise set the level for all.
-    pub fn median_loss(&self, ds: &dyn Dataset, batch: usize, overrides: &HashMap<String, Tensor>) -> Result<f64> {
+    pub fn median_loss(&self, ds: &dyn Dataset, batch: usize, overrides: &dyn Overrides) -> Result<f64> {
         let _g = tch::no_grad_guard();
         let order: Vec<usize> = (0..ds.len()).collect();
         let mut all = Vec::new();
@@ -457,7 +457,7 @@ impl Model {
     }
 
     /// Softmax probabilities for every record (N×C, CPU, f32); classifiers only.
-    pub fn probabilities(&self, ds: &dyn Dataset, batch: usize, overrides: &HashMap<String, Tensor>) -> Result<Tensor> {
+    pub fn probabilities(&self, ds: &dyn Dataset, batch: usize, overrides: &dyn Overrides) -> Result<Tensor> {
         if self.task != TaskKind::Classify {
             return Err(Error::msg(format!("{}: class probabilities need the classify task", self.path)));
         }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::data::Dataset;
 use crate::engine::convert::{dtype_of, from_tensor};
-use crate::engine::{Plan, PlanOptions, Registry};
+use crate::engine::{Overrides, Plan, PlanOptions, Registry};
 use crate::error::{Error, Result};
 use crate::onnx::{OnnxModel, TensorData};
 use crate::task::Model;
@@ -38,7 +38,7 @@ pub struct Probe {
 
 /// Up to 64 records of each named data set (exactly the declared batch for a fixed-batch
 /// graph), with `net`'s output under `overrides`.
-pub fn probes(net: &Model, overrides: &HashMap<String, Tensor>, sets: &[(&str, &dyn Dataset)]) -> Result<Vec<Probe>> {
+pub fn probes(net: &Model, overrides: &dyn Overrides, sets: &[(&str, &dyn Dataset)]) -> Result<Vec<Probe>> {
     probes_with(net, net, overrides, sets)
 }
 
@@ -47,7 +47,7 @@ pub fn probes(net: &Model, overrides: &HashMap<String, Tensor>, sets: &[(&str, &
 pub fn probes_with(
     net: &Model,
     input_net: &Model,
-    overrides: &HashMap<String, Tensor>,
+    overrides: &dyn Overrides,
     sets: &[(&str, &dyn Dataset)],
 ) -> Result<Vec<Probe>> {
     let _g = tch::no_grad_guard();
@@ -60,7 +60,7 @@ pub fn probes_with(
         };
         let b = net.records(*ds, &idx)?;
         let expected = net.forward(&b, overrides)?;
-        let same = overrides.is_empty() && std::ptr::eq(net, input_net);
+        let same = overrides.names().is_empty() && std::ptr::eq(net, input_net);
         let input_expected = if same { expected.shallow_clone() } else { input_net.forward(&b, &HashMap::new())? };
         let mut feeds: Vec<(String, Tensor)> = net
             .feeds(&b)?

@@ -1,36 +1,84 @@
 //! Matrix products: Gemm, MatMul (numpy semantics, batched, 1-D operands), MatMulInteger and
 //! Einsum.
-use crate::engine::{op, BoxOp, OpCtx, Registry};
+use crate::engine::{op, BoxOp, Inputs, LowRank, Op, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
 use tch::{Kind, Tensor};
 
 /// Y = alpha · op(A) · op(B) + beta · C, with C broadcast to (M, N).
-fn gemm(ctx: &OpCtx) -> Result<BoxOp> {
-    let n = ctx.node;
-    let alpha = n.get_f("alpha")?.map_or(1.0, f64::from);
-    let beta = n.get_f("beta")?.map_or(1.0, f64::from);
-    let (ta, tb) = (n.get_i("transA")?.unwrap_or(0) != 0, n.get_i("transB")?.unwrap_or(0) != 0);
-    op(move |x| {
-        let (a, b) = (x.req(0)?, x.req(1)?);
-        if a.dim() != 2 || b.dim() != 2 {
-            return Err(x.err(format!("A and B must be matrices, got shapes {:?} and {:?}", a.size(), b.size())));
+struct Gemm {
+    alpha: f64,
+    beta: f64,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+impl Gemm {
+    /// The op with `times_b(op(A))` for op(A) · op(B).
+    fn with(&self, x: &Inputs, times_b: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Tensor>> {
+        let a = x.req(0)?;
+        if a.dim() != 2 {
+            return Err(x.err(format!("A must be a matrix, got shape {:?}", a.size())));
         }
-        let a = if ta { a.f_transpose(0, 1)? } else { a.shallow_clone() };
-        let b = if tb { b.f_transpose(0, 1)? } else { b.shallow_clone() };
-        let mut y = a.f_matmul(&b)?;
-        if alpha != 1.0 {
-            y = y.f_mul_scalar(alpha)?;
+        let a = if self.trans_a { a.f_transpose(0, 1)? } else { a.shallow_clone() };
+        let mut y = times_b(&a)?;
+        if self.alpha != 1.0 {
+            y = y.f_mul_scalar(self.alpha)?;
         }
         if let Some(c) = x.get(2) {
-            y = if beta == 1.0 { y.f_add(c)? } else { y.f_add(&c.f_mul_scalar(beta)?)? };
+            y = if self.beta == 1.0 { y.f_add(c)? } else { y.f_add(&c.f_mul_scalar(self.beta)?)? };
         }
         Ok(vec![y])
-    })
+    }
+}
+
+impl Op for Gemm {
+    fn run(&self, x: &Inputs) -> Result<Vec<Tensor>> {
+        let b = x.req(1)?;
+        if b.dim() != 2 {
+            return Err(x.err(format!("B must be a matrix, got shape {:?}", b.size())));
+        }
+        let b = if self.trans_b { b.f_transpose(0, 1)? } else { b.shallow_clone() };
+        self.with(x, |a| Ok(a.f_matmul(&b)?))
+    }
+
+    fn takes_low_rank(&self, i: usize) -> bool {
+        i == 1
+    }
+
+    fn run_low_rank(&self, x: &Inputs, _: usize, w: &LowRank) -> Result<Vec<Tensor>> {
+        self.with(x, |a| if self.trans_b { w.mul_t(a) } else { w.mul(a) })
+    }
+}
+
+fn gemm(ctx: &OpCtx) -> Result<BoxOp> {
+    let n = ctx.node;
+    Ok(Box::new(Gemm {
+        alpha: n.get_f("alpha")?.map_or(1.0, f64::from),
+        beta: n.get_f("beta")?.map_or(1.0, f64::from),
+        trans_a: n.get_i("transA")?.unwrap_or(0) != 0,
+        trans_b: n.get_i("transB")?.unwrap_or(0) != 0,
+    }))
+}
+
+struct MatMul;
+
+impl Op for MatMul {
+    fn run(&self, x: &Inputs) -> Result<Vec<Tensor>> {
+        Ok(vec![x.req(0)?.f_matmul(x.req(1)?)?])
+    }
+
+    fn takes_low_rank(&self, i: usize) -> bool {
+        i == 1
+    }
+
+    fn run_low_rank(&self, x: &Inputs, _: usize, w: &LowRank) -> Result<Vec<Tensor>> {
+        Ok(vec![w.mul(x.req(0)?)?])
+    }
 }
 
 fn matmul(_: &OpCtx) -> Result<BoxOp> {
-    op(|x| Ok(vec![x.req(0)?.f_matmul(x.req(1)?)?]))
+    Ok(Box::new(MatMul))
 }
 
 /// (A - a_zero_point) · (B - b_zero_point) exactly (f64), as int32. A per-row a_zero_point has
