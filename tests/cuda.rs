@@ -50,3 +50,22 @@ fn cuda_forward_and_unlearning_match_cpu() {
     let (ac, ag) = (cpu.accuracy(&forget, 256).unwrap(), gpu.accuracy(&forget, 256).unwrap());
     assert!((ac - ag).abs() <= 0.05, "forget accuracy CPU {ac} vs CUDA {ag}");
 }
+
+/// `--precision bf16` on a GPU: the products compute in bf16, R and its gradient stay f32, and
+/// forgetting still reaches the f32 run's level.
+#[test]
+fn cuda_bf16_products_train_r_in_f32() {
+    if !gpu() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits");
+    let m = OnnxModel::load(root.join("model.onnx")).unwrap();
+    let forget = NpzDataset::open(&root.join("forget_class3.npz")).unwrap();
+    let cfg = SemuConfig { lr: semu::semu::Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() };
+    let low = SemuConfig { precision: semu::engine::precision::Precision::Bf16, ..cfg.clone() };
+    let f32 = unlearn(&m, &forget, None, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
+    let bf16 = unlearn(&m, &forget, None, None, &low, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
+    assert!(bf16.adapters.iter().all(|a| a.r.kind() == tch::Kind::Float));
+    let (a, b) = (f32.accuracy(&forget, 256).unwrap(), bf16.accuracy(&forget, 256).unwrap());
+    assert!((a - b).abs() <= 0.05, "forget accuracy f32 {a} vs bf16 {b}");
+}

@@ -247,3 +247,33 @@ fn a_wide_weight_trains_as_factors_and_folds_to_the_adapters_bytes() {
         assert!(via_factors[name].bytes == d.bytes, "{name}: the fold from the factors differs");
     }
 }
+
+/// `--precision bf16`: a training step's products and convolutions compute in bf16 (R moves
+/// differently from the f32 run), R stays f32, and class 3 is still forgotten.
+#[test]
+fn bf16_products_train_r_in_f32_and_still_forget() {
+    use semu::engine::precision::Precision;
+    let m = digits();
+    let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
+    let cfg = SemuConfig { epochs: 3, ..tuned() };
+    let run = |precision| {
+        let cfg = SemuConfig { precision, ..cfg.clone() };
+        unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap()
+    };
+    let (exact, low) = (run(Precision::F32), run(Precision::Bf16));
+    let moved = |u: &semu::semu::unlearn::Unlearned| {
+        u.adapters.iter().map(|a| a.r.abs().sum(tch::Kind::Double).double_value(&[])).sum::<f64>()
+    };
+    assert!(low.adapters.iter().all(|a| a.r.kind() == tch::Kind::Float));
+    let differ = exact.adapters.iter().zip(&low.adapters).any(|(a, b)| !a.r.equal(&b.r));
+    assert!(differ, "bf16 training gave the f32 run's R bit for bit: the products were not lowered");
+    assert!(
+        (moved(&exact) - moved(&low)).abs() <= 0.1 * moved(&exact),
+        "R moved {} in f32, {} in bf16",
+        moved(&exact),
+        moved(&low)
+    );
+    let (a, b) = (exact.epochs.last().unwrap().forget_acc, low.epochs.last().unwrap().forget_acc);
+    assert!((a - b).abs() <= 0.05, "forget accuracy f32 {a} vs bf16 {b}");
+    assert!(b <= low.forget_acc_before - 0.5, "bf16: forget accuracy {b} from {}", low.forget_acc_before);
+}

@@ -54,6 +54,11 @@ pub struct SemuFlags {
     /// batch; 32 for a causal LM].
     #[arg(long, value_name = "N")]
     pub retain_batch_size: Option<usize>,
+    /// What a training step's matrix products and convolutions compute in: bf16 or f16 halve
+    /// their cost on a GPU (bf16 also on CPUs with bf16 units); the weights, R, the gradients,
+    /// the scores and the export stay f32 [default: f32].
+    #[arg(long, value_enum)]
+    pub precision: Option<semu::engine::precision::Precision>,
     /// [default: sgd; adam for a causal LM or a diffusion model]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
@@ -163,6 +168,7 @@ impl SemuFlags {
             epochs,
             lr,
             batch_size,
+            precision,
             optimizer,
             momentum,
             weight_decay,

@@ -241,6 +241,11 @@ pub fn run(mut a: Args, quiet: bool) -> CmdResult {
     }
     (cfg.replay_draws, cfg.dump_dir) = (a.replay_draws.clone(), a.dump_dir.clone());
     cfg.validate().map_err(|e| Exit { code: 2, err: e.into() })?;
+    if cfg.precision == semu::engine::precision::Precision::F16 && device == tch::Device::Cpu {
+        tracing::warn!(
+            "--precision f16 on a CPU: most CPUs have no f16 units, so this is slower than f32; bf16 is the CPU's"
+        );
+    }
     // A --layers pattern that matches nothing is a usage error, found before any data is read.
     let layers =
         semu::semu::unlearn::select_layers(semu::semu::find_layers(work), &cfg.layers).map_err(super::usage)?;
@@ -770,7 +775,11 @@ fn print_summary(r: &UnlearnReport) {
             }
             _ => r.settings.objective.name().to_string(),
         };
-        println!("training    objective {objective}, lr {lr}, {length}{stopped}");
+        let precision = match r.settings.precision.lowered() {
+            Some(_) => format!(", {:?} products", r.settings.precision).to_lowercase(),
+            None => String::new(),
+        };
+        println!("training    objective {objective}, lr {lr}, {length}{precision}{stopped}");
         if let Some(t) = &r.forget_target {
             println!("target      {}", t.reason);
         }

@@ -3,6 +3,7 @@
 //! Gemm multiply by `W + A Bᵀ` without forming it: the step then holds neither the m×n sum (saved
 //! for backward) nor its m×n gradient, only x·A. Every other op, and every op when no gradient
 //! is recorded, gets the sum formed just before it runs and freed after its last consumer.
+use super::precision;
 use crate::error::Result;
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
@@ -32,18 +33,19 @@ impl LowRank {
 
     /// `x · (W + A Bᵀ)` = `x W + (x A) Bᵀ`.
     pub fn mul(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_matmul(&self.base)?;
+        let y = precision::product(&[x, &self.base], |t| Ok(t[0].f_matmul(&t[1])?))?;
         Self::plus(y, x, &self.a, &self.b)
     }
 
     /// `x · (W + A Bᵀ)ᵀ` = `x Wᵀ + (x B) Aᵀ`.
     pub fn mul_t(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_matmul(&self.base.f_tr()?)?;
+        let y = precision::product(&[x, &self.base.f_tr()?], |t| Ok(t[0].f_matmul(&t[1])?))?;
         Self::plus(y, x, &self.b, &self.a)
     }
 
     fn plus(y: Tensor, x: &Tensor, first: &Tensor, second: &Tensor) -> Result<Tensor> {
-        let low = x.f_to_kind(Kind::Float)?.f_matmul(first)?.f_matmul(&second.f_tr()?)?;
+        let x = x.f_to_kind(Kind::Float)?;
+        let low = precision::product(&[&x, first, second], |t| Ok(t[0].f_matmul(&t[1])?.f_matmul(&t[2].f_tr()?)?))?;
         Ok(y.f_add(&low.f_to_kind(y.kind())?)?)
     }
 }

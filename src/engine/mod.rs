@@ -7,6 +7,7 @@ pub mod low_rank;
 pub mod memory;
 pub mod ops;
 pub mod plan;
+pub mod precision;
 pub mod registry;
 pub mod value;
 

@@ -6,6 +6,7 @@ use super::adapter::Adapter;
 use super::optim::{Optimizer, OptimizerKind};
 use super::unlearn::Observer;
 use crate::data::{batches, Dataset};
+use crate::engine::precision::{self, Precision};
 use crate::engine::Weights;
 use crate::error::Result;
 use crate::task::diffusion::{Draw, Phase, Teacher};
@@ -24,6 +25,8 @@ pub struct TrainSettings {
     pub batch_size: usize,
     /// Remaining-data records beside each forget batch; None: as many as the forget batch holds.
     pub retain_batch_size: Option<usize>,
+    /// What each step's products compute in; scoring stays f32.
+    pub precision: Precision,
     pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -224,6 +227,7 @@ pub fn train(
                 _ => None,
             };
             let w = adapted(adapters)?;
+            let low = precision::scope(s.precision.lowered());
             let out = net.forward(&fb, &w)?;
             let mut loss = match &net.diffusion {
                 Some(d) => {
@@ -246,6 +250,7 @@ pub fn train(
                 loss = loss.f_add(&lr.f_mul_scalar(s.alpha)?)?;
             }
             loss.f_backward()?;
+            drop(low);
             let mut rs: Vec<Tensor> = adapters.iter().map(|a| a.r.shallow_clone()).collect();
             if let Some(c) = s.clip {
                 clip_grad_norm(&rs, c)?;

@@ -9,6 +9,7 @@ use super::optim::OptimizerKind;
 use super::svd::{project, Parity};
 use super::train::{eval_batch, overrides, train, EpochProgress, EpochStats, TrainSettings};
 use crate::data::Dataset;
+use crate::engine::precision::Precision;
 use crate::error::{Error, Result};
 use crate::onnx::OnnxModel;
 use crate::task::{Model, Objective, Spec};
@@ -41,6 +42,8 @@ pub struct SemuConfig {
     pub batch_size: usize,
     /// Remaining-data records drawn beside each forget batch (default: as many as it holds).
     pub retain_batch_size: Option<usize>,
+    /// What a training step's products and convolutions compute in (R and gradients stay f32).
+    pub precision: Precision,
     pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -118,6 +121,7 @@ impl Default for SemuConfig {
             stop_at_target: false,
             batch_size: 256,
             retain_batch_size: None,
+            precision: Precision::F32,
             optimizer: OptimizerKind::Sgd,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -622,6 +626,7 @@ pub fn unlearn(
         lr: cfg.lr.or(auto::fallback(cfg.optimizer)),
         batch_size: cfg.batch_size,
         retain_batch_size: cfg.retain_batch_size,
+        precision: cfg.precision,
         optimizer: cfg.optimizer,
         momentum: cfg.momentum,
         weight_decay: cfg.weight_decay,

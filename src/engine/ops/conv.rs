@@ -1,6 +1,6 @@
 //! Convolutions: Conv, ConvTranspose and ConvInteger with auto_pad, dilations, groups and
 //! output_padding; also the window geometry (auto_pad, pads, strides, dilations) the pools share.
-use crate::engine::{op, BoxOp, Inputs, OpCtx, Registry};
+use crate::engine::{op, precision, BoxOp, Inputs, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::proto::NodeProto;
 use crate::onnx::NodeExt;
@@ -170,7 +170,10 @@ impl ConvAttrs {
 
 fn conv(ctx: &OpCtx) -> Result<BoxOp> {
     let a = ConvAttrs::parse(ctx.node)?;
-    op(move |x| Ok(vec![a.run(x, x.req(0)?, x.req(1)?, x.get(2))?]))
+    op(move |x| {
+        let operands: Vec<&Tensor> = [Some(x.req(0)?), Some(x.req(1)?), x.get(2)].into_iter().flatten().collect();
+        Ok(vec![precision::product(&operands, |t| a.run(x, &t[0], &t[1], t.get(2)))?])
+    })
 }
 
 /// Integer conv: subtract the zero points, convolve exactly in f64, return int32.

@@ -1,6 +1,6 @@
 //! Matrix products: Gemm, MatMul (numpy semantics, batched, 1-D operands), MatMulInteger and
 //! Einsum.
-use crate::engine::{op, BoxOp, Inputs, LowRank, Op, OpCtx, Registry};
+use crate::engine::{op, precision, BoxOp, Inputs, LowRank, Op, OpCtx, Registry};
 use crate::error::Result;
 use crate::onnx::NodeExt;
 use tch::{Kind, Tensor};
@@ -39,7 +39,7 @@ impl Op for Gemm {
             return Err(x.err(format!("B must be a matrix, got shape {:?}", b.size())));
         }
         let b = if self.trans_b { b.f_transpose(0, 1)? } else { b.shallow_clone() };
-        self.with(x, |a| Ok(a.f_matmul(&b)?))
+        self.with(x, |a| precision::product(&[a, &b], |t| Ok(t[0].f_matmul(&t[1])?)))
     }
 
     fn takes_low_rank(&self, i: usize) -> bool {
@@ -65,7 +65,7 @@ struct MatMul;
 
 impl Op for MatMul {
     fn run(&self, x: &Inputs) -> Result<Vec<Tensor>> {
-        Ok(vec![x.req(0)?.f_matmul(x.req(1)?)?])
+        Ok(vec![precision::product(&[x.req(0)?, x.req(1)?], |t| Ok(t[0].f_matmul(&t[1])?))?])
     }
 
     fn takes_low_rank(&self, i: usize) -> bool {

@@ -1,7 +1,7 @@
 //! FusedMatMul: MatMul with transposes of the operands (the last two dims, and/or the first dim
 //! moved behind the batch dims) and a scale, as onnxruntime fuses Transpose/Mul into MatMul.
 use super::{add, attr_f, flag};
-use crate::engine::{op, BoxOp, OpCtx, Registry};
+use crate::engine::{op, precision, BoxOp, OpCtx, Registry};
 use crate::error::Result;
 use tch::Tensor;
 
@@ -25,7 +25,7 @@ fn fused_matmul(ctx: &OpCtx) -> Result<BoxOp> {
     let alpha = attr_f(ctx, "alpha", 1.0)?;
     op(move |x| {
         let (a, b) = (arrange(x.req(0)?, ba, ta)?, arrange(x.req(1)?, bb, tb)?);
-        let y = a.f_matmul(&b).map_err(|e| {
+        let y = precision::product(&[&a, &b], |t| Ok(t[0].f_matmul(&t[1])?)).map_err(|e| {
             let why = crate::error::torch_summary(&e.to_string());
             x.err(format!("A {:?} · B {:?}: {why}", a.size(), b.size()))
         })?;
