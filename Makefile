@@ -35,6 +35,7 @@ bench: setup fixtures
 	cargo bench --bench engine
 	cargo bench --bench svd
 	cargo bench --bench semu_e2e
+	cargo bench --bench train_step
 
 # README "Big models: memory": peak RSS of `semu unlearn` (gate included) on random-weight GPT-2s
 # of 1 GB and 4 GB with external data (made in MEMORY_DIR, ~9 GiB free disk), next to the formula
