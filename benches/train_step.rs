@@ -29,7 +29,8 @@ fn main() -> Res<()> {
     let iters = env_usize("SEMU_BENCH_ITERS", 7);
     let rand = |d: &[i64], scale: f64| Tensor::randn(d, (Kind::Float, Device::Cpu)) * scale;
     let ws: Vec<Tensor> = DIMS.iter().map(|d| rand(d, 1.0 / (d[0] as f64).sqrt())).collect();
-    let init = |n: &str, t: &Tensor| Ok::<_, tch::TchError>(f32_init(n, &t.size(), &Vec::<f32>::try_from(t.flatten(0, -1))?));
+    let init =
+        |n: &str, t: &Tensor| Ok::<_, tch::TchError>(f32_init(n, &t.size(), &Vec::<f32>::try_from(t.flatten(0, -1))?));
     let (_dir, path) = write(
         vec![node("MatMul", &["x", "w0"], &["h"]), node("Relu", &["h"], &["r"]), node("MatMul", &["r", "w1"], &["y"])],
         vec![init("w0", &ws[0])?, init("w1", &ws[1])?],

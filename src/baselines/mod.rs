@@ -317,6 +317,7 @@ pub fn run(
         npo_beta: cfg.npo_beta,
         classes,
         seed: cfg.seed,
+        precision: cfg.precision,
     };
     obs.phase("training");
     let t = Instant::now();

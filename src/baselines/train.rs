@@ -69,6 +69,8 @@ pub struct LoopSettings {
     pub npo_beta: f64,
     pub classes: i64,
     pub seed: u64,
+    /// What each step's products compute in (`--precision`); the weights stay in their dtypes.
+    pub precision: crate::engine::precision::Precision,
 }
 
 /// The learning rate of epoch `e` (0-based) of `epochs`: constant; cosine annealing to 0; or
@@ -161,6 +163,7 @@ pub fn train(
         for idx in batches(&order, s.batch_size) {
             let weights = w.overrides()?;
             let b = driver.records(idx)?;
+            let low = crate::engine::precision::scope(s.precision.lowered());
             let out = net.forward(&b, &weights)?;
             let mut loss = match objective {
                 Some(obj) => {
@@ -192,6 +195,7 @@ pub fn train(
                 }
             }
             loss.f_backward()?;
+            drop(low);
             if let Some(mask) = mask {
                 let _g = tch::no_grad_guard();
                 for (l, m) in w.leaves.iter().zip(mask) {
