@@ -151,7 +151,7 @@ mod tests {
             ],
             vec![init("w1", &w1), init("w2", &w2), init("w3", &w3)],
             vec![value("x", DType::F32, &[-1, 6])],
-            vec![value("y", DType::F32, &[-1, 5])],
+            vec![value("y", DType::F32, &[-1, 5]), value("w1", DType::F32, &[6, 5])],
             13,
         );
         let model = OnnxModel::load(&path).unwrap();
@@ -172,12 +172,14 @@ mod tests {
                 }
             }
             FORMED.with(|c| c.set(0));
-            let y = plan.run_with(&feeds, &w).unwrap().remove(0);
+            let mut outs = plan.run_with(&feeds, &w).unwrap();
+            let (y, w1) = (outs.remove(0), outs.remove(0));
             (y.square().sum(Kind::Float)).backward();
-            (y.detach(), r.iter().map(|r| r.grad()).collect::<Vec<_>>(), FORMED.with(|c| c.get()))
+            (y.detach(), w1.detach(), r.iter().map(|r| r.grad()).collect::<Vec<_>>(), FORMED.with(|c| c.get()))
         };
-        let ((y_f, g_f, formed), (y, g, _)) = (run(true), run(false));
-        assert_eq!(formed, 1, "only the weight Transpose reads is formed");
+        let ((y_f, w1_f, g_f, formed), (y, w1, g, _)) = (run(true), run(false));
+        assert_eq!(formed, 2, "formed: the weight Transpose reads, and w1 as a graph output");
+        assert!(w1_f.equal(&w1), "a weight that is an output comes out whole");
         let close = |a: &Tensor, b: &Tensor| {
             (a - b).abs().max().double_value(&[]) < 1e-3 * (1.0 + b.abs().max().double_value(&[]))
         };

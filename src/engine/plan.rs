@@ -504,11 +504,13 @@ impl Plan {
         }
         self.outputs
             .iter()
-            .map(|(name, s)| {
-                slots[*s]
+            .map(|(name, s)| match low_rank.get(s) {
+                // A weight that is itself an output: the weight, not its base.
+                Some(w) => Ok(Value::Tensor(w.formed()?)),
+                None => slots[*s]
                     .as_ref()
                     .map(Value::shallow_clone)
-                    .ok_or_else(|| Error::msg(format!("output '{name}' was not computed")))
+                    .ok_or_else(|| Error::msg(format!("output '{name}' was not computed"))),
             })
             .collect()
     }
