@@ -24,14 +24,24 @@ fn gpu() -> bool {
     false
 }
 
+fn digits(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits").join(file)
+}
+
+/// The digits model, its class-3 forget set and a SEMU setting that trains in a second.
+fn class3() -> (OnnxModel, NpzDataset, SemuConfig) {
+    let m = OnnxModel::load(digits("model.onnx")).unwrap();
+    let forget = NpzDataset::open(&digits("forget_class3.npz")).unwrap();
+    (m, forget, SemuConfig { lr: semu::semu::Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() })
+}
+
 #[test]
 fn cuda_forward_and_unlearning_match_cpu() {
     if !gpu() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits");
-    let m = OnnxModel::load(root.join("model.onnx")).unwrap();
-    let test = NpzDataset::open(&root.join("test.npz")).unwrap();
+    let (m, forget, cfg) = class3();
+    let test = NpzDataset::open(&digits("test.npz")).unwrap();
     let (x, _) = test.batch(&(0..200).collect::<Vec<_>>()).unwrap();
     let logits = |dev: Device| {
         let c = semu::task::Model::new(&m, dev, Default::default(), &Default::default()).unwrap();
@@ -40,8 +50,6 @@ fn cuda_forward_and_unlearning_match_cpu() {
     };
     let d = (logits(Device::Cpu) - logits(Device::Cuda(0))).abs().max().double_value(&[]);
     assert!(d < 1e-3, "CUDA vs CPU logits differ by {d}");
-    let forget = NpzDataset::open(&root.join("forget_class3.npz")).unwrap();
-    let cfg = SemuConfig { lr: semu::semu::Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() };
     let cpu = unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap();
     let gpu = unlearn(&m, &forget, None, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
     for (a, b) in cpu.adapters.iter().zip(&gpu.adapters) {
@@ -58,10 +66,7 @@ fn cuda_bf16_products_train_r_in_f32() {
     if !gpu() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits");
-    let m = OnnxModel::load(root.join("model.onnx")).unwrap();
-    let forget = NpzDataset::open(&root.join("forget_class3.npz")).unwrap();
-    let cfg = SemuConfig { lr: semu::semu::Lr::Fixed(0.001), gamma: 0.6, alpha: 0.0, ..Default::default() };
+    let (m, forget, cfg) = class3();
     let low = SemuConfig { precision: semu::engine::precision::Precision::Bf16, ..cfg.clone() };
     let f32 = unlearn(&m, &forget, None, None, &cfg, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
     let bf16 = unlearn(&m, &forget, None, None, &low, Device::Cuda(0), &Default::default(), &mut Quiet).unwrap();
