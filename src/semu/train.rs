@@ -270,18 +270,15 @@ pub fn train(
             let _g = tch::no_grad_guard();
             adapted(adapters)?
         };
-        let forget_acc = net.accuracy(forget, eval_batch(s.batch_size), &w)?;
+        // The median loss the stop reads comes from the same pass as the accuracy.
+        let by_loss = s.stop_at.as_ref().is_some_and(|t| t.metric == super::auto::Metric::Loss);
+        let (forget_acc, forget_loss) = net.score(forget, eval_batch(s.batch_size), &w, by_loss)?;
         obs.epoch_progress(&EpochProgress { forget_acc: Some(forget_acc), ..at });
         let stats = EpochStats {
             epoch,
             loss: loss_sum / steps.max(1) as f64,
             forget_acc,
-            forget_loss: match &s.stop_at {
-                Some(t) if t.metric == super::auto::Metric::Loss => {
-                    Some(net.median_loss(forget, eval_batch(s.batch_size), &w)?)
-                }
-                _ => None,
-            },
+            forget_loss,
             // A diffusion model's remaining data is large and costs three passes, and a language
             // model's is many times its forget set (a third of each round's time on the text-LM
             // fixtures): measured at the end, unless early exit scores each round by it.

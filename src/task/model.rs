@@ -442,18 +442,37 @@ impl Model {
     /// predicted tokens for a causal LM. The median, not the mean: a few misclassified held-out
     /// samples would otherwise set the level for all.
     pub fn median_loss(&self, ds: &dyn Dataset, batch: usize, overrides: &dyn Overrides) -> Result<f64> {
+        Ok(self.score(ds, batch, overrides, true)?.1.unwrap_or(0.0))
+    }
+
+    /// [`Self::accuracy`] and, when `with_loss`, [`Self::median_loss`], from one pass.
+    pub fn score(
+        &self,
+        ds: &dyn Dataset,
+        batch: usize,
+        overrides: &dyn Overrides,
+        with_loss: bool,
+    ) -> Result<(f64, Option<f64>)> {
         let _g = tch::no_grad_guard();
         let order: Vec<usize> = (0..ds.len()).collect();
-        let mut all = Vec::new();
+        let (mut correct, mut scored, mut losses) = (0i64, 0i64, Vec::new());
         for idx in batches(&order, batch) {
             let b = self.records(ds, idx)?;
-            let (logits, y, w) = self.scored(&self.forward(&b, overrides)?, &b)?;
-            let lp = logits.f_log_softmax(-1, Kind::Float)?.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
-            let kept = lp.f_masked_select(&w.f_gt(0.0)?)?.f_neg()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
-            all.extend(Vec::<f64>::try_from(kept)?);
+            let out = self.forward(&b, overrides)?;
+            let (c, n) = self.correct(&out, &b)?;
+            (correct, scored) = (correct + c, scored + n);
+            if with_loss {
+                let (logits, y, w) = self.scored(&out, &b)?;
+                let lp =
+                    logits.f_log_softmax(-1, Kind::Float)?.f_gather(1, &y.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+                let kept =
+                    lp.f_masked_select(&w.f_gt(0.0)?)?.f_neg()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+                losses.extend(Vec::<f64>::try_from(kept)?);
+            }
         }
-        all.sort_by(f64::total_cmp);
-        Ok(all.get(all.len() / 2).copied().unwrap_or(0.0))
+        losses.sort_by(f64::total_cmp);
+        let accuracy = if scored == 0 { 0.0 } else { correct as f64 / scored as f64 };
+        Ok((accuracy, with_loss.then(|| losses.get(losses.len() / 2).copied().unwrap_or(0.0))))
     }
 
     /// Softmax probabilities for every record (N×C, CPU, f32); classifiers only.
