@@ -1,8 +1,9 @@
-//! Mixed precision (`--precision`): inside a [`scope`], matrix products and convolutions on f32
-//! operands are computed in bf16 or f16 and their results returned in f32, as autocast does on
-//! CUDA; every other op stays in f32. The engine does it in its own ops, so the same binary runs
-//! it on CPU (bf16) and CUDA. The weights, R and the gradient accumulators stay f32: the cast's
-//! backward returns each gradient in its input's dtype.
+//! Mixed precision (`--precision`): inside a [`scope`], the products of f32 operands (MatMul,
+//! Gemm, FusedMatMul, Conv, ConvTranspose, the low-rank products) are computed in bf16 or f16
+//! and their results returned in f32, as autocast does on CUDA; every other op stays in f32. The
+//! engine does it in its own ops, so the same binary runs it on CPU (bf16) and CUDA. The weights,
+//! R and the gradient accumulators stay f32: the cast's backward returns each gradient in its
+//! input's dtype.
 use crate::error::Result;
 use std::cell::Cell;
 use tch::{Kind, Tensor};
@@ -87,5 +88,41 @@ mod tests {
         // Outside a scope the product is the f32 one.
         let same = product(&[&a, &b], |x| Ok(x[0].f_matmul(&x[1])?)).unwrap();
         assert!(same.equal(&exact));
+    }
+
+    /// Every op the scope covers: its output under bf16 is f32, near the exact one, not equal.
+    #[test]
+    fn the_products_ops_are_lowered() {
+        use crate::engine::{Inputs, OpCtx, Registry};
+        use crate::onnx::proto::NodeProto;
+        tch::manual_seed(5);
+        let cases: [(&str, &str, &[&[i64]]); 5] = [
+            ("", "MatMul", &[&[4, 16], &[16, 8]]),
+            ("", "Gemm", &[&[4, 16], &[16, 8], &[8]]),
+            ("", "Conv", &[&[1, 3, 8, 8], &[4, 3, 3, 3], &[4]]),
+            ("", "ConvTranspose", &[&[1, 3, 8, 8], &[3, 4, 3, 3], &[4]]),
+            ("com.microsoft", "FusedMatMul", &[&[4, 16], &[16, 8]]),
+        ];
+        let reg = Registry::standard();
+        for (domain, op, shapes) in cases {
+            let node = NodeProto {
+                op_type: Some(op.into()),
+                domain: Some(domain.into()),
+                input: (0..shapes.len()).map(|i| format!("x{i}")).collect(),
+                output: vec!["y".into()],
+                ..Default::default()
+            };
+            let built = reg.find(domain, op, 17).map(|b| b(&OpCtx::new(&node, 17)).unwrap()).expect(op);
+            let xs: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
+            let run = || built.run(&Inputs { node: &node, vals: xs.iter().map(Some).collect() }).unwrap().remove(0);
+            let exact = run();
+            let low = {
+                let _s = scope(Some(Kind::BFloat16));
+                run()
+            };
+            let (err, scale) = ((&low - &exact).abs().max().double_value(&[]), exact.abs().max().double_value(&[]));
+            assert_eq!(low.kind(), Kind::Float, "{op}");
+            assert!(err > 0.0 && err < 0.05 * scale, "{op}: bf16 error {err} of {scale}");
+        }
     }
 }

@@ -243,10 +243,16 @@ fn conv_transpose(ctx: &OpCtx) -> Result<BoxOp> {
         let zeros = vec![0; n];
         let native = begin == end && begin.iter().all(|&p| p >= 0) && (0..n).all(|i| op_[i] < s[i].max(d[i]));
         if native {
-            return Ok(vec![input.f_convolution(w, bias, &s, &begin, &d, true, &op_, a.group)?]);
+            let operands: Vec<&Tensor> = [Some(input), Some(w), bias].into_iter().flatten().collect();
+            let y = precision::product(&operands, |t| {
+                Ok(t[0].f_convolution(&t[1], t.get(2), &s, &begin, &d, true, &op_, a.group)?)
+            })?;
+            return Ok(vec![y]);
         }
         // General case: full output, then crop (negative pad) or extend each side, then the bias.
-        let y = input.f_convolution(w, None::<&Tensor>, &s, &zeros, &d, true, &zeros, a.group)?;
+        let y = precision::product(&[input, w], |t| {
+            Ok(t[0].f_convolution(&t[1], None::<&Tensor>, &s, &zeros, &d, true, &zeros, a.group)?)
+        })?;
         let ends: Vec<i64> = (0..n).map(|i| op_[i] - end[i]).collect();
         let starts: Vec<i64> = begin.iter().map(|b| -b).collect();
         let y = y.f_constant_pad_nd(torch_pads(&starts, &ends))?;
