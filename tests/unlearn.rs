@@ -255,7 +255,7 @@ fn bf16_products_train_r_in_f32_and_still_forget() {
     use semu::engine::precision::Precision;
     let m = digits();
     let forget = NpzDataset::open(&fx("forget_class3.npz")).unwrap();
-    let cfg = SemuConfig { epochs: 3, ..tuned() };
+    let cfg = tuned();
     let run = |precision| {
         let cfg = SemuConfig { precision, ..cfg.clone() };
         unlearn(&m, &forget, None, None, &cfg, Device::Cpu, &Default::default(), &mut Quiet).unwrap()
@@ -275,5 +275,5 @@ fn bf16_products_train_r_in_f32_and_still_forget() {
     );
     let (a, b) = (exact.epochs.last().unwrap().forget_acc, low.epochs.last().unwrap().forget_acc);
     assert!((a - b).abs() <= 0.05, "forget accuracy f32 {a} vs bf16 {b}");
-    assert!(b <= low.forget_acc_before - 0.5, "bf16: forget accuracy {b} from {}", low.forget_acc_before);
+    assert!(b <= 0.2, "bf16: forget accuracy {b} from {}", low.forget_acc_before);
 }
