@@ -147,7 +147,10 @@ mod tests {
                 gemm,
                 node("Transpose", &["w3"], &["w3t"]),
                 node("MatMul", &["x", "w3t"], &["c"]),
-                node("Sum", &["a", "b", "c"], &["y"]),
+                // w2 read twice by one node: formed once.
+                node("Add", &["w2", "w2"], &["w2x2"]),
+                node("ReduceSum", &["w2x2"], &["s"]),
+                node("Sum", &["a", "b", "c", "s"], &["y"]),
             ],
             vec![init("w1", &w1), init("w2", &w2), init("w3", &w3)],
             vec![value("x", DType::F32, &[-1, 6])],
@@ -178,7 +181,7 @@ mod tests {
             (y.detach(), w1.detach(), r.iter().map(|r| r.grad()).collect::<Vec<_>>(), FORMED.with(|c| c.get()))
         };
         let ((y_f, w1_f, g_f, formed), (y, w1, g, _)) = (run(true), run(false));
-        assert_eq!(formed, 2, "formed: the weight Transpose reads, and w1 as a graph output");
+        assert_eq!(formed, 3, "formed: w3 for Transpose, w2 for Add (once), w1 as a graph output");
         assert!(w1_f.equal(&w1), "a weight that is an output comes out whole");
         let close = |a: &Tensor, b: &Tensor| {
             (a - b).abs().max().double_value(&[]) < 1e-3 * (1.0 + b.abs().max().double_value(&[]))

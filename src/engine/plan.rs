@@ -481,9 +481,11 @@ impl Plan {
             };
             if factored.is_none() {
                 // The op needs the weights themselves: formed once, kept in the slot.
+                // (A weight read twice by the node is listed twice.)
                 for &(_, s) in &low {
-                    let w = low_rank.remove(&s).expect("listed");
-                    slots[s] = Some(Value::Tensor(w.formed().map_err(|e| n.node_err(e.to_string()))?));
+                    if let Some(w) = low_rank.remove(&s) {
+                        slots[s] = Some(Value::Tensor(w.formed().map_err(|e| n.node_err(e.to_string()))?));
+                    }
                 }
             }
             let vals = st.inputs.iter().map(|s| s.and_then(|s| slots[s].as_ref())).collect();
