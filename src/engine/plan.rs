@@ -472,9 +472,14 @@ impl Plan {
         }
         for st in &self.steps {
             let n = &self.nodes[st.node];
-            let low: Vec<(usize, usize)> = (st.inputs.iter().enumerate())
-                .filter_map(|(i, s)| s.filter(|s| low_rank.contains_key(s)).map(|s| (i, s)))
-                .collect();
+            // (Most runs have no low-rank weight: no lookups then.)
+            let low: Vec<(usize, usize)> = if low_rank.is_empty() {
+                Vec::new()
+            } else {
+                (st.inputs.iter().enumerate())
+                    .filter_map(|(i, s)| s.filter(|s| low_rank.contains_key(s)).map(|s| (i, s)))
+                    .collect()
+            };
             let factored = match low[..] {
                 [(i, s)] if st.op.takes_low_rank(i) && low_rank[&s].factored() => Some((i, low_rank[&s])),
                 _ => None,

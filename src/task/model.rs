@@ -425,18 +425,7 @@ impl Model {
         overrides: &dyn Overrides,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<f64> {
-        let _g = tch::no_grad_guard();
-        let order: Vec<usize> = (0..ds.len()).collect();
-        let (mut correct, mut scored, mut done) = (0i64, 0i64, 0);
-        progress(0, ds.len());
-        for idx in batches(&order, batch) {
-            let b = self.records(ds, idx)?;
-            let (c, n) = self.correct(&self.forward(&b, overrides)?, &b)?;
-            (correct, scored) = (correct + c, scored + n);
-            done += idx.len();
-            progress(done, ds.len());
-        }
-        Ok(if scored == 0 { 0.0 } else { correct as f64 / scored as f64 })
+        Ok(self.score_with(ds, batch, overrides, false, progress)?.0)
     }
     /// Median loss on the true targets over `ds`: of the records for a classifier, of the
     /// predicted tokens for a causal LM. The median, not the mean: a few misclassified held-out
@@ -453,9 +442,22 @@ impl Model {
         overrides: &dyn Overrides,
         with_loss: bool,
     ) -> Result<(f64, Option<f64>)> {
+        self.score_with(ds, batch, overrides, with_loss, &mut |_, _| {})
+    }
+
+    /// [`Self::score`], telling `progress` how many records of how many are scored.
+    fn score_with(
+        &self,
+        ds: &dyn Dataset,
+        batch: usize,
+        overrides: &dyn Overrides,
+        with_loss: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(f64, Option<f64>)> {
         let _g = tch::no_grad_guard();
         let order: Vec<usize> = (0..ds.len()).collect();
-        let (mut correct, mut scored, mut losses) = (0i64, 0i64, Vec::new());
+        let (mut correct, mut scored, mut done, mut losses) = (0i64, 0i64, 0, Vec::new());
+        progress(0, ds.len());
         for idx in batches(&order, batch) {
             let b = self.records(ds, idx)?;
             let out = self.forward(&b, overrides)?;
@@ -469,6 +471,8 @@ impl Model {
                     lp.f_masked_select(&w.f_gt(0.0)?)?.f_neg()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
                 losses.extend(Vec::<f64>::try_from(kept)?);
             }
+            done += idx.len();
+            progress(done, ds.len());
         }
         losses.sort_by(f64::total_cmp);
         let accuracy = if scored == 0 { 0.0 } else { correct as f64 / scored as f64 };
